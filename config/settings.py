@@ -1,0 +1,147 @@
+"""Settings, read from the environment (and `.env` if present) through django-environ.
+
+Every variable is listed in `.env.example`. Defaults are safe for development: SQLite and the
+filesystem broker under `var/`, so nothing but Python is needed to run the app.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+VAR_DIR = BASE_DIR / env.str("ACCOUNTS_POOL_VAR_DIR", default="var")  # absolute paths win
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _required(name: str) -> str:
+    value = env.str(name, default="")
+    if not value:
+        raise ImproperlyConfigured(f"Set the environment variable {name} (see .env.example).")
+    return value
+
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = _required("SECRET_KEY")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "accounts_pool",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # IMMEDIATE transactions and a generous busy timeout let the web app, a worker and beat
+    # share one SQLite file without "database is locked" errors.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+    # Tests that start a real worker process need the test database in a file it can open.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
+
+# --- Secrets at rest -----------------------------------------------------------------------
+# Comma-separated Fernet keys: the first encrypts, all decrypt (rotation). Checked at start-up
+# by accounts_pool.checks so a bad key fails closed before anything is read or written.
+ACCOUNTS_POOL_ENCRYPTION_KEYS = env.list("ACCOUNTS_POOL_ENCRYPTION_KEYS", default=[])
+
+# --- Providers -----------------------------------------------------------------------------
+ANTHROPIC_AUTHORIZE_URL = env.str(
+    "ANTHROPIC_AUTHORIZE_URL", default="https://claude.ai/oauth/authorize"
+)
+ANTHROPIC_TOKEN_URL = env.str(
+    "ANTHROPIC_TOKEN_URL", default="https://platform.claude.com/v1/oauth/token"
+)
+ANTHROPIC_USAGE_URL = env.str(
+    "ANTHROPIC_USAGE_URL", default="https://api.anthropic.com/api/oauth/usage"
+)
+ANTHROPIC_PROFILE_URL = env.str(
+    "ANTHROPIC_PROFILE_URL", default="https://api.anthropic.com/api/oauth/profile"
+)
+ANTHROPIC_HTTP_TIMEOUT = env.float("ANTHROPIC_HTTP_TIMEOUT", default=20.0)
+
+# --- Refresh cycle -------------------------------------------------------------------------
+# How long a refresh claim holds before another worker may take the account over (a killed
+# worker never blocks an account for longer than this).
+ACCOUNTS_POOL_CLAIM_SECONDS = env.int("ACCOUNTS_POOL_CLAIM_SECONDS", default=120)
+ACCOUNTS_POOL_DISPATCH_BATCH = env.int("ACCOUNTS_POOL_DISPATCH_BATCH", default=500)
+ACCOUNTS_POOL_EVENT_RETENTION_DAYS = env.int("ACCOUNTS_POOL_EVENT_RETENTION_DAYS", default=30)
+
+# --- Celery --------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    _broker_dir = VAR_DIR / "broker"
+    for _sub in ("queue", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = TIME_ZONE

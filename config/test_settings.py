@@ -1,0 +1,21 @@
+"""Settings for the test suite: fixed secrets, provider URLs that only respx answers, and local
+state under var/test. DATABASE_URL and CELERY_BROKER_URL still come from the environment, so the
+same suite runs on SQLite and the filesystem broker, or on PostgreSQL and Redis (.ci/run)."""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
+# A fixed test key (never used outside tests).
+os.environ.setdefault(
+    "ACCOUNTS_POOL_ENCRYPTION_KEYS", "1ymJ6dG0g0ts6uj1Jd5Vx9X8Ff3yQZ0vJm8oHk3m9Yk="
+)
+os.environ.setdefault("ACCOUNTS_POOL_VAR_DIR", "var/test")
+os.environ.setdefault("ANTHROPIC_TOKEN_URL", "https://platform.anthropic.test/v1/oauth/token")
+os.environ.setdefault("ANTHROPIC_USAGE_URL", "https://api.anthropic.test/api/oauth/usage")
+os.environ.setdefault("ANTHROPIC_PROFILE_URL", "https://api.anthropic.test/api/oauth/profile")
+os.environ.setdefault("ANTHROPIC_AUTHORIZE_URL", "https://claude.anthropic.test/oauth/authorize")
+os.environ.setdefault("ANTHROPIC_HTTP_TIMEOUT", "5")
+
+from .settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
