@@ -1,0 +1,502 @@
+"""The pure rules of account state (DESIGN.md 3).
+
+No ORM, no clock, no network: every function takes plain values and `now`. The services turn
+these answers into writes; the admin, the pages, the API and checkout read `eligibility()`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+# --- Vocabulary ------------------------------------------------------------------------------
+
+
+class FailureKind(StrEnum):
+    """What a provider answered, independent of which operation asked."""
+
+    INVALID_GRANT = "invalid_grant"  # refresh token dead (also refresh_token_reused)
+    REJECTED = "rejected"  # other 4xx: 400, 401, 403 ...
+    RATE_LIMITED = "rate_limited"  # 429
+    SERVER_ERROR = "server_error"  # 5xx
+    NETWORK = "network_error"  # connect error, reset, timeout
+    MALFORMED = "malformed"  # 2xx we could not parse
+
+
+class Operation(StrEnum):
+    TOKEN_REFRESH = "token_refresh"
+    QUOTA_CHECK = "quota_check"
+    REPORT = "report"
+    ONBOARDING = "onboarding"
+    ADMIN = "admin"
+
+
+class PolicyStatus(StrEnum):
+    OK = "ok"
+    BLOCKED = "blocked"
+
+
+class Status(StrEnum):
+    USABLE = "usable"
+    DEGRADED = "degraded"
+    EXCLUDED = "excluded"
+
+
+class ReasonCode(StrEnum):
+    DISABLED = "disabled"
+    NEEDS_RELOGIN = "needs_relogin"
+    REFRESH_BACKOFF = "refresh_backoff"
+    TOKEN_EXPIRED = "token_expired"
+    ORG_POLICY_BLOCKED = "org_policy_blocked"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    QUOTA_UNKNOWN = "quota_unknown"
+    QUOTA_STALE = "quota_stale"
+    COOLDOWN = "cooldown"
+
+
+class ClearsOn(StrEnum):
+    TIME = "time"
+    SUCCESS = "success"
+    RELOGIN = "relogin"
+    MANUAL = "manual"
+
+
+INVALID_GRANT_CODES = frozenset({"invalid_grant", "refresh_token_reused"})
+
+
+@dataclass(frozen=True)
+class ProviderFailure:
+    """A failed provider call, as plain values. Carries no secret."""
+
+    kind: FailureKind
+    status: int | None = None
+    error_code: str | None = None
+    message: str = ""
+    retry_after: str | None = None  # raw header value: seconds or an HTTP date
+
+
+def failure_kind(*, status: int, error_code: str | None) -> FailureKind:
+    """Classify an HTTP error answer (the transport and parse failures are classified where
+    they happen)."""
+    if status == 429:
+        return FailureKind.RATE_LIMITED
+    if status >= 500:
+        return FailureKind.SERVER_ERROR
+    if status == 400 and error_code in INVALID_GRANT_CODES:
+        return FailureKind.INVALID_GRANT
+    return FailureKind.REJECTED
+
+
+# --- Backoff ladders (DESIGN.md 3.1) ----------------------------------------------------------
+
+REFRESH_REJECTED_BASE = timedelta(minutes=30)
+REFRESH_REJECTED_CAP = timedelta(hours=24)
+REFRESH_TRANSIENT_BASE = timedelta(minutes=5)
+REFRESH_TRANSIENT_CAP = timedelta(minutes=60)
+REFRESH_RETRY_AFTER_CAP = timedelta(hours=24)
+REFRESH_NETWORK_DELAY = timedelta(minutes=5)
+QUOTA_BASE = timedelta(minutes=1)
+QUOTA_CAP = timedelta(minutes=15)
+QUOTA_RETRY_AFTER_CAP = timedelta(minutes=15)
+
+
+def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
+    """Retry-After as a delay: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        return max(when - now, timedelta(0))
+    if seconds != seconds or seconds < 0:  # NaN or negative
+        return None
+    return timedelta(seconds=min(seconds, 10 * 365 * 86400))
+
+
+def doubling(base: timedelta, cap: timedelta, failures: int) -> timedelta:
+    """base, 2*base, 4*base ... capped; `failures` counts the failure being recorded (>= 1)."""
+    steps = max(failures, 1) - 1
+    if steps >= 32:
+        return cap
+    return min(base * (2**steps), cap)
+
+
+def refresh_backoff_delay(
+    kind: FailureKind, failures: int, retry_after: timedelta | None
+) -> timedelta:
+    """How long the token endpoint is left alone after a failed refresh."""
+    if kind == FailureKind.REJECTED:
+        return doubling(REFRESH_REJECTED_BASE, REFRESH_REJECTED_CAP, failures)
+    if kind in (FailureKind.RATE_LIMITED, FailureKind.SERVER_ERROR):
+        if retry_after is not None:
+            return min(retry_after, REFRESH_RETRY_AFTER_CAP)
+        return doubling(REFRESH_TRANSIENT_BASE, REFRESH_TRANSIENT_CAP, failures)
+    # Network, timeout, malformed body. (invalid_grant never gets here: it parks the account.)
+    return REFRESH_NETWORK_DELAY
+
+
+def quota_backoff_delay(failures: int, retry_after: timedelta | None) -> timedelta:
+    """How long the usage endpoint is left alone after a transient quota failure."""
+    if retry_after is not None:
+        return min(retry_after, QUOTA_RETRY_AFTER_CAP)
+    return doubling(QUOTA_BASE, QUOTA_CAP, failures)
+
+
+# --- Classification: token refresh --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefreshFailureEffect:
+    """What a failed token refresh does to the refresh-state group (and nothing else)."""
+
+    outcome: FailureKind
+    failures: int
+    backoff_until: datetime | None
+    needs_relogin: bool
+    retry_after: timedelta | None
+
+
+def refresh_failure_effect(
+    failure: ProviderFailure, *, previous_failures: int, now: datetime
+) -> RefreshFailureEffect:
+    failures = previous_failures + 1
+    retry_after = parse_retry_after(failure.retry_after, now)
+    if failure.kind == FailureKind.INVALID_GRANT:
+        # Dead refresh token: no timed retry at all; only a new refresh token clears it.
+        return RefreshFailureEffect(failure.kind, failures, None, True, retry_after)
+    delay = refresh_backoff_delay(failure.kind, failures, retry_after)
+    return RefreshFailureEffect(failure.kind, failures, now + delay, False, retry_after)
+
+
+# --- Classification: quota check ---------------------------------------------------------------
+
+
+class QuotaFailureAction(StrEnum):
+    REFRESH_AND_RETRY = "refresh_and_retry"  # 401: the access token is dead, not the quota
+    POLICY_BLOCKED = "policy_blocked"  # 403: organisation policy, not a quota failure
+    BACKOFF = "backoff"  # 429, 5xx, network, malformed (and a second 401)
+
+
+@dataclass(frozen=True)
+class QuotaFailureEffect:
+    action: QuotaFailureAction
+    failures: int
+    backoff_until: datetime | None
+    retry_after: timedelta | None
+
+
+def quota_failure_effect(
+    failure: ProviderFailure, *, previous_failures: int, retried: bool, now: datetime
+) -> QuotaFailureEffect:
+    """Classify a usage-endpoint failure. `retried` is True on the retry after a 401."""
+    retry_after = parse_retry_after(failure.retry_after, now)
+    if failure.status == 401 and not retried:
+        return QuotaFailureEffect(
+            QuotaFailureAction.REFRESH_AND_RETRY, previous_failures, None, None
+        )
+    if failure.status == 403:
+        return QuotaFailureEffect(
+            QuotaFailureAction.POLICY_BLOCKED, previous_failures, None, retry_after
+        )
+    failures = previous_failures + 1
+    until = now + quota_backoff_delay(failures, retry_after)
+    return QuotaFailureEffect(QuotaFailureAction.BACKOFF, failures, until, retry_after)
+
+
+# --- Due-ness (DESIGN.md 3.2) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolPolicy:
+    refresh_lead: timedelta = timedelta(hours=4)
+    quota_interval: timedelta = timedelta(minutes=5)
+    policy_recheck: timedelta = timedelta(minutes=30)
+    min_remaining_percent: float = 0.0
+    fail_closed_on_unknown_quota: bool = True
+
+
+@dataclass(frozen=True)
+class Window:
+    key: str  # five_hour, seven_day, seven_day_opus, model:<id>
+    label: str
+    utilization: float | None  # percent 0-100; None is unknown (never 0)
+    resets_at: datetime | None
+    checked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class AccountState:
+    """Everything eligibility and due-ness read, as plain values (built from a model row)."""
+
+    is_oauth: bool = True
+    enabled: bool = True
+    disabled_reason: str = ""
+    disabled_at: datetime | None = None
+    has_access_token: bool = True
+    has_refresh_token: bool = True
+    access_expires_at: datetime | None = None
+    refresh_failures: int = 0
+    refresh_backoff_until: datetime | None = None
+    refresh_error_message: str = ""
+    refresh_error_status: int | None = None
+    refresh_error_at: datetime | None = None
+    needs_relogin: bool = False
+    quota_checked_at: datetime | None = None
+    quota_backoff_until: datetime | None = None
+    quota_error_message: str = ""
+    policy_status: PolicyStatus = PolicyStatus.OK
+    policy_message: str = ""
+    policy_since: datetime | None = None
+    policy_checked_at: datetime | None = None
+    cooldown_until: datetime | None = None
+    cooldown_reason: str = ""
+    windows: tuple[Window, ...] = field(default_factory=tuple)
+
+
+def _active(until: datetime | None, now: datetime) -> bool:
+    return until is not None and until > now
+
+
+def access_token_valid(state: AccountState, now: datetime) -> bool:
+    return (
+        state.has_access_token
+        and state.access_expires_at is not None
+        and state.access_expires_at > now
+    )
+
+
+def refresh_due(state: AccountState, policy: PoolPolicy, now: datetime) -> bool:
+    """Token refresh is due ahead of expiry, unless backing off or waiting for a re-login."""
+    if not (state.is_oauth and state.enabled and state.has_refresh_token):
+        return False
+    if state.needs_relogin or _active(state.refresh_backoff_until, now):
+        return False
+    if not state.has_access_token or state.access_expires_at is None:
+        return True
+    return state.access_expires_at <= now + policy.refresh_lead
+
+
+def quota_due(state: AccountState, policy: PoolPolicy, now: datetime) -> bool:
+    """Quota check is due after the interval, with a valid token, outside backoff, and for a
+    policy-blocked account only after the policy recheck interval."""
+    if not (state.is_oauth and state.enabled and access_token_valid(state, now)):
+        return False
+    if _active(state.quota_backoff_until, now):
+        return False
+    if state.policy_status == PolicyStatus.BLOCKED:
+        checked = state.policy_checked_at
+        return checked is None or checked <= now - policy.policy_recheck
+    return state.quota_checked_at is None or state.quota_checked_at <= now - policy.quota_interval
+
+
+# --- Eligibility (DESIGN.md 3.3) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: ReasonCode
+    message: str
+    since: datetime | None
+    until: datetime | None
+    clears_on: ClearsOn
+    excludes: bool
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: Status
+    reasons: tuple[Reason, ...]
+    next_change_at: datetime | None  # the earliest `until`: when this verdict next changes
+
+    @property
+    def usable_at(self) -> datetime | None:
+        """When every excluding reason has run out, if all of them end by time."""
+        excluding = [r for r in self.reasons if r.excludes]
+        if not excluding:
+            return None
+        if any(r.until is None for r in excluding):
+            return None
+        return max(r.until for r in excluding if r.until is not None)
+
+    @property
+    def first_reason(self) -> Reason | None:
+        return self.reasons[0] if self.reasons else None
+
+
+def window_remaining(window: Window) -> float | None:
+    if window.utilization is None:
+        return None
+    return 100.0 - window.utilization
+
+
+def window_exhausted(window: Window, policy: PoolPolicy, now: datetime) -> bool:
+    """At 100%, or below the pool's minimum remaining, and not yet reset."""
+    remaining = window_remaining(window)
+    if remaining is None:
+        return False
+    if window.resets_at is not None and window.resets_at <= now:
+        return False  # the window has reset since we looked
+    return remaining <= 0 or remaining < policy.min_remaining_percent
+
+
+def _fmt(when: datetime | None) -> str:
+    return when.strftime("%Y-%m-%d %H:%M UTC") if when else "unknown"
+
+
+def _credential_reasons(state: AccountState, now: datetime) -> list[Reason]:
+    reasons: list[Reason] = []
+    expired = not access_token_valid(state, now)
+    if state.needs_relogin:
+        reasons.append(
+            Reason(
+                ReasonCode.NEEDS_RELOGIN,
+                f"Refresh token rejected ({state.refresh_error_message or 'invalid_grant'}): "
+                "log in again.",
+                state.refresh_error_at,
+                None,
+                ClearsOn.RELOGIN,
+                True,
+            )
+        )
+    elif _active(state.refresh_backoff_until, now):
+        status = f"HTTP {state.refresh_error_status}" if state.refresh_error_status else "error"
+        detail = f": {state.refresh_error_message}" if state.refresh_error_message else ""
+        reasons.append(
+            Reason(
+                ReasonCode.REFRESH_BACKOFF,
+                f"Token refresh failing ({status} from the token endpoint{detail}); "
+                f"retrying after {_fmt(state.refresh_backoff_until)}.",
+                state.refresh_error_at,
+                state.refresh_backoff_until,
+                ClearsOn.TIME,
+                expired,
+            )
+        )
+    elif expired:
+        reasons.append(
+            Reason(
+                ReasonCode.TOKEN_EXPIRED,
+                "Access token expired; a refresh is pending.",
+                state.access_expires_at,
+                None,
+                ClearsOn.SUCCESS,
+                True,
+            )
+        )
+    return reasons
+
+
+def _quota_reasons(state: AccountState, policy: PoolPolicy, now: datetime) -> list[Reason]:
+    reasons: list[Reason] = []
+    if state.policy_status == PolicyStatus.BLOCKED:
+        reasons.append(
+            Reason(
+                ReasonCode.ORG_POLICY_BLOCKED,
+                "Blocked by the organisation's policy: "
+                f"{state.policy_message or 'usage endpoint answered 403'}",
+                state.policy_since,
+                None,
+                ClearsOn.SUCCESS,
+                True,
+            )
+        )
+    for window in state.windows:
+        if window_exhausted(window, policy, now):
+            reasons.append(
+                Reason(
+                    ReasonCode.QUOTA_EXHAUSTED,
+                    f"{window.label} window at {window.utilization:g}% "
+                    f"until it resets at {_fmt(window.resets_at)}.",
+                    window.checked_at,
+                    window.resets_at,
+                    ClearsOn.TIME,
+                    True,
+                )
+            )
+    known = [w for w in state.windows if w.utilization is not None]
+    if state.policy_status != PolicyStatus.BLOCKED and (
+        state.quota_checked_at is None or not known
+    ):
+        reasons.append(
+            Reason(
+                ReasonCode.QUOTA_UNKNOWN,
+                "Quota not known yet"
+                + (f" ({state.quota_error_message})" if state.quota_error_message else "")
+                + ".",
+                None,
+                state.quota_backoff_until if _active(state.quota_backoff_until, now) else None,
+                ClearsOn.SUCCESS,
+                policy.fail_closed_on_unknown_quota,
+            )
+        )
+    elif (
+        state.quota_checked_at is not None
+        and _active(state.quota_backoff_until, now)
+        and state.quota_checked_at <= now - policy.quota_interval
+    ):
+        reasons.append(
+            Reason(
+                ReasonCode.QUOTA_STALE,
+                f"Quota last checked at {_fmt(state.quota_checked_at)}; checks failing"
+                + (f" ({state.quota_error_message})" if state.quota_error_message else "")
+                + f", next after {_fmt(state.quota_backoff_until)}.",
+                state.quota_checked_at,
+                state.quota_backoff_until,
+                ClearsOn.TIME,
+                False,
+            )
+        )
+    return reasons
+
+
+def eligibility(state: AccountState, policy: PoolPolicy, now: datetime) -> Verdict:
+    """May this account be used now? If not, why and until when."""
+    reasons: list[Reason] = []
+    if not state.enabled:
+        reasons.append(
+            Reason(
+                ReasonCode.DISABLED,
+                f"Disabled: {state.disabled_reason}" if state.disabled_reason else "Disabled.",
+                state.disabled_at,
+                None,
+                ClearsOn.MANUAL,
+                True,
+            )
+        )
+    if state.is_oauth:
+        reasons.extend(_credential_reasons(state, now))
+        reasons.extend(_quota_reasons(state, policy, now))
+    if _active(state.cooldown_until, now):
+        reasons.append(
+            Reason(
+                ReasonCode.COOLDOWN,
+                "Rate limited by a consumer's report"
+                + (f" ({state.cooldown_reason})" if state.cooldown_reason else "")
+                + f" until {_fmt(state.cooldown_until)}.",
+                None,
+                state.cooldown_until,
+                ClearsOn.TIME,
+                True,
+            )
+        )
+    # Excluding reasons first, so the first reason is always the one that matters most.
+    reasons.sort(key=lambda r: not r.excludes)
+    if any(r.excludes for r in reasons):
+        status = Status.EXCLUDED
+    elif reasons:
+        status = Status.DEGRADED
+    else:
+        status = Status.USABLE
+    untils = [r.until for r in reasons if r.until is not None]
+    return Verdict(status, tuple(reasons), min(untils) if untils else None)

@@ -1,0 +1,341 @@
+"""The pure rules, table-driven, without a database and without patching the clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from accounts_pool.state import (
+    AccountState,
+    ClearsOn,
+    FailureKind,
+    PolicyStatus,
+    PoolPolicy,
+    ProviderFailure,
+    QuotaFailureAction,
+    ReasonCode,
+    Status,
+    Window,
+    eligibility,
+    failure_kind,
+    parse_retry_after,
+    quota_due,
+    quota_failure_effect,
+    refresh_due,
+    refresh_failure_effect,
+)
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+MIN = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+POLICY = PoolPolicy()
+HEALTHY = AccountState(
+    access_expires_at=NOW + 7 * HOUR,
+    quota_checked_at=NOW - MIN,
+    policy_checked_at=NOW - MIN,
+    windows=(
+        Window("five_hour", "5-hour", 25.0, NOW + 4 * HOUR),
+        Window("seven_day", "7-day", 61.0, NOW + 90 * HOUR),
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "kind"),
+    [
+        (400, "invalid_grant", FailureKind.INVALID_GRANT),
+        (400, "refresh_token_reused", FailureKind.INVALID_GRANT),
+        (400, "invalid_request", FailureKind.REJECTED),
+        (401, None, FailureKind.REJECTED),
+        (403, None, FailureKind.REJECTED),
+        (403, "invalid_grant", FailureKind.REJECTED),  # only a 400 carries invalid_grant
+        (429, None, FailureKind.RATE_LIMITED),
+        (500, None, FailureKind.SERVER_ERROR),
+        (503, "overloaded_error", FailureKind.SERVER_ERROR),
+    ],
+)
+def test_it_classifies_http_answers(status, code, kind):
+    assert failure_kind(status=status, error_code=code) == kind
+
+
+@pytest.mark.parametrize(
+    ("header", "delay"),
+    [
+        (None, None),
+        ("", None),
+        ("120", timedelta(seconds=120)),
+        ("1.5", timedelta(seconds=1.5)),
+        ("-5", None),
+        ("soon", None),
+        ("Sun, 29 Nov 2026 12:10:00 GMT", timedelta(minutes=10)),
+        ("Sun, 29 Nov 2026 11:00:00 GMT", timedelta(0)),
+    ],
+)
+def test_it_reads_retry_after_as_seconds_or_http_date(header, delay):
+    assert parse_retry_after(header, NOW) == delay
+
+
+def _refresh(kind, failures=0, status=None, retry_after=None):
+    failure = ProviderFailure(kind=kind, status=status, retry_after=retry_after)
+    return refresh_failure_effect(failure, previous_failures=failures, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("kind", "previous", "retry_after", "delay"),
+    [
+        # other 4xx (400, 401, 403): 30 min doubling to 24 h
+        (FailureKind.REJECTED, 0, None, 30 * MIN),
+        (FailureKind.REJECTED, 1, None, 60 * MIN),
+        (FailureKind.REJECTED, 3, None, 4 * HOUR),
+        (FailureKind.REJECTED, 10, None, 24 * HOUR),
+        # 429 and 5xx: Retry-After (capped at 24 h), else 5 min doubling to 60 min
+        (FailureKind.RATE_LIMITED, 0, "90", timedelta(seconds=90)),
+        (FailureKind.RATE_LIMITED, 0, "999999", 24 * HOUR),
+        (FailureKind.RATE_LIMITED, 0, None, 5 * MIN),
+        (FailureKind.SERVER_ERROR, 1, None, 10 * MIN),
+        (FailureKind.SERVER_ERROR, 9, None, 60 * MIN),
+        # network, timeout, malformed: 5 min
+        (FailureKind.NETWORK, 0, None, 5 * MIN),
+        (FailureKind.NETWORK, 6, None, 5 * MIN),
+        (FailureKind.MALFORMED, 2, None, 5 * MIN),
+    ],
+)
+def test_it_follows_the_refresh_backoff_ladders(kind, previous, retry_after, delay):
+    effect = _refresh(kind, previous, retry_after=retry_after)
+    assert effect.backoff_until == NOW + delay
+    assert effect.failures == previous + 1
+    assert not effect.needs_relogin
+
+
+def test_invalid_grant_parks_the_account_without_a_timed_retry():
+    effect = _refresh(FailureKind.INVALID_GRANT, status=400)
+    assert effect.needs_relogin
+    assert effect.backoff_until is None
+
+
+def _quota(status=None, kind=FailureKind.SERVER_ERROR, failures=0, retried=False, retry=None):
+    failure = ProviderFailure(kind=kind, status=status, retry_after=retry)
+    return quota_failure_effect(failure, previous_failures=failures, retried=retried, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "previous", "retry_after", "delay"),
+    [
+        (429, FailureKind.RATE_LIMITED, 0, "30", timedelta(seconds=30)),
+        (429, FailureKind.RATE_LIMITED, 0, "3600", 15 * MIN),
+        (500, FailureKind.SERVER_ERROR, 0, None, 1 * MIN),
+        (502, FailureKind.SERVER_ERROR, 2, None, 4 * MIN),
+        (503, FailureKind.SERVER_ERROR, 8, None, 15 * MIN),
+        (None, FailureKind.NETWORK, 1, None, 2 * MIN),
+        (200, FailureKind.MALFORMED, 0, None, 1 * MIN),
+    ],
+)
+def test_it_follows_the_quota_backoff_ladder(status, kind, previous, retry_after, delay):
+    effect = _quota(status, kind, previous, retry=retry_after)
+    assert effect.action == QuotaFailureAction.BACKOFF
+    assert effect.backoff_until == NOW + delay
+    assert effect.failures == previous + 1
+
+
+def test_a_quota_403_is_policy_not_a_quota_failure():
+    effect = _quota(403, FailureKind.REJECTED, failures=2)
+    assert effect.action == QuotaFailureAction.POLICY_BLOCKED
+    assert effect.backoff_until is None
+    assert effect.failures == 2
+
+
+def test_a_quota_401_asks_for_a_refresh_once_then_backs_off():
+    assert _quota(401, FailureKind.REJECTED).action == QuotaFailureAction.REFRESH_AND_RETRY
+    second = _quota(401, FailureKind.REJECTED, retried=True)
+    assert second.action == QuotaFailureAction.BACKOFF
+    assert second.backoff_until == NOW + MIN
+
+
+@pytest.mark.parametrize(
+    ("changes", "due"),
+    [
+        ({}, False),
+        ({"access_expires_at": NOW + 3 * HOUR}, True),  # inside the 4 h lead
+        ({"access_expires_at": NOW - HOUR}, True),
+        ({"access_expires_at": None, "has_access_token": False}, True),
+        ({"access_expires_at": NOW - HOUR, "refresh_backoff_until": NOW + MIN}, False),
+        ({"access_expires_at": NOW - HOUR, "refresh_backoff_until": NOW}, True),
+        ({"access_expires_at": NOW - HOUR, "needs_relogin": True}, False),
+        ({"access_expires_at": NOW - HOUR, "enabled": False}, False),
+        ({"access_expires_at": NOW - HOUR, "has_refresh_token": False}, False),
+        ({"access_expires_at": NOW - HOUR, "is_oauth": False}, False),
+        ({"access_expires_at": NOW - HOUR, "cooldown_until": NOW + HOUR}, True),  # parked too
+    ],
+)
+def test_refresh_due(changes, due):
+    assert refresh_due(replace(HEALTHY, **changes), POLICY, NOW) is due
+
+
+@pytest.mark.parametrize(
+    ("changes", "due"),
+    [
+        ({}, False),
+        ({"quota_checked_at": NOW - 5 * MIN}, True),
+        ({"quota_checked_at": None}, True),
+        ({"quota_checked_at": None, "quota_backoff_until": NOW + MIN}, False),
+        ({"quota_checked_at": None, "access_expires_at": NOW - MIN}, False),
+        ({"policy_status": PolicyStatus.BLOCKED, "policy_checked_at": NOW - 29 * MIN}, False),
+        ({"policy_status": PolicyStatus.BLOCKED, "policy_checked_at": NOW - 30 * MIN}, True),
+        ({"quota_checked_at": None, "enabled": False}, False),
+    ],
+)
+def test_quota_due(changes, due):
+    assert quota_due(replace(HEALTHY, **changes), POLICY, NOW) is due
+
+
+def _verdict(policy=POLICY, **changes):
+    return eligibility(replace(HEALTHY, **changes), policy, NOW)
+
+
+def _codes(verdict):
+    return [r.code for r in verdict.reasons]
+
+
+def test_a_healthy_account_is_usable_with_no_reasons():
+    verdict = _verdict()
+    assert verdict.status == Status.USABLE
+    assert verdict.reasons == ()
+    assert verdict.next_change_at is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "code", "until", "clears_on"),
+    [
+        ({"enabled": False}, Status.EXCLUDED, ReasonCode.DISABLED, None, ClearsOn.MANUAL),
+        (
+            {"needs_relogin": True, "access_expires_at": NOW - MIN},
+            Status.EXCLUDED,
+            ReasonCode.NEEDS_RELOGIN,
+            None,
+            ClearsOn.RELOGIN,
+        ),
+        (
+            {"refresh_backoff_until": NOW + 5 * MIN, "access_expires_at": NOW - MIN},
+            Status.EXCLUDED,
+            ReasonCode.REFRESH_BACKOFF,
+            NOW + 5 * MIN,
+            ClearsOn.TIME,
+        ),
+        (
+            {"refresh_backoff_until": NOW + 5 * MIN},
+            Status.DEGRADED,
+            ReasonCode.REFRESH_BACKOFF,
+            NOW + 5 * MIN,
+            ClearsOn.TIME,
+        ),
+        (
+            {"access_expires_at": NOW - MIN},
+            Status.EXCLUDED,
+            ReasonCode.TOKEN_EXPIRED,
+            None,
+            ClearsOn.SUCCESS,
+        ),
+        (
+            {"policy_status": PolicyStatus.BLOCKED, "policy_message": "not allowed"},
+            Status.EXCLUDED,
+            ReasonCode.ORG_POLICY_BLOCKED,
+            None,
+            ClearsOn.SUCCESS,
+        ),
+        (
+            {"windows": (Window("five_hour", "5-hour", 100.0, NOW + 4 * HOUR),)},
+            Status.EXCLUDED,
+            ReasonCode.QUOTA_EXHAUSTED,
+            NOW + 4 * HOUR,
+            ClearsOn.TIME,
+        ),
+        (
+            {"quota_checked_at": None, "windows": ()},
+            Status.EXCLUDED,
+            ReasonCode.QUOTA_UNKNOWN,
+            None,
+            ClearsOn.SUCCESS,
+        ),
+        (
+            {"quota_checked_at": NOW - 20 * MIN, "quota_backoff_until": NOW + 3 * MIN},
+            Status.DEGRADED,
+            ReasonCode.QUOTA_STALE,
+            NOW + 3 * MIN,
+            ClearsOn.TIME,
+        ),
+        (
+            {"cooldown_until": NOW + 20 * MIN, "cooldown_reason": "429"},
+            Status.EXCLUDED,
+            ReasonCode.COOLDOWN,
+            NOW + 20 * MIN,
+            ClearsOn.TIME,
+        ),
+    ],
+)
+def test_each_reason_says_why_and_until_when(changes, status, code, until, clears_on):
+    verdict = _verdict(**changes)
+    assert verdict.status == status
+    reason = verdict.first_reason
+    assert reason is not None
+    assert (reason.code, reason.until, reason.clears_on) == (code, until, clears_on)
+    assert reason.message
+
+
+def test_the_policy_reason_carries_the_providers_message():
+    verdict = _verdict(policy_status=PolicyStatus.BLOCKED, policy_message="OAuth not allowed")
+    assert "OAuth not allowed" in verdict.reasons[0].message
+
+
+def test_unknown_quota_only_degrades_when_the_pool_fails_open():
+    fail_open = PoolPolicy(fail_closed_on_unknown_quota=False)
+    verdict = _verdict(fail_open, quota_checked_at=None, windows=())
+    assert verdict.status == Status.DEGRADED
+    assert _codes(verdict) == [ReasonCode.QUOTA_UNKNOWN]
+
+
+def test_windows_that_are_all_unknown_mean_unknown_quota():
+    windows = (Window("five_hour", "5-hour", None, None), Window("seven_day", "7-day", None, None))
+    assert _codes(_verdict(windows=windows)) == [ReasonCode.QUOTA_UNKNOWN]
+
+
+@pytest.mark.parametrize(
+    ("utilization", "minimum", "excluded"),
+    [(89.0, 10.0, False), (90.5, 10.0, True), (99.9, 0.0, False), (100.0, 0.0, True)],
+)
+def test_a_window_below_the_pool_minimum_excludes(utilization, minimum, excluded):
+    policy = PoolPolicy(min_remaining_percent=minimum)
+    verdict = _verdict(policy, windows=(Window("seven_day", "7-day", utilization, NOW + HOUR),))
+    assert (verdict.status == Status.EXCLUDED) is excluded
+
+
+def test_a_window_whose_reset_has_passed_no_longer_excludes():
+    verdict = _verdict(windows=(Window("five_hour", "5-hour", 100.0, NOW - MIN),))
+    assert verdict.status == Status.USABLE
+
+
+def test_excluding_reasons_come_first_and_next_change_is_the_earliest_until():
+    verdict = _verdict(
+        refresh_backoff_until=NOW + 30 * MIN,  # degraded only: token still valid
+        cooldown_until=NOW + 20 * MIN,
+        windows=(Window("five_hour", "5-hour", 100.0, NOW + 4 * HOUR),),
+    )
+    assert verdict.status == Status.EXCLUDED
+    assert _codes(verdict) == [
+        ReasonCode.QUOTA_EXHAUSTED,
+        ReasonCode.COOLDOWN,
+        ReasonCode.REFRESH_BACKOFF,
+    ]
+    assert verdict.next_change_at == NOW + 20 * MIN
+    assert verdict.usable_at == NOW + 4 * HOUR
+
+
+def test_usable_at_is_unknown_when_a_reason_needs_a_person():
+    verdict = _verdict(enabled=False, cooldown_until=NOW + MIN)
+    assert verdict.usable_at is None
+
+
+def test_api_key_accounts_have_no_token_or_quota_reasons():
+    verdict = _verdict(is_oauth=False, access_expires_at=None, quota_checked_at=None, windows=())
+    assert verdict.status == Status.USABLE
