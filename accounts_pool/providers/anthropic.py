@@ -1,0 +1,403 @@
+"""Anthropic OAuth: token refresh, code exchange, usage and profile (PROVIDERS.md).
+
+The only code that speaks HTTP to Anthropic. Every call has a timeout; every answer is parsed
+defensively into a dataclass; every failure raises an error whose type says WHICH operation
+failed (TokenEndpointError for refresh and exchange, UsageEndpointError for quota), carrying a
+`state.ProviderFailure` with the status, Retry-After and the provider's error code and message,
+and never a secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from django.conf import settings
+
+from ..redaction import redact
+from ..state import FailureKind, ProviderFailure, failure_kind
+
+CLIENT_ID = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
+REDIRECT_URI = "https://platform.claude.com/oauth/code/callback"
+LOGIN_SCOPES = (
+    "org:create_api_key user:profile user:inference user:sessions:claude_code "
+    "user:mcp_servers user:file_upload"
+)
+REFRESH_SCOPES = " ".join(s for s in LOGIN_SCOPES.split() if s != "org:create_api_key")
+USAGE_BETA = "oauth-2025-04-20"
+
+
+# --- Errors -------------------------------------------------------------------------------------
+
+
+class ProviderError(Exception):
+    operation = "provider"
+
+    def __init__(self, failure: ProviderFailure) -> None:
+        self.failure = failure
+        status = f"HTTP {failure.status}" if failure.status else failure.kind.value
+        super().__init__(f"{self.operation}: {status}: {failure.message}")
+
+
+class TokenEndpointError(ProviderError):
+    """The token endpoint (refresh or code exchange) failed."""
+
+    operation = "token endpoint"
+
+
+class UsageEndpointError(ProviderError):
+    """The usage (quota) endpoint failed."""
+
+    operation = "usage endpoint"
+
+
+class ProfileEndpointError(ProviderError):
+    operation = "profile endpoint"
+
+
+# --- Answers ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    access_token: str
+    refresh_token: str | None  # None: the provider kept the old one
+    expires_in: timedelta  # the caller dates it with its own clock
+    scope: str
+    account_uuid: str
+    email: str
+    organization_uuid: str
+    organization_name: str
+
+    def __repr__(self) -> str:  # never print tokens, even in a traceback
+        return f"TokenGrant(expires_in={self.expires_in!r}, account_uuid={self.account_uuid!r})"
+
+
+@dataclass(frozen=True)
+class UsageWindow:
+    key: str
+    label: str
+    utilization: float | None  # None: unknown, never 0
+    resets_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Usage:
+    windows: tuple[UsageWindow, ...]
+
+
+@dataclass(frozen=True)
+class Profile:
+    account_uuid: str
+    email: str
+    organization_uuid: str
+    organization_name: str
+
+
+# --- Parsing helpers ----------------------------------------------------------------------------
+
+
+def _error_details(response: httpx.Response) -> tuple[str | None, str]:
+    """The provider's error code and message from a JSON (OAuth or API style) or HTML body."""
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        snippet = response.text[:200] if response.text else ""
+        kind = "HTML" if "<html" in snippet.lower() or "<!doctype" in snippet.lower() else "text"
+        return None, redact(f"non-JSON {kind} body") if snippet else "empty body"
+    if not isinstance(body, dict):
+        return None, "unexpected JSON body"
+    error = body.get("error")
+    if isinstance(error, dict):  # {"type": "error", "error": {"type", "message"}}
+        code = error.get("type")
+        message = error.get("message")
+    else:  # OAuth: {"error": "invalid_grant", "error_description": "..."}
+        code = error
+        message = body.get("error_description") or body.get("message")
+    code = code if isinstance(code, str) else None
+    message = message if isinstance(message, str) else (code or "")
+    return code, redact(message)
+
+
+def _http_failure(response: httpx.Response) -> ProviderFailure:
+    code, message = _error_details(response)
+    return ProviderFailure(
+        kind=failure_kind(status=response.status_code, error_code=code),
+        status=response.status_code,
+        error_code=code,
+        message=message,
+        retry_after=response.headers.get("retry-after"),
+    )
+
+
+def _transport_failure(exc: httpx.HTTPError) -> ProviderFailure:
+    kind = "timeout" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
+    return ProviderFailure(kind=FailureKind.NETWORK, message=f"network error: {kind}")
+
+
+def _malformed(status: int, why: str) -> ProviderFailure:
+    return ProviderFailure(kind=FailureKind.MALFORMED, status=status, message=why)
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _string(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    if number != number or number in (float("inf"), float("-inf")):
+        return None
+    return number
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _nested(body: dict[str, Any], key: str) -> dict[str, Any]:
+    value = body.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def parse_token_grant(body: dict[str, Any]) -> TokenGrant | None:
+    """A token answer, or None when it lacks an access token or a numeric lifetime."""
+    access = body.get("access_token")
+    expires_in = _number(body.get("expires_in"))
+    if not isinstance(access, str) or not access or expires_in is None or expires_in <= 0:
+        return None
+    refresh = body.get("refresh_token")
+    account = _nested(body, "account")
+    organization = _nested(body, "organization")
+    return TokenGrant(
+        access_token=access,
+        refresh_token=refresh if isinstance(refresh, str) and refresh else None,
+        expires_in=timedelta(seconds=expires_in),
+        scope=_string(body.get("scope")),
+        account_uuid=_string(account.get("uuid")),
+        email=_string(account.get("email_address")),
+        organization_uuid=_string(organization.get("uuid")),
+        organization_name=_string(organization.get("name")),
+    )
+
+
+_FIXED_WINDOWS = (
+    ("five_hour", "5-hour"),
+    ("seven_day", "7-day"),
+)
+_LEGACY_MODEL_WINDOWS = (
+    ("seven_day_opus", "7-day Opus"),
+    ("seven_day_sonnet", "7-day Sonnet"),
+)
+
+
+def _window(key: str, label: str, raw: Any) -> UsageWindow:
+    raw = raw if isinstance(raw, dict) else {}
+    return UsageWindow(key, label, _number(raw.get("utilization")), _timestamp(raw.get("resets_at")))
+
+
+def parse_usage(body: dict[str, Any]) -> Usage:
+    """Windows from a usage answer. Missing, null or non-numeric windows are unknown."""
+    windows = [_window(key, label, body.get(key)) for key, label in _FIXED_WINDOWS]
+    scoped: list[UsageWindow] = []
+    limits = body.get("limits")
+    for entry in limits if isinstance(limits, list) else []:
+        if not isinstance(entry, dict) or entry.get("kind") != "weekly_scoped":
+            continue
+        model = _nested(_nested(entry, "scope"), "model")
+        model_id = _string(model.get("id"))
+        if not model_id:
+            continue
+        name = _string(model.get("display_name")) or model_id
+        scoped.append(
+            UsageWindow(
+                f"model:{model_id}"[:120],
+                f"7-day {name}"[:120],
+                _number(entry.get("percent")),
+                _timestamp(entry.get("resets_at")),
+            )
+        )
+    if not scoped:  # older answers carry per-model weekly windows as objects
+        for key, label in _LEGACY_MODEL_WINDOWS:
+            if isinstance(body.get(key), dict):
+                scoped.append(_window(key, label, body[key]))
+    return Usage(tuple(windows + scoped))
+
+
+# --- PKCE -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PkceLogin:
+    authorize_url: str
+    state: str
+    verifier: str
+
+
+def pkce_login(authorize_url: str | None = None) -> PkceLogin:
+    """A fresh S256 PKCE login: the URL to open, the state to check, the verifier to keep."""
+    verifier = secrets.token_urlsafe(64)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+    state = secrets.token_hex(16)
+    query = urlencode(
+        {
+            "code": "true",
+            "client_id": CLIENT_ID,
+            "response_type": "code",
+            "redirect_uri": REDIRECT_URI,
+            "scope": LOGIN_SCOPES,
+            "code_challenge": challenge.decode().rstrip("="),
+            "code_challenge_method": "S256",
+            "state": state,
+        }
+    )
+    base = authorize_url or settings.ANTHROPIC_AUTHORIZE_URL
+    return PkceLogin(f"{base}?{query}", state, verifier)
+
+
+# --- Client -------------------------------------------------------------------------------------
+
+
+class AnthropicClient:
+    def __init__(
+        self,
+        *,
+        token_url: str,
+        usage_url: str,
+        profile_url: str,
+        timeout: float,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.token_url = token_url
+        self.usage_url = usage_url
+        self.profile_url = profile_url
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout), transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AnthropicClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(
+        self, error: type[ProviderError], method: str, url: str, **kwargs: Any
+    ) -> httpx.Response:
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise error(_transport_failure(exc)) from None
+        if response.status_code >= 400:
+            raise error(_http_failure(response))
+        return response
+
+    def _token(self, payload: dict[str, str]) -> TokenGrant:
+        response = self._send(
+            TokenEndpointError,
+            "POST",
+            self.token_url,
+            json=payload,
+            headers={"Accept": "application/json"},
+        )
+        body = _json_object(response)
+        if body is None:
+            raise TokenEndpointError(_malformed(response.status_code, "token answer is not JSON"))
+        grant = parse_token_grant(body)
+        if grant is None:
+            raise TokenEndpointError(
+                _malformed(response.status_code, "token answer lacks access_token or expires_in")
+            )
+        return grant
+
+    def refresh(self, refresh_token: str) -> TokenGrant:
+        """Exchange a refresh token (single use: it may rotate) for a new access token."""
+        return self._token(
+            {
+                "grant_type": "refresh_token",
+                "refresh_token": refresh_token,
+                "client_id": CLIENT_ID,
+                "scope": REFRESH_SCOPES,
+            }
+        )
+
+    def exchange_code(self, *, code: str, state: str, verifier: str) -> TokenGrant:
+        """Finish a PKCE login."""
+        return self._token(
+            {
+                "grant_type": "authorization_code",
+                "code": code,
+                "state": state,
+                "client_id": CLIENT_ID,
+                "redirect_uri": REDIRECT_URI,
+                "code_verifier": verifier,
+            }
+        )
+
+    def _bearer_get(self, error: type[ProviderError], url: str, access_token: str) -> Any:
+        response = self._send(
+            error,
+            "GET",
+            url,
+            headers={
+                "Authorization": f"Bearer {access_token}",
+                "anthropic-beta": USAGE_BETA,
+                "Accept": "application/json",
+            },
+        )
+        body = _json_object(response)
+        if body is None:
+            raise error(_malformed(response.status_code, "answer is not a JSON object"))
+        return body
+
+    def usage(self, access_token: str) -> Usage:
+        """The account's quota windows."""
+        return parse_usage(self._bearer_get(UsageEndpointError, self.usage_url, access_token))
+
+    def profile(self, access_token: str) -> Profile:
+        """Who the access token belongs to."""
+        body = self._bearer_get(ProfileEndpointError, self.profile_url, access_token)
+        account = _nested(body, "account")
+        organization = _nested(body, "organization")
+        return Profile(
+            account_uuid=_string(account.get("uuid")),
+            email=_string(account.get("email_address") or account.get("email")),
+            organization_uuid=_string(organization.get("uuid")),
+            organization_name=_string(organization.get("name")),
+        )
+
+
+def client() -> AnthropicClient:
+    """A client for the configured endpoints (DESIGN.md 4.1)."""
+    return AnthropicClient(
+        token_url=settings.ANTHROPIC_TOKEN_URL,
+        usage_url=settings.ANTHROPIC_USAGE_URL,
+        profile_url=settings.ANTHROPIC_PROFILE_URL,
+        timeout=settings.ANTHROPIC_HTTP_TIMEOUT,
+    )

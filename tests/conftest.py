@@ -1,0 +1,123 @@
+"""Personas and a fixed clock.
+
+alice leads team "acme", bob is a member of acme, charlie belongs to another team and must see
+nothing of acme. NOW is fixed; services take `now` as an argument, so nothing patches the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import respx
+from django.conf import settings
+from django.contrib.auth.models import User
+
+from accounts_pool.crypto import fingerprint
+from accounts_pool.models import Account, Membership, Pool, Team
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+ACCESS = "sk-ant-oat01-access-token-of-the-test-account-0001"
+REFRESH = "sk-ant-ort01-refresh-token-of-the-test-account-0001"
+POLICY_MESSAGE = "OAuth authentication is currently not allowed for this organization."
+
+
+@pytest.fixture
+def team(db: None) -> Team:
+    return Team.objects.create(name="Acme", slug="acme")
+
+
+@pytest.fixture
+def alice(team: Team) -> User:
+    user = User.objects.create_user("alice", password="alice-password-1")
+    Membership.objects.create(team=team, user=user, role=Membership.Role.LEAD)
+    return user
+
+
+@pytest.fixture
+def bob(team: Team) -> User:
+    user = User.objects.create_user("bob", password="bob-password-1")
+    Membership.objects.create(team=team, user=user, role=Membership.Role.MEMBER)
+    return user
+
+
+@pytest.fixture
+def pool(team: Team) -> Pool:
+    return Pool.objects.create(team=team, name="Claude", slug="claude")
+
+
+def make_account(pool: Pool, **fields: Any) -> Account:
+    """An OAuth account whose token is fresh and whose quota was just checked, unless told."""
+    refresh = fields.pop("refresh_token", REFRESH)
+    values: dict[str, Any] = {
+        "label": "main",
+        "access_token": ACCESS,
+        "access_expires_at": NOW + timedelta(hours=7),
+        "refresh_token": refresh,
+        "refresh_token_fingerprint": fingerprint(refresh),
+        "credential_version": 1,
+        "quota_checked_at": NOW - timedelta(minutes=1),
+        "policy_checked_at": NOW - timedelta(minutes=1),
+    }
+    values.update(fields)
+    return Account.objects.create(pool=pool, **values)
+
+
+@pytest.fixture
+def account(pool: Pool) -> Account:
+    return make_account(pool)
+
+
+def token_answer(
+    access: str = "sk-ant-oat01-new-access", refresh: str | None = "sk-ant-ort01-new-refresh"
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "token_type": "Bearer",
+        "access_token": access,
+        "expires_in": 28800,
+        "scope": "user:inference user:profile",
+        "account": {"uuid": "acct-uuid-1", "email_address": "dev@acme.test"},
+        "organization": {"uuid": "org-uuid-1", "name": "Acme Org"},
+    }
+    if refresh is not None:
+        body["refresh_token"] = refresh
+    return body
+
+
+def usage_answer(five_hour: float = 25.0, seven_day: float = 61.0) -> dict[str, Any]:
+    return {
+        "five_hour": {"utilization": five_hour, "resets_at": "2026-11-29T16:00:00+00:00"},
+        "seven_day": {"utilization": seven_day, "resets_at": "2026-12-03T08:00:00+00:00"},
+        "seven_day_opus": None,
+        "limits": [
+            {
+                "kind": "weekly_scoped",
+                "group": "weekly",
+                "percent": 40,
+                "resets_at": "2026-12-03T08:00:00+00:00",
+                "is_active": False,
+                "scope": {"model": {"id": "claude-opus-4", "display_name": "Opus"}},
+            }
+        ],
+    }
+
+
+def policy_403() -> dict[str, Any]:
+    return {"type": "error", "error": {"type": "permission_error", "message": POLICY_MESSAGE}}
+
+
+class Provider:
+    """The provider's endpoints, mocked with respx at the HTTP boundary."""
+
+    def __init__(self, router: respx.Router) -> None:
+        self.token = router.post(settings.ANTHROPIC_TOKEN_URL, name="token")
+        self.usage = router.get(settings.ANTHROPIC_USAGE_URL, name="usage")
+        self.profile = router.get(settings.ANTHROPIC_PROFILE_URL, name="profile")
+
+
+@pytest.fixture
+def provider() -> Iterator[Provider]:
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as router:
+        yield Provider(router)
