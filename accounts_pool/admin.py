@@ -1,0 +1,313 @@
+"""The operators' UI. Status and reasons come from state.eligibility, like everywhere else;
+actions call one service each and report with message_user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from . import selectors, state
+from .models import Account, AccountEvent, Membership, Pool, QuotaWindow, Team
+from .services.levers import LeverError, account_clear_backoff, account_disable, account_enable
+from .services.quota import account_check_quota
+from .services.refresh import account_refresh
+
+# The credential's secrets never reach an admin page: not as fields, not in a list.
+SECRET_FIELDS = ("access_token", "refresh_token", "api_key")
+LATEST_EVENTS = 20
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ("user",)
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "created_at")
+    search_fields = ("name", "slug")
+    prepopulated_fields = {"slug": ("name",)}
+    inlines = (MembershipInline,)
+
+
+@admin.register(Pool)
+class PoolAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "team", "provider", "routing")
+    list_filter = ("provider", "routing")
+    search_fields = ("name", "slug", "team__name")
+    prepopulated_fields = {"slug": ("name",)}
+
+
+class StatusFilter(admin.SimpleListFilter):
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(s.value, s.value.capitalize()) for s in state.Status]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        wanted = self.value()
+        if not wanted:
+            return queryset
+        # Status depends on the clock, so it is computed, never stored.
+        now = timezone.now()
+        ids = [
+            row.account.pk
+            for row in selectors.accounts_with_verdicts(queryset, now=now)
+            if row.verdict.status == wanted
+        ]
+        return queryset.filter(pk__in=ids)
+
+
+class QuotaWindowInline(admin.TabularInline):
+    model = QuotaWindow
+    extra = 0
+    can_delete = False
+    fields = ("label", "utilization", "resets_at", "checked_at", "source")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class LatestEventsFormSet(BaseInlineFormSet):
+    def get_queryset(self) -> QuerySet[AccountEvent]:
+        return super().get_queryset().order_by("-at", "-id")[:LATEST_EVENTS]
+
+
+class LatestEventsInline(admin.TabularInline):
+    model = AccountEvent
+    formset = LatestEventsFormSet
+    extra = 0
+    can_delete = False
+    max_num = 0
+    fields = ("at", "operation", "outcome", "http_status", "message", "until", "actor")
+    readonly_fields = fields
+    verbose_name_plural = f"Latest {LATEST_EVENTS} events (full history under Account events)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def _actor(request: HttpRequest) -> str:
+    return f"admin:{request.user.get_username()}"
+
+
+# Written by the cycle, the reports or a lever (which leaves a history row), never by a form.
+MACHINE_FIELDS = (
+    "pool",
+    "kind",
+    "enabled",
+    "disabled_reason",
+    "provider_account_uuid",
+    "email",
+    "organization_uuid",
+    "organization_name",
+    "access_expires_at",
+    "last_refreshed_at",
+    "credential_version",
+    "refresh_claimed_until",
+    "refresh_failures",
+    "refresh_backoff_until",
+    "refresh_error_kind",
+    "refresh_error_status",
+    "refresh_error_message",
+    "refresh_error_at",
+    "needs_relogin",
+    "quota_checked_at",
+    "quota_failures",
+    "quota_backoff_until",
+    "quota_error_kind",
+    "quota_error_status",
+    "quota_error_message",
+    "quota_error_at",
+    "policy_status",
+    "policy_message",
+    "policy_since",
+    "policy_checked_at",
+    "cooldown_until",
+    "cooldown_reason",
+    "disabled_by",
+    "disabled_at",
+    "last_used_at",
+    "status_and_reasons",
+)
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    list_display = (
+        "label",
+        "pool",
+        "kind",
+        "status",
+        "first_reason",
+        "refresh_backoff_until",
+        "policy_status",
+        "access_expires_at",
+    )
+    list_filter = (StatusFilter, "pool", "kind", "enabled", "policy_status")
+    search_fields = ("label", "email", "pool__name")
+    list_select_related = ("pool",)
+    exclude = SECRET_FIELDS + ("refresh_token_fingerprint", "relogin_required_for")
+    readonly_fields = MACHINE_FIELDS
+    fieldsets = (
+        (None, {"fields": ("pool", "label", "kind", "enabled", "disabled_reason", "priority")}),
+        ("Status", {"fields": ("status_and_reasons",)}),
+        (
+            "Identity",
+            {"fields": ("provider_account_uuid", "email", "organization_uuid", "organization_name")},
+        ),
+        (
+            "Token refresh",
+            {
+                "fields": (
+                    "access_expires_at",
+                    "last_refreshed_at",
+                    "refresh_failures",
+                    "refresh_backoff_until",
+                    "refresh_error_kind",
+                    "refresh_error_status",
+                    "refresh_error_message",
+                    "refresh_error_at",
+                    "needs_relogin",
+                    "credential_version",
+                    "refresh_claimed_until",
+                )
+            },
+        ),
+        (
+            "Quota",
+            {
+                "fields": (
+                    "quota_checked_at",
+                    "quota_failures",
+                    "quota_backoff_until",
+                    "quota_error_kind",
+                    "quota_error_status",
+                    "quota_error_message",
+                    "quota_error_at",
+                )
+            },
+        ),
+        (
+            "Organisation policy",
+            {"fields": ("policy_status", "policy_message", "policy_since", "policy_checked_at")},
+        ),
+        ("Cooldown", {"fields": ("cooldown_until", "cooldown_reason")}),
+        ("Use", {"fields": ("last_used_at", "disabled_by", "disabled_at", "base_url")}),
+    )
+    inlines = (QuotaWindowInline, LatestEventsInline)
+    actions = ("refresh_now", "check_quota_now", "clear_backoff", "disable", "enable")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # Accounts arrive through onboarding (tokens checked with the provider), not a bare form.
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Account]:
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("pool")
+            .prefetch_related("quota_windows")
+            .defer(*SECRET_FIELDS)
+        )
+
+    def _verdict(self, obj: Account) -> state.Verdict:
+        cached: state.Verdict | None = getattr(obj, "_verdict_cache", None)
+        if cached is None:
+            windows = list(obj.quota_windows.all())
+            cached = state.eligibility(
+                obj.state_snapshot(windows=windows), obj.pool.policy, timezone.now()
+            )
+            obj._verdict_cache = cached  # type: ignore[attr-defined]
+        return cached
+
+    @admin.display(description="Status")
+    def status(self, obj: Account) -> str:
+        return self._verdict(obj).status.value
+
+    @admin.display(description="Why")
+    def first_reason(self, obj: Account) -> str:
+        reason = self._verdict(obj).first_reason
+        if reason is None:
+            return "-"
+        until = f" (until {reason.until:%Y-%m-%d %H:%M} UTC)" if reason.until else ""
+        return f"{reason.code}: {reason.message}{until}"
+
+    @admin.display(description="Status and every reason")
+    def status_and_reasons(self, obj: Account) -> str:
+        verdict = self._verdict(obj)
+        lines = [verdict.status.value.upper()]
+        for reason in verdict.reasons:
+            until = f", until {reason.until:%Y-%m-%d %H:%M} UTC" if reason.until else ""
+            lines.append(f"• {reason.code}: {reason.message} (clears on {reason.clears_on}{until})")
+        return "\n".join(lines)
+
+    @admin.display(description="Needs re-login", boolean=True)
+    def needs_relogin(self, obj: Account) -> bool:
+        return obj.needs_relogin
+
+    @admin.action(description="Refresh tokens now")
+    def refresh_now(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
+        for account in queryset:
+            result = account_refresh(account_id=account.pk, force=True, actor=_actor(request))
+            level = messages.SUCCESS if result.has_fresh_token else messages.WARNING
+            self.message_user(request, f"{account}: refresh {result.outcome}", level)
+
+    @admin.action(description="Check quota now")
+    def check_quota_now(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
+        for account in queryset:
+            result = account_check_quota(account_id=account.pk, force=True, actor=_actor(request))
+            level = messages.SUCCESS if result.outcome == "checked" else messages.WARNING
+            self.message_user(request, f"{account}: quota {result.outcome}", level)
+
+    @admin.action(description="Clear backoff and cooldown")
+    def clear_backoff(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
+        for account in queryset:
+            cleared = account_clear_backoff(account=account, actor=_actor(request))
+            self.message_user(
+                request, f"{account}: {'backoff cleared' if cleared else 'nothing to clear'}"
+            )
+
+    @admin.action(description="Disable")
+    def disable(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
+        for account in queryset:
+            try:
+                account_disable(
+                    account=account, reason="disabled in the admin", actor=_actor(request)
+                )
+            except LeverError as exc:
+                self.message_user(request, f"{account}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{account}: disabled")
+
+    @admin.action(description="Enable")
+    def enable(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
+        for account in queryset:
+            account_enable(account=account, actor=_actor(request))
+            self.message_user(request, f"{account}: enabled")
+
+
+@admin.register(AccountEvent)
+class AccountEventAdmin(admin.ModelAdmin):
+    list_display = ("at", "account", "operation", "outcome", "http_status", "until", "actor")
+    list_filter = ("operation", "outcome")
+    search_fields = ("account__label", "message", "actor")
+    list_select_related = ("account",)
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

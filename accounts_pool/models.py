@@ -1,0 +1,428 @@
+"""Teams, pools, accounts and the history of every account.
+
+An Account keeps separate groups of fields (DESIGN.md 3); each group is written by one code path
+only. Secrets are stored encrypted (crypto.EncryptedTextField).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from . import state
+from .crypto import EncryptedTextField
+
+
+class Team(models.Model):
+    name = models.CharField(max_length=100, help_text="Shown to people.")
+    slug = models.SlugField(unique=True, help_text="Stable identifier used in URLs and the API.")
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When the team was created.")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        LEAD = "lead", "Lead"
+        MEMBER = "member", "Member"
+
+    team = models.ForeignKey(
+        Team, on_delete=models.CASCADE, related_name="memberships", help_text="The team."
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="memberships",
+        help_text="The person.",
+    )
+    role = models.CharField(
+        max_length=10,
+        choices=Role.choices,
+        default=Role.MEMBER,
+        help_text="Leads onboard accounts and act on them; members read.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When the person joined.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["team", "user"], name="membership_unique_team_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role}) in {self.team}"
+
+
+class Pool(models.Model):
+    class Provider(models.TextChoices):
+        ANTHROPIC = "anthropic", "Anthropic (Claude)"
+
+    class Routing(models.TextChoices):
+        PRIORITY = "priority", "Priority, then least recently used"
+        LEAST_RECENTLY_USED = "least_recently_used", "Least recently used"
+        BALANCED = "balanced", "Balanced by spendable quota"
+
+    team = models.ForeignKey(
+        Team, on_delete=models.CASCADE, related_name="pools", help_text="Owning team."
+    )
+    name = models.CharField(max_length=100, help_text="Shown to people.")
+    slug = models.SlugField(unique=True, help_text="Stable identifier used in URLs and commands.")
+    provider = models.CharField(
+        max_length=20,
+        choices=Provider.choices,
+        default=Provider.ANTHROPIC,
+        help_text="Which provider's accounts this pool holds.",
+    )
+    routing = models.CharField(
+        max_length=30,
+        choices=Routing.choices,
+        default=Routing.PRIORITY,
+        help_text="How checkout picks among usable accounts.",
+    )
+    refresh_lead = models.DurationField(
+        default=timedelta(hours=4),
+        help_text="Refresh an access token this long before it expires (tokens live about 8 h).",
+    )
+    quota_interval = models.DurationField(
+        default=timedelta(minutes=5), help_text="Poll each account's quota this often."
+    )
+    policy_recheck_interval = models.DurationField(
+        default=timedelta(minutes=30),
+        help_text="Recheck an account blocked by organisation policy this often.",
+    )
+    min_remaining_percent = models.FloatField(
+        default=0.0,
+        help_text="Exclude an account when any window has less than this % left (100% used "
+        "always excludes).",
+    )
+    fail_closed_on_unknown_quota = models.BooleanField(
+        default=True,
+        help_text="Exclude accounts whose quota is unknown (otherwise they are only degraded).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When the pool was created.")
+
+    class Meta:
+        ordering = ["team__name", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def policy(self) -> state.PoolPolicy:
+        return state.PoolPolicy(
+            refresh_lead=self.refresh_lead,
+            quota_interval=self.quota_interval,
+            policy_recheck=self.policy_recheck_interval,
+            min_remaining_percent=self.min_remaining_percent,
+            fail_closed_on_unknown_quota=self.fail_closed_on_unknown_quota,
+        )
+
+
+class Account(models.Model):
+    class Kind(models.TextChoices):
+        OAUTH = "oauth", "OAuth subscription"
+        API_KEY = "api_key", "API key"
+
+    # --- admin (people) ---
+    pool = models.ForeignKey(
+        Pool, on_delete=models.CASCADE, related_name="accounts", help_text="The pool it serves."
+    )
+    label = models.CharField(max_length=100, help_text="A name people recognise.")
+    kind = models.CharField(
+        max_length=10, choices=Kind.choices, default=Kind.OAUTH, help_text="Credential kind."
+    )
+    enabled = models.BooleanField(default=True, help_text="Disabled accounts are never used.")
+    disabled_reason = models.CharField(
+        max_length=200, blank=True, help_text="Why a person disabled it."
+    )
+    disabled_by = models.CharField(max_length=150, blank=True, help_text="Who disabled it.")
+    disabled_at = models.DateTimeField(null=True, blank=True, help_text="When it was disabled.")
+    priority = models.IntegerField(
+        default=100, help_text="Lower is used first under priority routing."
+    )
+    last_used_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time checkout handed it out."
+    )
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When it was onboarded.")
+
+    # --- identity (filled from the provider's answers) ---
+    provider_account_uuid = models.CharField(
+        max_length=64, blank=True, help_text="The provider's account id."
+    )
+    email = models.CharField(max_length=254, blank=True, help_text="The provider account's email.")
+    organization_uuid = models.CharField(
+        max_length=64, blank=True, help_text="The provider organisation id."
+    )
+    organization_name = models.CharField(
+        max_length=200, blank=True, help_text="The provider organisation name."
+    )
+
+    # --- credential (token refresh, onboarding, re-login) ---
+    access_token = EncryptedTextField(blank=True, help_text="Encrypted at rest.")
+    refresh_token = EncryptedTextField(blank=True, help_text="Encrypted at rest.")
+    api_key = EncryptedTextField(blank=True, help_text="Encrypted at rest (API-key accounts).")
+    base_url = models.URLField(blank=True, help_text="API base URL for API-key accounts.")
+    access_expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the access token expires."
+    )
+    last_refreshed_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last successful token refresh."
+    )
+    refresh_token_fingerprint = models.CharField(
+        max_length=16, blank=True, help_text="Hash prefix of the current refresh token."
+    )
+    credential_version = models.PositiveIntegerField(
+        default=0, help_text="Bumped on every credential change."
+    )
+    refresh_claimed_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="A worker holds the single-flight refresh claim until then.",
+    )
+
+    # --- refresh state (token refresh only) ---
+    refresh_failures = models.PositiveIntegerField(
+        default=0, help_text="Consecutive failed refreshes."
+    )
+    refresh_backoff_until = models.DateTimeField(
+        null=True, blank=True, help_text="No refresh is attempted before this time."
+    )
+    refresh_error_kind = models.CharField(
+        max_length=20, blank=True, help_text="Kind of the last refresh error."
+    )
+    refresh_error_status = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="HTTP status of the last refresh error."
+    )
+    refresh_error_message = models.CharField(
+        max_length=300, blank=True, help_text="The last refresh error (redacted)."
+    )
+    refresh_error_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the last refresh error happened."
+    )
+    relogin_required_for = models.CharField(
+        max_length=16,
+        blank=True,
+        help_text="Fingerprint of the refresh token the provider rejected (invalid_grant). "
+        "Needs re-login while it matches the current refresh token.",
+    )
+
+    # --- quota state (quota check only) ---
+    quota_checked_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last successful quota check."
+    )
+    quota_failures = models.PositiveIntegerField(
+        default=0, help_text="Consecutive failed quota checks."
+    )
+    quota_backoff_until = models.DateTimeField(
+        null=True, blank=True, help_text="No quota check before this time."
+    )
+    quota_error_kind = models.CharField(
+        max_length=20, blank=True, help_text="Kind of the last quota error."
+    )
+    quota_error_status = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="HTTP status of the last quota error."
+    )
+    quota_error_message = models.CharField(
+        max_length=300, blank=True, help_text="The last quota error (redacted)."
+    )
+    quota_error_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the last quota error happened."
+    )
+    quota_claimed_until = models.DateTimeField(
+        null=True, blank=True, help_text="A worker is checking quota until then."
+    )
+
+    # --- quota policy (quota check and reports only) ---
+    policy_status = models.CharField(
+        max_length=10,
+        choices=[(s.value, s.value) for s in state.PolicyStatus],
+        default=state.PolicyStatus.OK,
+        help_text="Organisation policy as the usage endpoint answers it.",
+    )
+    policy_message = models.CharField(
+        max_length=300, blank=True, help_text="The provider's policy message."
+    )
+    policy_since = models.DateTimeField(
+        null=True, blank=True, help_text="Since when the policy status holds."
+    )
+    policy_checked_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time the usage endpoint answered about policy."
+    )
+
+    # --- cooldown (reports, admin clear) ---
+    cooldown_until = models.DateTimeField(
+        null=True, blank=True, help_text="A tool reported a rate limit; unused until then."
+    )
+    cooldown_reason = models.CharField(
+        max_length=200, blank=True, help_text="What the tool reported."
+    )
+
+    class Meta:
+        ordering = ["pool", "priority", "label"]
+        indexes = [
+            # Due-account queries of the cycle (selectors.accounts_due_*).
+            models.Index(
+                fields=["access_expires_at"],
+                name="account_refresh_due_idx",
+                condition=Q(enabled=True, kind="oauth"),
+            ),
+            models.Index(
+                fields=["quota_checked_at"],
+                name="account_quota_due_idx",
+                condition=Q(enabled=True, kind="oauth"),
+            ),
+            models.Index(
+                fields=["policy_checked_at"],
+                name="account_policy_due_idx",
+                condition=Q(enabled=True, kind="oauth", policy_status="blocked"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def needs_relogin(self) -> bool:
+        return bool(self.relogin_required_for) and (
+            self.relogin_required_for == self.refresh_token_fingerprint
+        )
+
+    def state_snapshot(self, windows: list[QuotaWindow] | None = None) -> state.AccountState:
+        """The plain-value view the pure rules read. Pass windows to avoid a query."""
+        if windows is None:
+            windows = list(self.quota_windows.all())
+        return state.AccountState(
+            is_oauth=self.kind == self.Kind.OAUTH,
+            enabled=self.enabled,
+            disabled_reason=self.disabled_reason,
+            disabled_at=self.disabled_at,
+            # Invariant kept by the credential writers: an expiry is stored iff a token is.
+            has_access_token=self.access_expires_at is not None,
+            has_refresh_token=bool(self.refresh_token_fingerprint),
+            access_expires_at=self.access_expires_at,
+            refresh_failures=self.refresh_failures,
+            refresh_backoff_until=self.refresh_backoff_until,
+            refresh_error_message=self.refresh_error_message,
+            refresh_error_status=self.refresh_error_status,
+            refresh_error_at=self.refresh_error_at,
+            needs_relogin=self.needs_relogin,
+            quota_checked_at=self.quota_checked_at,
+            quota_backoff_until=self.quota_backoff_until,
+            quota_error_message=self.quota_error_message,
+            policy_status=state.PolicyStatus(self.policy_status),
+            policy_message=self.policy_message,
+            policy_since=self.policy_since,
+            policy_checked_at=self.policy_checked_at,
+            cooldown_until=self.cooldown_until,
+            cooldown_reason=self.cooldown_reason,
+            windows=tuple(w.as_state() for w in windows),
+        )
+
+    def verdict(self, now: datetime) -> state.Verdict:
+        return state.eligibility(self.state_snapshot(), self.pool.policy, now)
+
+
+class QuotaWindow(models.Model):
+    class Source(models.TextChoices):
+        POLL = "poll", "Usage endpoint"
+        REPORT = "report", "Tool report"
+
+    account = models.ForeignKey(
+        Account, on_delete=models.CASCADE, related_name="quota_windows", help_text="The account."
+    )
+    key = models.CharField(
+        max_length=120, help_text="five_hour, seven_day, or a per-model weekly window."
+    )
+    label = models.CharField(max_length=120, help_text="Shown to people.")
+    utilization = models.FloatField(
+        null=True, blank=True, help_text="Percent used, 0-100; empty when unknown."
+    )
+    resets_at = models.DateTimeField(null=True, blank=True, help_text="When the window resets.")
+    checked_at = models.DateTimeField(help_text="When this observation was made.")
+    source = models.CharField(
+        max_length=10, choices=Source.choices, default=Source.POLL, help_text="Who observed it."
+    )
+
+    class Meta:
+        ordering = ["account", "key"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "key"], name="quota_window_unique_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.label}: {self.utilization}%"
+
+    def as_state(self) -> state.Window:
+        return state.Window(
+            key=self.key,
+            label=self.label,
+            utilization=self.utilization,
+            resets_at=self.resets_at,
+            checked_at=self.checked_at,
+        )
+
+
+class AccountEvent(models.Model):
+    """One row per state transition: the error history of an account."""
+
+    account = models.ForeignKey(
+        Account, on_delete=models.CASCADE, related_name="events", help_text="The account."
+    )
+    at = models.DateTimeField(help_text="When it happened.")
+    operation = models.CharField(
+        max_length=20,
+        choices=[(o.value, o.value) for o in state.Operation],
+        help_text="Which operation: token_refresh, quota_check, report, onboarding, admin.",
+    )
+    outcome = models.CharField(max_length=40, help_text="What happened, e.g. rejected, recovered.")
+    http_status = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="The provider's HTTP status, if any."
+    )
+    message = models.CharField(max_length=300, blank=True, help_text="Short, redacted.")
+    retry_after_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Retry-After the provider sent, in seconds."
+    )
+    until = models.DateTimeField(
+        null=True, blank=True, help_text="The until this event set (backoff, cooldown)."
+    )
+    actor = models.CharField(
+        max_length=150, blank=True, help_text="Who: a user, a consumer key, or the cycle."
+    )
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            models.Index(fields=["account", "-at"], name="event_account_at_idx"),
+            models.Index(fields=["at"], name="event_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.operation} {self.outcome}"
+
+
+class ApiToken(models.Model):
+    """A personal API token: acts with its user's team roles. Only a hash is stored."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="api_tokens",
+        help_text="Whose roles the token acts with.",
+    )
+    name = models.CharField(max_length=100, help_text="What the token is for.")
+    prefix = models.CharField(max_length=12, help_text="First characters, to recognise it.")
+    token_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the token.")
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When it was created.")
+    last_used_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time it authenticated."
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True, help_text="When it was revoked.")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

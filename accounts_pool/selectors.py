@@ -1,0 +1,100 @@
+"""Every non-trivial read: due accounts for the cycle, account lists with their verdicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import DateTimeField, ExpressionWrapper, F, Max, Min, Q, QuerySet, Value
+
+from . import state
+from .models import Account, AccountEvent, Pool
+
+
+def _shifted(now: datetime, field: str, sign: int) -> ExpressionWrapper:
+    expression = Value(now) + F(field) if sign > 0 else Value(now) - F(field)
+    return ExpressionWrapper(expression, output_field=DateTimeField())
+
+
+def _cycle_candidates(now: datetime, pool: Pool | None, account_id: int | None) -> QuerySet[Account]:
+    accounts = Account.objects.filter(enabled=True, kind=Account.Kind.OAUTH)
+    if pool is not None:
+        accounts = accounts.filter(pool=pool)
+    if account_id is not None:
+        accounts = accounts.filter(pk=account_id)
+    return accounts
+
+
+def accounts_due_for_refresh(
+    *, now: datetime, limit: int, pool: Pool | None = None, account_id: int | None = None
+) -> list[int]:
+    """Ids of accounts whose token refresh is due (state.refresh_due, as a query).
+
+    The constant bound on the largest pool lead lets the partial index on access_expires_at
+    narrow the scan before the per-pool lead is compared."""
+    max_lead = Pool.objects.aggregate(lead=Max("refresh_lead"))["lead"] or timedelta(0)
+    expiring = Q(access_expires_at__lte=now + max_lead) & Q(
+        access_expires_at__lte=_shifted(now, "pool__refresh_lead", +1)
+    )
+    due = (
+        _cycle_candidates(now, pool, account_id)
+        .exclude(refresh_token_fingerprint="")
+        .exclude(relogin_required_for=F("refresh_token_fingerprint"))
+        .filter(Q(refresh_backoff_until__isnull=True) | Q(refresh_backoff_until__lte=now))
+        .filter(Q(refresh_claimed_until__isnull=True) | Q(refresh_claimed_until__lte=now))
+        .filter(Q(access_expires_at__isnull=True) | expiring)
+        .order_by(F("access_expires_at").asc(nulls_first=True), "pk")
+    )
+    return list(due.values_list("pk", flat=True)[:limit])
+
+
+def accounts_due_for_quota(
+    *, now: datetime, limit: int, pool: Pool | None = None, account_id: int | None = None
+) -> list[int]:
+    """Ids of accounts whose quota check is due (state.quota_due, as a query)."""
+    min_interval = Pool.objects.aggregate(i=Min("quota_interval"))["i"] or timedelta(0)
+    stale = Q(quota_checked_at__lte=now - min_interval) & Q(
+        quota_checked_at__lte=_shifted(now, "pool__quota_interval", -1)
+    )
+    policy_ok = Q(policy_status=state.PolicyStatus.OK.value) & (
+        Q(quota_checked_at__isnull=True) | stale
+    )
+    policy_recheck = Q(policy_status=state.PolicyStatus.BLOCKED.value) & (
+        Q(policy_checked_at__isnull=True)
+        | Q(policy_checked_at__lte=_shifted(now, "pool__policy_recheck_interval", -1))
+    )
+    due = (
+        _cycle_candidates(now, pool, account_id)
+        .filter(access_expires_at__gt=now)
+        .filter(Q(quota_backoff_until__isnull=True) | Q(quota_backoff_until__lte=now))
+        .filter(Q(quota_claimed_until__isnull=True) | Q(quota_claimed_until__lte=now))
+        .filter(policy_ok | policy_recheck)
+        .order_by(F("quota_checked_at").asc(nulls_first=True), "pk")
+    )
+    return list(due.values_list("pk", flat=True)[:limit])
+
+
+@dataclass(frozen=True)
+class AccountWithVerdict:
+    account: Account
+    verdict: state.Verdict
+
+
+def accounts_with_verdicts(accounts: QuerySet[Account], *, now: datetime) -> list[AccountWithVerdict]:
+    """Accounts with their eligibility, in a fixed number of queries however many rows."""
+    rows = accounts.select_related("pool").prefetch_related("quota_windows")
+    return [
+        AccountWithVerdict(
+            account,
+            state.eligibility(
+                account.state_snapshot(windows=list(account.quota_windows.all())),
+                account.pool.policy,
+                now,
+            ),
+        )
+        for account in rows
+    ]
+
+
+def account_latest_events(account: Account, *, limit: int = 20) -> QuerySet[AccountEvent]:
+    return AccountEvent.objects.filter(account=account).order_by("-at", "-id")[:limit]

@@ -1,0 +1,1 @@
+"""Every write lives here: refresh, quota checks, dispatch, history, the manual levers."""

@@ -1,0 +1,63 @@
+"""The refresh cycle: dispatch due accounts (Celery) or run them in-process (the command)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+
+from django.conf import settings
+from django.utils import timezone
+
+from .. import selectors
+from ..models import Pool
+from .quota import QuotaResult, account_check_quota
+from .refresh import RefreshResult, account_refresh
+
+
+def _batch() -> int:
+    return int(settings.ACCOUNTS_POOL_DISPATCH_BATCH)
+
+
+def dispatch_token_refresh(*, enqueue: Callable[[int], object], now: datetime | None = None) -> int:
+    """Enqueue one refresh per due account (a bounded batch); returns how many."""
+    ids = selectors.accounts_due_for_refresh(now=now or timezone.now(), limit=_batch())
+    for account_id in ids:
+        enqueue(account_id)
+    return len(ids)
+
+
+def dispatch_quota_checks(*, enqueue: Callable[[int], object], now: datetime | None = None) -> int:
+    """Enqueue one quota check per due account (a bounded batch); returns how many."""
+    ids = selectors.accounts_due_for_quota(now=now or timezone.now(), limit=_batch())
+    for account_id in ids:
+        enqueue(account_id)
+    return len(ids)
+
+
+def cycle_run(
+    *,
+    now: datetime | None = None,
+    pool: Pool | None = None,
+    account_id: int | None = None,
+    force: bool = False,
+) -> Iterator[RefreshResult | QuotaResult]:
+    """One token pass, then one quota pass, in this process (no broker). Yields each result.
+
+    With `force` and an account, that account is refreshed and checked whether due or not."""
+    now = now or timezone.now()
+    if force and account_id is not None:
+        refresh_ids = [account_id]
+    else:
+        refresh_ids = selectors.accounts_due_for_refresh(
+            now=now, limit=_batch(), pool=pool, account_id=account_id
+        )
+    for refresh_id in refresh_ids:
+        yield account_refresh(account_id=refresh_id, now=now, force=force)
+    if force and account_id is not None:
+        quota_ids = [account_id]
+    else:
+        quota_ids = selectors.accounts_due_for_quota(
+            now=now, limit=_batch(), pool=pool, account_id=account_id
+        )
+    for quota_id in quota_ids:
+        yield account_check_quota(account_id=quota_id, now=now, force=force)

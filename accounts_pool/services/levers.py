@@ -1,0 +1,70 @@
+"""The manual levers people pull: enable, disable, clear backoff. Each leaves a history row."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.utils import timezone
+
+from .. import state
+from ..models import Account
+from .events import event_record
+
+
+class LeverError(ValueError):
+    """The lever cannot be pulled as asked (the message says why)."""
+
+
+def _admin_event(account: Account, now: datetime, outcome: str, message: str, actor: str) -> None:
+    event_record(
+        account_id=account.pk,
+        at=now,
+        operation=state.Operation.ADMIN,
+        outcome=outcome,
+        message=message,
+        actor=actor,
+    )
+
+
+def account_disable(
+    *, account: Account, reason: str, actor: str, now: datetime | None = None
+) -> None:
+    """Take an account out of use until a person enables it again."""
+    reason = reason.strip()
+    if not reason:
+        raise LeverError("Say why the account is disabled.")
+    now = now or timezone.now()
+    Account.objects.filter(pk=account.pk).update(
+        enabled=False, disabled_reason=reason[:200], disabled_by=actor[:150], disabled_at=now
+    )
+    _admin_event(account, now, "disabled", reason, actor)
+
+
+def account_enable(*, account: Account, actor: str, now: datetime | None = None) -> None:
+    now = now or timezone.now()
+    Account.objects.filter(pk=account.pk).update(
+        enabled=True, disabled_reason="", disabled_by="", disabled_at=None
+    )
+    _admin_event(account, now, "enabled", "", actor)
+
+
+def account_clear_backoff(*, account: Account, actor: str, now: datetime | None = None) -> bool:
+    """Let the next cycle retry at once: ends the refresh and quota backoffs and any cooldown.
+
+    Failure counts stay, so a retry that fails again climbs the ladder instead of restarting it.
+    Returns False when there was nothing to clear."""
+    now = now or timezone.now()
+    cleared = []
+    if account.refresh_backoff_until and account.refresh_backoff_until > now:
+        cleared.append(f"refresh backoff until {account.refresh_backoff_until:%H:%M}")
+    if account.quota_backoff_until and account.quota_backoff_until > now:
+        cleared.append(f"quota backoff until {account.quota_backoff_until:%H:%M}")
+    if account.cooldown_until and account.cooldown_until > now:
+        cleared.append(f"cooldown until {account.cooldown_until:%H:%M}")
+    if not cleared:
+        return False
+    Account.objects.filter(pk=account.pk).update(
+        refresh_backoff_until=None, quota_backoff_until=None, cooldown_until=None
+    )
+    _admin_event(account, now, "backoff_cleared", "; ".join(cleared), actor)
+    return True

@@ -1,0 +1,228 @@
+"""Quota checks: poll the usage endpoint, store windows, track the organisation's policy.
+
+Writes the quota-state, quota-policy and windows groups only. A 401 asks the refresh service
+for a new token (which owns the credential and refresh-state groups) and retries once; a 403 is
+the organisation's policy, never a quota failure (DESIGN.md 3.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from .. import state
+from ..models import Account, QuotaWindow
+from ..providers import anthropic
+from .events import CYCLE_ACTOR, event_record
+from .refresh import account_refresh
+
+CHECKED = "checked"
+NOT_DUE = "not_due"
+CLAIMED_ELSEWHERE = "claimed_elsewhere"
+NO_VALID_TOKEN = "no_valid_token"
+NOT_CHECKABLE = "not_checkable"
+POLICY_BLOCKED = "policy_blocked"
+
+
+@dataclass(frozen=True)
+class QuotaResult:
+    account_id: int
+    outcome: str
+    message: str = ""
+    until: datetime | None = None
+
+
+def _claim(account: Account, now: datetime) -> bool:
+    hold = timedelta(seconds=settings.ACCOUNTS_POOL_CLAIM_SECONDS)
+    return (
+        Account.objects.filter(pk=account.pk)
+        .filter(Q(quota_claimed_until__isnull=True) | Q(quota_claimed_until__lte=now))
+        .update(quota_claimed_until=now + hold)
+        == 1
+    )
+
+
+def _release(account: Account) -> None:
+    Account.objects.filter(pk=account.pk).update(quota_claimed_until=None)
+
+
+def _exhausted_keys(account: Account, windows: list[state.Window], now: datetime) -> set[str]:
+    policy = account.pool.policy
+    return {w.key for w in windows if state.window_exhausted(w, policy, now)}
+
+
+def _store_usage(account: Account, usage: anthropic.Usage, now: datetime, actor: str) -> None:
+    before = [w.as_state() for w in account.quota_windows.all()]
+    rows = [
+        QuotaWindow(
+            account=account,
+            key=w.key,
+            label=w.label,
+            utilization=w.utilization,
+            resets_at=w.resets_at,
+            checked_at=now,
+            source=QuotaWindow.Source.POLL,
+        )
+        for w in usage.windows
+    ]
+    was_blocked = account.policy_status == state.PolicyStatus.BLOCKED
+    with transaction.atomic():
+        QuotaWindow.objects.filter(account=account).delete()
+        QuotaWindow.objects.bulk_create(rows)
+        Account.objects.filter(pk=account.pk).update(
+            quota_checked_at=now,
+            quota_failures=0,
+            quota_backoff_until=None,
+            quota_error_kind="",
+            quota_error_status=None,
+            quota_error_message="",
+            quota_error_at=None,
+            policy_status=state.PolicyStatus.OK.value,
+            policy_message="",
+            policy_since=now if was_blocked or account.policy_since is None else account.policy_since,
+            policy_checked_at=now,
+        )
+    if was_blocked:
+        _event(account, now, "policy_cleared", message="usage endpoint answers again", actor=actor)
+    if account.quota_failures:
+        _event(account, now, "recovered", message=f"after {account.quota_failures} failure(s)", actor=actor)
+    newly = _exhausted_keys(account, [r.as_state() for r in rows], now) - _exhausted_keys(
+        account, before, now
+    )
+    for row in rows:
+        if row.key in newly:
+            _event(
+                account,
+                now,
+                "quota_exhausted",
+                message=f"{row.label} window at {row.utilization:g}%",
+                until=row.resets_at,
+                actor=actor,
+            )
+
+
+def _event(
+    account: Account,
+    now: datetime,
+    outcome: str,
+    *,
+    failure: state.ProviderFailure | None = None,
+    message: str = "",
+    until: datetime | None = None,
+    retry_after: timedelta | None = None,
+    actor: str,
+) -> None:
+    event_record(
+        account_id=account.pk,
+        at=now,
+        operation=state.Operation.QUOTA_CHECK,
+        outcome=outcome,
+        http_status=failure.status if failure else None,
+        message=message or (failure.message if failure else ""),
+        until=until,
+        retry_after=retry_after,
+        actor=actor,
+    )
+
+
+def _record_policy_blocked(
+    account: Account, failure: state.ProviderFailure, now: datetime, actor: str
+) -> QuotaResult:
+    """403: the organisation's policy. No quota backoff, no quota error, refresh untouched."""
+    message = (failure.message or "usage endpoint answered 403")[:300]
+    changed = account.policy_status != state.PolicyStatus.BLOCKED or (
+        account.policy_message != message
+    )
+    since = account.policy_since if account.policy_status == state.PolicyStatus.BLOCKED else now
+    Account.objects.filter(pk=account.pk).update(
+        policy_status=state.PolicyStatus.BLOCKED.value,
+        policy_message=message,
+        policy_since=since,
+        policy_checked_at=now,
+    )
+    if changed:
+        _event(account, now, POLICY_BLOCKED, failure=failure, actor=actor)
+    return QuotaResult(account.pk, POLICY_BLOCKED, message)
+
+
+def _record_quota_failure(
+    account: Account, effect: state.QuotaFailureEffect, failure: state.ProviderFailure,
+    now: datetime, actor: str,
+) -> QuotaResult:
+    Account.objects.filter(pk=account.pk).update(
+        quota_failures=effect.failures,
+        quota_backoff_until=effect.backoff_until,
+        quota_error_kind=failure.kind.value,
+        quota_error_status=failure.status,
+        quota_error_message=failure.message[:300],
+        quota_error_at=now,
+    )
+    _event(
+        account,
+        now,
+        failure.kind.value,
+        failure=failure,
+        until=effect.backoff_until,
+        retry_after=effect.retry_after,
+        actor=actor,
+    )
+    return QuotaResult(account.pk, failure.kind.value, failure.message, effect.backoff_until)
+
+
+def _check(account: Account, now: datetime, *, retried: bool, actor: str) -> QuotaResult:
+    try:
+        with anthropic.client() as provider:
+            usage = provider.usage(account.access_token)
+    except anthropic.UsageEndpointError as exc:
+        effect = state.quota_failure_effect(
+            exc.failure, previous_failures=account.quota_failures, retried=retried, now=now
+        )
+        if effect.action == state.QuotaFailureAction.REFRESH_AND_RETRY:
+            refreshed = account_refresh(
+                account_id=account.pk, now=now, access_rejected=True, wait=True, actor=actor
+            )
+            if not refreshed.has_fresh_token:
+                return QuotaResult(account.pk, NO_VALID_TOKEN, f"refresh: {refreshed.outcome}")
+            account.refresh_from_db()
+            return _check(account, now, retried=True, actor=actor)
+        if effect.action == state.QuotaFailureAction.POLICY_BLOCKED:
+            return _record_policy_blocked(account, exc.failure, now, actor)
+        return _record_quota_failure(account, effect, exc.failure, now, actor)
+    _store_usage(account, usage, now, actor)
+    return QuotaResult(account.pk, CHECKED)
+
+
+def account_check_quota(
+    *,
+    account_id: int,
+    now: datetime | None = None,
+    force: bool = False,
+    actor: str = CYCLE_ACTOR,
+) -> QuotaResult:
+    """Poll one account's quota if due (or `force`, which ignores the interval and backoff).
+    An expired token is refreshed first, through the refresh service and its backoff."""
+    now = now or timezone.now()
+    account = Account.objects.select_related("pool").get(pk=account_id)
+    if account.kind != Account.Kind.OAUTH:
+        return QuotaResult(account.pk, NOT_CHECKABLE)
+    snapshot = account.state_snapshot(windows=[])
+    if not state.access_token_valid(snapshot, now):
+        if not force:
+            return QuotaResult(account.pk, NO_VALID_TOKEN)
+        refreshed = account_refresh(account_id=account.pk, now=now, wait=True, actor=actor)
+        if not refreshed.has_fresh_token:
+            return QuotaResult(account.pk, NO_VALID_TOKEN, f"refresh: {refreshed.outcome}")
+        account.refresh_from_db()
+    elif not force and not state.quota_due(snapshot, account.pool.policy, now):
+        return QuotaResult(account.pk, NOT_DUE)
+    if not _claim(account, now):
+        return QuotaResult(account.pk, CLAIMED_ELSEWHERE)
+    try:
+        return _check(account, now, retried=False, actor=actor)
+    finally:
+        _release(account)

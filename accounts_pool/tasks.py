@@ -1,0 +1,40 @@
+"""Celery tasks: ids in, one service call out."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
+
+from .services.cycle import dispatch_quota_checks, dispatch_token_refresh
+from .services.events import events_prune
+from .services.quota import account_check_quota
+from .services.refresh import account_refresh
+
+
+@shared_task(name="accounts_pool.refresh_account")
+def refresh_account(account_id: int) -> str:
+    return account_refresh(account_id=account_id).outcome
+
+
+@shared_task(name="accounts_pool.check_account_quota")
+def check_account_quota(account_id: int) -> str:
+    return account_check_quota(account_id=account_id).outcome
+
+
+@shared_task(name="accounts_pool.dispatch_token_refresh")
+def dispatch_token_refresh_task() -> int:
+    return dispatch_token_refresh(enqueue=refresh_account.delay)
+
+
+@shared_task(name="accounts_pool.dispatch_quota_checks")
+def dispatch_quota_checks_task() -> int:
+    return dispatch_quota_checks(enqueue=check_account_quota.delay)
+
+
+@shared_task(name="accounts_pool.prune_events")
+def prune_events() -> int:
+    retention = timedelta(days=settings.ACCOUNTS_POOL_EVENT_RETENTION_DAYS)
+    return events_prune(now=timezone.now(), older_than=retention)
