@@ -1,0 +1,81 @@
+"""The README's run command on the embedded defaults: `scripts/run` brings up the web app, a
+worker and beat on SQLite and the filesystem broker, and beat's cycle refreshes a due account.
+
+No DATABASE_URL or CELERY_BROKER_URL reaches the script, so no service is used even in CI."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import urllib.request
+
+import pytest
+
+from . import processes
+from .fake_provider import fake_anthropic
+
+pytestmark = pytest.mark.slow
+
+REFRESH = "sk-ant-ort01-run-command-refresh"
+ONBOARD = f"""
+from accounts_pool.models import Pool, Team
+from accounts_pool.services.onboarding import account_create_oauth
+team = Team.objects.create(name="Demo", slug="demo")
+pool = Pool.objects.create(team=team, name="Demo", slug="demo")
+account_create_oauth(pool=pool, label="due now", refresh_token="{REFRESH}", actor="test")
+"""
+READ = """
+from accounts_pool.models import Account
+a = Account.objects.get()
+print(a.credential_version, a.access_token)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except OSError:
+        return 0
+
+
+def test_the_run_command_serves_the_app_and_the_cycle_refreshes(tmp_path):
+    port = _free_port()
+    with fake_anthropic({REFRESH}) as fake:
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+        env.update(
+            fake.env(),
+            DJANGO_SETTINGS_MODULE="config.settings",
+            ACCOUNTS_POOL_VAR_DIR=str(tmp_path / "var"),
+            SECRET_KEY="run-command-test",
+            ACCOUNTS_POOL_ENCRYPTION_KEYS=os.environ["ACCOUNTS_POOL_ENCRYPTION_KEYS"],
+            DEBUG="true",
+            PORT=str(port),
+        )
+        log = tmp_path / "run.log"
+        run = processes.start([str(processes.ROOT / "scripts" / "run")], env, log)
+        try:
+            processes.wait_for(
+                lambda: _status(f"http://127.0.0.1:{port}/admin/login/") == 200, 180, "web", log
+            )
+            manage = [str(processes.VENV_BIN / "python"), "manage.py", "shell", "-c"]
+            subprocess.run([*manage, ONBOARD], cwd=processes.ROOT, env=env, check=True)
+            # Beat sends the first dispatch a minute after it starts; the worker refreshes.
+            processes.wait_for(lambda: fake.calls["token"] >= 1, 150, "beat and worker", log)
+            read = subprocess.run(
+                [*manage, READ], cwd=processes.ROOT, env=env, check=True, capture_output=True
+            )
+        finally:
+            processes.stop(run, timeout=30)
+    version, access = read.stdout.decode().split()[-2:]
+    assert (int(version), access) == (2, "sk-ant-oat01-fake-access-1")
+    assert fake.calls["token"] == 1
+    assert (tmp_path / "var" / "db.sqlite3").exists()
+    assert "beat: Starting" in log.read_text()
