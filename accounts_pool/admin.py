@@ -12,8 +12,10 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from . import selectors, state
+from .forms import AccountOnboardForm
 from .models import Account, AccountEvent, Membership, Pool, QuotaWindow, Team
 from .services.levers import LeverError, account_clear_backoff, account_disable, account_enable
+from .services.onboarding import account_create_oauth
 from .services.quota import account_check_quota
 from .services.refresh import account_refresh
 
@@ -22,14 +24,14 @@ SECRET_FIELDS = ("access_token", "refresh_token", "api_key")
 LATEST_EVENTS = 20
 
 
-class MembershipInline(admin.TabularInline):
+class MembershipInline(admin.TabularInline[Membership, Team]):
     model = Membership
     extra = 0
     autocomplete_fields = ("user",)
 
 
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(admin.ModelAdmin[Team]):
     list_display = ("name", "slug", "created_at")
     search_fields = ("name", "slug")
     prepopulated_fields = {"slug": ("name",)}
@@ -37,7 +39,7 @@ class TeamAdmin(admin.ModelAdmin):
 
 
 @admin.register(Pool)
-class PoolAdmin(admin.ModelAdmin):
+class PoolAdmin(admin.ModelAdmin[Pool]):
     list_display = ("name", "slug", "team", "provider", "routing")
     list_filter = ("provider", "routing")
     search_fields = ("name", "slug", "team__name")
@@ -65,7 +67,7 @@ class StatusFilter(admin.SimpleListFilter):
         return queryset.filter(pk__in=ids)
 
 
-class QuotaWindowInline(admin.TabularInline):
+class QuotaWindowInline(admin.TabularInline[QuotaWindow, Account]):
     model = QuotaWindow
     extra = 0
     can_delete = False
@@ -76,12 +78,12 @@ class QuotaWindowInline(admin.TabularInline):
         return False
 
 
-class LatestEventsFormSet(BaseInlineFormSet):
+class LatestEventsFormSet(BaseInlineFormSet[AccountEvent, Account, Any]):
     def get_queryset(self) -> QuerySet[AccountEvent]:
         return super().get_queryset().order_by("-at", "-id")[:LATEST_EVENTS]
 
 
-class LatestEventsInline(admin.TabularInline):
+class LatestEventsInline(admin.TabularInline[AccountEvent, Account]):
     model = AccountEvent
     formset = LatestEventsFormSet
     extra = 0
@@ -141,7 +143,7 @@ MACHINE_FIELDS = (
 
 
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(admin.ModelAdmin[Account]):
     list_display = (
         "label",
         "pool",
@@ -155,14 +157,21 @@ class AccountAdmin(admin.ModelAdmin):
     list_filter = (StatusFilter, "pool", "kind", "enabled", "policy_status")
     search_fields = ("label", "email", "pool__name")
     list_select_related = ("pool",)
-    exclude = SECRET_FIELDS + ("refresh_token_fingerprint", "relogin_required_for")
+    exclude = (*SECRET_FIELDS, "refresh_token_fingerprint", "relogin_required_for")
     readonly_fields = MACHINE_FIELDS
     fieldsets = (
         (None, {"fields": ("pool", "label", "kind", "enabled", "disabled_reason", "priority")}),
         ("Status", {"fields": ("status_and_reasons",)}),
         (
             "Identity",
-            {"fields": ("provider_account_uuid", "email", "organization_uuid", "organization_name")},
+            {
+                "fields": (
+                    "provider_account_uuid",
+                    "email",
+                    "organization_uuid",
+                    "organization_name",
+                )
+            },
         ),
         (
             "Token refresh",
@@ -206,9 +215,42 @@ class AccountAdmin(admin.ModelAdmin):
     inlines = (QuotaWindowInline, LatestEventsInline)
     actions = ("refresh_now", "check_quota_now", "clear_backoff", "disable", "enable")
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        # Accounts arrive through onboarding (tokens checked with the provider), not a bare form.
-        return False
+    # Adding takes tokens through a write-only form and the onboarding service; the machine
+    # fields never appear on it.
+    add_fieldsets = (
+        (None, {"fields": ("pool", "label", "refresh_token", "access_token", "access_expires_at")}),
+    )
+
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        if obj is None:
+            kwargs["form"] = AccountOnboardForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.add_fieldsets if obj is None else super().get_fieldsets(request, obj)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return () if obj is None else super().get_readonly_fields(request, obj)
+
+    def get_inlines(self, request: HttpRequest, obj: Any) -> Any:
+        return () if obj is None else super().get_inlines(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: Account, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created = account_create_oauth(
+            pool=form.cleaned_data["pool"],
+            label=form.cleaned_data["label"],
+            refresh_token=form.cleaned_data["refresh_token"],
+            access_token=form.cleaned_data.get("access_token") or "",
+            expires_at=form.cleaned_data.get("access_expires_at"),
+            actor=_actor(request),
+        )
+        obj.pk = created.pk
+        obj._state.adding = False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Account]:
         return (
@@ -259,21 +301,22 @@ class AccountAdmin(admin.ModelAdmin):
         for account in queryset:
             result = account_refresh(account_id=account.pk, force=True, actor=_actor(request))
             level = messages.SUCCESS if result.has_fresh_token else messages.WARNING
-            self.message_user(request, f"{account}: refresh {result.outcome}", level)
+            self.message_user(request, f"Account “{account}”: refresh {result.outcome}", level)
 
     @admin.action(description="Check quota now")
     def check_quota_now(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
         for account in queryset:
             result = account_check_quota(account_id=account.pk, force=True, actor=_actor(request))
             level = messages.SUCCESS if result.outcome == "checked" else messages.WARNING
-            self.message_user(request, f"{account}: quota {result.outcome}", level)
+            self.message_user(request, f"Account “{account}”: quota {result.outcome}", level)
 
     @admin.action(description="Clear backoff and cooldown")
     def clear_backoff(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
         for account in queryset:
             cleared = account_clear_backoff(account=account, actor=_actor(request))
             self.message_user(
-                request, f"{account}: {'backoff cleared' if cleared else 'nothing to clear'}"
+                request,
+                f"Account “{account}”: {'backoff cleared' if cleared else 'nothing to clear'}",
             )
 
     @admin.action(description="Disable")
@@ -284,19 +327,19 @@ class AccountAdmin(admin.ModelAdmin):
                     account=account, reason="disabled in the admin", actor=_actor(request)
                 )
             except LeverError as exc:
-                self.message_user(request, f"{account}: {exc}", messages.ERROR)
+                self.message_user(request, f"Account “{account}”: {exc}", messages.ERROR)
             else:
-                self.message_user(request, f"{account}: disabled")
+                self.message_user(request, f"Account “{account}”: disabled")
 
     @admin.action(description="Enable")
     def enable(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
         for account in queryset:
             account_enable(account=account, actor=_actor(request))
-            self.message_user(request, f"{account}: enabled")
+            self.message_user(request, f"Account “{account}”: enabled")
 
 
 @admin.register(AccountEvent)
-class AccountEventAdmin(admin.ModelAdmin):
+class AccountEventAdmin(admin.ModelAdmin[AccountEvent]):
     list_display = ("at", "account", "operation", "outcome", "http_status", "until", "actor")
     list_filter = ("operation", "outcome")
     search_fields = ("account__label", "message", "actor")

@@ -24,7 +24,8 @@ def _multifernet(keys: tuple[str, ...]) -> MultiFernet:
     if not keys:
         raise ImproperlyConfigured(
             f"Set {KEYS_SETTING} to one or more comma-separated Fernet keys; make one with: "
-            'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+            "python -c 'from cryptography.fernet import Fernet; "
+            "print(Fernet.generate_key().decode())'"
         )
     fernets = []
     for position, key in enumerate(keys, start=1):
@@ -60,7 +61,7 @@ def fingerprint(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()[:16] if secret else ""
 
 
-class EncryptedTextField(models.TextField):
+class EncryptedTextField(models.TextField[str, str]):
     """A text field whose database value is Fernet ciphertext. Empty stays empty."""
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.validators import URLValidator
 from django.db import models
 from django.db.models import Q
 
@@ -167,7 +168,12 @@ class Account(models.Model):
     access_token = EncryptedTextField(blank=True, help_text="Encrypted at rest.")
     refresh_token = EncryptedTextField(blank=True, help_text="Encrypted at rest.")
     api_key = EncryptedTextField(blank=True, help_text="Encrypted at rest (API-key accounts).")
-    base_url = models.URLField(blank=True, help_text="API base URL for API-key accounts.")
+    base_url = models.CharField(
+        max_length=200,
+        blank=True,
+        validators=[URLValidator(schemes=["https", "http"])],
+        help_text="API base URL for API-key accounts.",
+    )
     access_expires_at = models.DateTimeField(
         null=True, blank=True, help_text="When the access token expires."
     )

@@ -6,17 +6,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db.models import DateTimeField, ExpressionWrapper, F, Max, Min, Q, QuerySet, Value
+from django.db.models.expressions import CombinedExpression
 
 from . import state
 from .models import Account, AccountEvent, Pool
 
 
-def _shifted(now: datetime, field: str, sign: int) -> ExpressionWrapper:
+def _shifted(now: datetime, field: str, sign: int) -> ExpressionWrapper[CombinedExpression]:
     expression = Value(now) + F(field) if sign > 0 else Value(now) - F(field)
     return ExpressionWrapper(expression, output_field=DateTimeField())
 
 
-def _cycle_candidates(now: datetime, pool: Pool | None, account_id: int | None) -> QuerySet[Account]:
+def _cycle_candidates(
+    now: datetime, pool: Pool | None, account_id: int | None
+) -> QuerySet[Account]:
     accounts = Account.objects.filter(enabled=True, kind=Account.Kind.OAUTH)
     if pool is not None:
         accounts = accounts.filter(pool=pool)
@@ -80,7 +83,9 @@ class AccountWithVerdict:
     verdict: state.Verdict
 
 
-def accounts_with_verdicts(accounts: QuerySet[Account], *, now: datetime) -> list[AccountWithVerdict]:
+def accounts_with_verdicts(
+    accounts: QuerySet[Account], *, now: datetime
+) -> list[AccountWithVerdict]:
     """Accounts with their eligibility, in a fixed number of queries however many rows."""
     rows = accounts.select_related("pool").prefetch_related("quota_windows")
     return [

@@ -129,7 +129,7 @@ def doubling(base: timedelta, cap: timedelta, failures: int) -> timedelta:
     steps = max(failures, 1) - 1
     if steps >= 32:
         return cap
-    return min(base * (2**steps), cap)
+    return min(base * (1 << steps), cap)
 
 
 def refresh_backoff_delay(

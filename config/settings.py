@@ -6,8 +6,11 @@ filesystem broker under `var/`, so nothing but Python is needed to run the app.
 
 from pathlib import Path
 
+import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+django_stubs_ext.monkeypatch()  # lets admin and field classes take type parameters at runtime
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -18,7 +21,7 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _required(name: str) -> str:
-    value = env.str(name, default="")
+    value: str = env.str(name, default="")
     if not value:
         raise ImproperlyConfigured(f"Set the environment variable {name} (see .env.example).")
     return value

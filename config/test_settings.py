@@ -16,6 +16,6 @@ os.environ.setdefault("ANTHROPIC_PROFILE_URL", "https://api.anthropic.test/api/o
 os.environ.setdefault("ANTHROPIC_AUTHORIZE_URL", "https://claude.anthropic.test/oauth/authorize")
 os.environ.setdefault("ANTHROPIC_HTTP_TIMEOUT", "5")
 
-from .settings import *  # noqa: E402,F403
+from .settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -25,8 +25,8 @@ class FakeAnthropic:
 
     @property
     def base(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self.server.server_address[1]
+        return f"http://127.0.0.1:{port}"
 
     def env(self) -> dict[str, str]:
         return {

@@ -57,7 +57,9 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
             process.wait()
 
 
-def wait_for(check: Callable[[], object], timeout: float, what: str, log: Path | None = None) -> object:
+def wait_for(
+    check: Callable[[], object], timeout: float, what: str, log: Path | None = None
+) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()

@@ -39,12 +39,20 @@ def test_a_refresh_answer_without_refresh_token_says_so(provider):
 @pytest.mark.parametrize(
     ("status", "body", "kind", "code"),
     [
-        (400, {"error": "invalid_grant", "error_description": "Refresh token revoked"},
-         FailureKind.INVALID_GRANT, "invalid_grant"),
+        (
+            400,
+            {"error": "invalid_grant", "error_description": "Refresh token revoked"},
+            FailureKind.INVALID_GRANT,
+            "invalid_grant",
+        ),
         (400, {"error": "invalid_request"}, FailureKind.REJECTED, "invalid_request"),
         (403, "<html><body>Forbidden by edge</body></html>", FailureKind.REJECTED, None),
-        (429, {"error": {"type": "rate_limit_error", "message": "slow down"}},
-         FailureKind.RATE_LIMITED, "rate_limit_error"),
+        (
+            429,
+            {"error": {"type": "rate_limit_error", "message": "slow down"}},
+            FailureKind.RATE_LIMITED,
+            "rate_limit_error",
+        ),
         (502, "", FailureKind.SERVER_ERROR, None),
     ],
 )
@@ -78,7 +86,8 @@ def test_an_unusable_token_answer_is_malformed(provider, answer):
 
 
 @pytest.mark.parametrize(
-    "exc", [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("x")]
+    "exc",
+    [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("x")],
 )
 def test_network_failures_are_typed_by_operation(provider, exc):
     provider.token.mock(side_effect=exc)
@@ -117,8 +126,11 @@ def test_a_null_missing_or_non_numeric_window_is_unknown_not_zero(provider, five
 
 
 def test_older_answers_with_per_model_objects_are_read(provider):
-    body = {"five_hour": None, "seven_day": None,
-            "seven_day_opus": {"utilization": 80, "resets_at": None}}
+    body = {
+        "five_hour": None,
+        "seven_day": None,
+        "seven_day_opus": {"utilization": 80, "resets_at": None},
+    }
     provider.usage.respond(200, json=body)
     windows = {w.key: w for w in _client().usage(ACCESS).windows}
     assert windows["seven_day_opus"].utilization == 80.0

@@ -23,8 +23,19 @@ def test_a_dispatched_refresh_completes_in_a_real_worker(pool, tmp_path):
     log = tmp_path / "worker.log"
     with fake_anthropic({REFRESH}) as fake:
         worker = processes.start(
-            [str(processes.VENV_BIN / "celery"), "-A", "config", "worker", "--loglevel", "INFO",
-             "--concurrency", "2", "--purge", "--without-gossip", "--without-mingle"],
+            [
+                str(processes.VENV_BIN / "celery"),
+                "-A",
+                "config",
+                "worker",
+                "--loglevel",
+                "INFO",
+                "--concurrency",
+                "2",
+                "--purge",
+                "--without-gossip",
+                "--without-mingle",
+            ],
             processes.child_env(**fake.env()),
             log,
         )

@@ -71,7 +71,9 @@ def test_a_window_below_the_pool_minimum_excludes(pool, provider):
     assert "7-day" in reason.message
 
 
-@pytest.mark.parametrize(("fail_closed", "status"), [(True, Status.EXCLUDED), (False, Status.DEGRADED)])
+@pytest.mark.parametrize(
+    ("fail_closed", "status"), [(True, Status.EXCLUDED), (False, Status.DEGRADED)]
+)
 def test_unknown_quota_follows_the_pool(pool, provider, fail_closed, status):
     pool.fail_closed_on_unknown_quota = fail_closed
     pool.save()
@@ -100,7 +102,11 @@ def test_usage_403_blocks_by_policy_without_touching_quota_or_refresh(pool, prov
     assert account.refresh_error_kind == ""
     assert provider.token.call_count == 0
     event = AccountEvent.objects.get(account=account)
-    assert (event.operation, event.outcome, event.http_status) == ("quota_check", "policy_blocked", 403)
+    assert (event.operation, event.outcome, event.http_status) == (
+        "quota_check",
+        "policy_blocked",
+        403,
+    )
     reason = account.verdict(NOW).first_reason
     assert reason.code == ReasonCode.ORG_POLICY_BLOCKED
     assert POLICY_MESSAGE in reason.message
@@ -172,7 +178,11 @@ def test_a_token_403_inside_the_quota_pass_arms_the_refresh_backoff(pool, provid
 @pytest.mark.parametrize(
     ("answer", "first", "second"),
     [
-        (httpx.Response(429, headers={"Retry-After": "45"}), timedelta(seconds=45), timedelta(seconds=45)),
+        (
+            httpx.Response(429, headers={"Retry-After": "45"}),
+            timedelta(seconds=45),
+            timedelta(seconds=45),
+        ),
         (httpx.Response(429), MIN, 2 * MIN),
         (httpx.Response(500), MIN, 2 * MIN),
         (httpx.Response(200, text="<html>oops</html>"), MIN, 2 * MIN),
@@ -190,7 +200,8 @@ def test_transient_quota_failures_follow_the_ladder(pool, provider, answer, firs
     account_check_quota(account_id=account.pk, now=later)
     account.refresh_from_db()
     assert account.quota_backoff_until == later + second
-    assert account.refresh_backoff_until is None and account.policy_status == PolicyStatus.OK
+    assert account.refresh_backoff_until is None
+    assert account.policy_status == PolicyStatus.OK
 
 
 def test_a_network_error_keeps_the_old_windows_and_shows_them_stale(pool, provider):
@@ -221,7 +232,11 @@ def test_a_success_clears_the_quota_failures(pool, provider):
 
 
 def test_an_expired_token_is_not_sent_to_the_usage_endpoint(pool, provider):
-    account = make_account(pool, access_expires_at=NOW - MIN, refresh_backoff_until=NOW + MIN, **DUE)
+    account = make_account(
+        pool, access_expires_at=NOW - MIN, refresh_backoff_until=NOW + MIN, **DUE
+    )
     assert account_check_quota(account_id=account.pk, now=NOW).outcome == "no_valid_token"
-    assert account_check_quota(account_id=account.pk, now=NOW, force=True).outcome == "no_valid_token"
+    assert (
+        account_check_quota(account_id=account.pk, now=NOW, force=True).outcome == "no_valid_token"
+    )
     assert (provider.usage.call_count, provider.token.call_count) == (0, 0)

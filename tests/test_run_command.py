@@ -49,7 +49,9 @@ def _status(url: str) -> int:
 def test_the_run_command_serves_the_app_and_the_cycle_refreshes(tmp_path):
     port = _free_port()
     with fake_anthropic({REFRESH}) as fake:
-        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")}
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")
+        }
         env.update(
             fake.env(),
             DJANGO_SETTINGS_MODULE="config.settings",

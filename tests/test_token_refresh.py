@@ -64,7 +64,8 @@ def test_token_endpoint_403_arms_the_refresh_backoff_and_stops_calls(pool, provi
     assert account.refresh_failures == 1
     assert account.policy_status == PolicyStatus.OK  # the policy group is untouched
     assert account.policy_since is None
-    assert account.quota_failures == 0 and account.quota_backoff_until is None
+    assert account.quota_failures == 0
+    assert account.quota_backoff_until is None
     _cycles(account, MIN, 2 * MIN, 10 * MIN, 29 * MIN)
     assert provider.token.call_count == 1  # zero calls while the backoff runs
     event = AccountEvent.objects.get(account=account)

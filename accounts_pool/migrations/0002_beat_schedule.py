@@ -27,7 +27,12 @@ def create_entries(apps, schema_editor):
         schedule = {"interval": every_minute} if cadence == "minute" else {"crontab": daily}
         PeriodicTask.objects.update_or_create(
             name=name,
-            defaults={"task": task, "enabled": True, "description": "Created by accounts_pool.", **schedule},
+            defaults={
+                "task": task,
+                "enabled": True,
+                "description": "Created by accounts_pool.",
+                **schedule,
+            },
         )
     # Tell a running beat that the schedule changed (bulk writes do not signal it).
     PeriodicTasks.objects.update_or_create(ident=1, defaults={"last_update": timezone.now()})

@@ -218,7 +218,9 @@ _LEGACY_MODEL_WINDOWS = (
 
 def _window(key: str, label: str, raw: Any) -> UsageWindow:
     raw = raw if isinstance(raw, dict) else {}
-    return UsageWindow(key, label, _number(raw.get("utilization")), _timestamp(raw.get("resets_at")))
+    return UsageWindow(
+        key, label, _number(raw.get("utilization")), _timestamp(raw.get("resets_at"))
+    )
 
 
 def parse_usage(body: dict[str, Any]) -> Usage:

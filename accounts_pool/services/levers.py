@@ -56,11 +56,11 @@ def account_clear_backoff(*, account: Account, actor: str, now: datetime | None 
     now = now or timezone.now()
     cleared = []
     if account.refresh_backoff_until and account.refresh_backoff_until > now:
-        cleared.append(f"refresh backoff until {account.refresh_backoff_until:%H:%M}")
+        cleared.append(f"refresh backoff until {account.refresh_backoff_until:%Y-%m-%d %H:%M} UTC")
     if account.quota_backoff_until and account.quota_backoff_until > now:
-        cleared.append(f"quota backoff until {account.quota_backoff_until:%H:%M}")
+        cleared.append(f"quota backoff until {account.quota_backoff_until:%Y-%m-%d %H:%M} UTC")
     if account.cooldown_until and account.cooldown_until > now:
-        cleared.append(f"cooldown until {account.cooldown_until:%H:%M}")
+        cleared.append(f"cooldown until {account.cooldown_until:%Y-%m-%d %H:%M} UTC")
     if not cleared:
         return False
     Account.objects.filter(pk=account.pk).update(

@@ -84,13 +84,21 @@ def _store_usage(account: Account, usage: anthropic.Usage, now: datetime, actor:
             quota_error_at=None,
             policy_status=state.PolicyStatus.OK.value,
             policy_message="",
-            policy_since=now if was_blocked or account.policy_since is None else account.policy_since,
+            policy_since=now
+            if was_blocked or account.policy_since is None
+            else account.policy_since,
             policy_checked_at=now,
         )
     if was_blocked:
         _event(account, now, "policy_cleared", message="usage endpoint answers again", actor=actor)
     if account.quota_failures:
-        _event(account, now, "recovered", message=f"after {account.quota_failures} failure(s)", actor=actor)
+        _event(
+            account,
+            now,
+            "recovered",
+            message=f"after {account.quota_failures} failure(s)",
+            actor=actor,
+        )
     newly = _exhausted_keys(account, [r.as_state() for r in rows], now) - _exhausted_keys(
         account, before, now
     )
@@ -151,8 +159,11 @@ def _record_policy_blocked(
 
 
 def _record_quota_failure(
-    account: Account, effect: state.QuotaFailureEffect, failure: state.ProviderFailure,
-    now: datetime, actor: str,
+    account: Account,
+    effect: state.QuotaFailureEffect,
+    failure: state.ProviderFailure,
+    now: datetime,
+    actor: str,
 ) -> QuotaResult:
     Account.objects.filter(pk=account.pk).update(
         quota_failures=effect.failures,

@@ -31,9 +31,10 @@ class Command(BaseCommand):
             raise CommandError("--force needs --account.")
         try:
             pool = Pool.objects.get(slug=options["pool"]) if options["pool"] else None
-            if options["account"] is not None and not Account.objects.filter(
-                pk=options["account"]
-            ).exists():
+            if (
+                options["account"] is not None
+                and not Account.objects.filter(pk=options["account"]).exists()
+            ):
                 raise CommandError(f"No account with id {options['account']}.")
             touched = 0
             for result in cycle_run(

@@ -1,0 +1,127 @@
+"""The dispatchers select exactly the accounts the pure due-ness rules call due, and beat's
+entries exist in the database for operators to see."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django_celery_beat.models import PeriodicTask
+
+from accounts_pool import selectors, state
+from accounts_pool.models import AccountEvent
+from accounts_pool.services.cycle import dispatch_quota_checks, dispatch_token_refresh
+from accounts_pool.services.events import event_record, events_prune
+
+from .conftest import NOW, make_account
+
+MIN = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+
+CASES = {
+    "fresh": {},
+    "expiring": {"access_expires_at": NOW + 3 * HOUR},
+    "expired": {"access_expires_at": NOW - HOUR},
+    "no access token": {"access_expires_at": None, "access_token": ""},
+    "backing off": {"access_expires_at": NOW - HOUR, "refresh_backoff_until": NOW + MIN},
+    "claimed": {"access_expires_at": NOW - HOUR, "refresh_claimed_until": NOW + MIN},
+    "disabled": {"access_expires_at": NOW - HOUR, "enabled": False},
+    "quota stale": {"quota_checked_at": NOW - 6 * MIN},
+    "quota never": {"quota_checked_at": None},
+    "quota backoff": {"quota_checked_at": None, "quota_backoff_until": NOW + MIN},
+    "blocked recently": {
+        "policy_status": "blocked",
+        "policy_checked_at": NOW - 10 * MIN,
+        "quota_checked_at": None,
+    },
+    "blocked long ago": {"policy_status": "blocked", "policy_checked_at": NOW - 31 * MIN},
+    "api key": {"kind": "api_key", "access_expires_at": None, "quota_checked_at": None},
+}
+
+
+@pytest.fixture
+def accounts(pool):
+    made = {label: make_account(pool, label=label, **fields) for label, fields in CASES.items()}
+    needs_relogin = make_account(pool, label="needs relogin", access_expires_at=NOW - HOUR)
+    needs_relogin.relogin_required_for = needs_relogin.refresh_token_fingerprint
+    needs_relogin.save()
+    made["needs relogin"] = needs_relogin
+    return made
+
+
+def _expected(accounts, rule):
+    return sorted(
+        label
+        for label, account in accounts.items()
+        if rule(account.state_snapshot(windows=[]), account.pool.policy, NOW)
+        and not (account.refresh_claimed_until and account.refresh_claimed_until > NOW)
+    )
+
+
+def _labels(accounts, ids):
+    by_id = {a.pk: label for label, a in accounts.items()}
+    return sorted(by_id[i] for i in ids)
+
+
+def test_the_refresh_query_agrees_with_the_pure_rule(accounts):
+    ids = selectors.accounts_due_for_refresh(now=NOW, limit=100)
+    assert _labels(accounts, ids) == _expected(accounts, state.refresh_due)
+    assert _labels(accounts, ids) == ["expired", "expiring", "no access token"]
+
+
+def test_the_quota_query_agrees_with_the_pure_rule(accounts):
+    ids = selectors.accounts_due_for_quota(now=NOW, limit=100)
+    assert _labels(accounts, ids) == _expected(accounts, state.quota_due)
+    assert _labels(accounts, ids) == ["blocked long ago", "quota never", "quota stale"]
+
+
+def test_a_pool_with_a_longer_lead_refreshes_earlier(pool, team):
+    from accounts_pool.models import Pool
+
+    eager = Pool.objects.create(team=team, name="Eager", slug="eager", refresh_lead=6 * HOUR)
+    lazy = make_account(pool, label="lazy", access_expires_at=NOW + 5 * HOUR)
+    early = make_account(eager, label="early", access_expires_at=NOW + 5 * HOUR)
+    assert selectors.accounts_due_for_refresh(now=NOW, limit=10) == [early.pk]
+    assert lazy.pk not in selectors.accounts_due_for_quota(now=NOW, limit=10)
+
+
+def test_dispatch_enqueues_each_due_account_once_in_a_bounded_batch(pool, settings):
+    settings.ACCOUNTS_POOL_DISPATCH_BATCH = 3
+    for n in range(5):
+        make_account(pool, label=f"a{n}", access_expires_at=NOW - n * MIN, quota_checked_at=None)
+    enqueued: list[int] = []
+    assert dispatch_token_refresh(enqueue=enqueued.append, now=NOW) == 3
+    assert len(set(enqueued)) == 3
+    assert dispatch_quota_checks(enqueue=enqueued.append, now=NOW) == 0  # tokens expired
+
+
+def test_beat_entries_are_in_the_database(db):
+    tasks = dict(PeriodicTask.objects.values_list("task", "enabled"))
+    assert tasks == {
+        "accounts_pool.dispatch_token_refresh": True,
+        "accounts_pool.dispatch_quota_checks": True,
+        "accounts_pool.prune_events": True,
+    }
+    prune = PeriodicTask.objects.get(task="accounts_pool.prune_events")
+    assert prune.crontab is not None
+    assert prune.interval is None
+    dispatch = PeriodicTask.objects.get(task="accounts_pool.dispatch_token_refresh")
+    assert (dispatch.interval.every, dispatch.interval.period) == (1, "minutes")
+
+
+def test_prune_drops_history_older_than_the_retention(account):
+    old = event_record(
+        account_id=account.pk,
+        at=NOW - timedelta(days=31),
+        operation=state.Operation.ADMIN,
+        outcome="disabled",
+    )
+    kept = event_record(
+        account_id=account.pk,
+        at=NOW - timedelta(days=29),
+        operation=state.Operation.ADMIN,
+        outcome="enabled",
+    )
+    assert events_prune(now=NOW, older_than=timedelta(days=30)) == 1
+    assert list(AccountEvent.objects.values_list("pk", flat=True)) == [kept.pk]
+    assert not AccountEvent.objects.filter(pk=old.pk).exists()
