@@ -161,3 +161,34 @@ def test_the_pkce_login_url_has_every_parameter():
     assert len(login.state) == 32
     assert url.params["client_id"] == anthropic.CLIENT_ID
     assert "org:create_api_key" in url.params["scope"]
+
+
+def test_exchange_code_posts_the_pkce_grant(provider):
+    provider.token.respond(200, json=token_answer())
+    grant = _client().exchange_code(code="the-code", state="s" * 32, verifier="v" * 64)
+    sent = json.loads(provider.token.calls.last.request.content)
+    assert sent == {
+        "grant_type": "authorization_code",
+        "code": "the-code",
+        "state": "s" * 32,
+        "client_id": anthropic.CLIENT_ID,
+        "redirect_uri": anthropic.REDIRECT_URI,
+        "code_verifier": "v" * 64,
+    }
+    assert grant.organization_uuid == "org-uuid-1"
+
+
+def test_profile_reads_identity_and_tolerates_missing_parts(provider):
+    provider.profile.respond(200, json={"account": {"uuid": "u1", "email_address": "a@b.test"}})
+    profile = _client().profile(ACCESS)
+    assert (profile.account_uuid, profile.email, profile.organization_uuid) == (
+        "u1",
+        "a@b.test",
+        "",
+    )
+
+
+def test_a_profile_failure_is_its_own_type(provider):
+    provider.profile.respond(401, json={"type": "error", "error": {"type": "authentication_error"}})
+    with pytest.raises(anthropic.ProfileEndpointError):
+        _client().profile(ACCESS)
