@@ -14,10 +14,15 @@ from django.utils import timezone
 from . import selectors, state
 from .forms import AccountOnboardForm
 from .models import Account, AccountEvent, Membership, Pool, QuotaWindow, Team
-from .services.levers import LeverError, account_clear_backoff, account_disable, account_enable
+from .services.levers import (
+    LeverError,
+    account_check_quota_now,
+    account_clear_backoff,
+    account_disable,
+    account_enable,
+    account_refresh_now,
+)
 from .services.onboarding import account_create_oauth
-from .services.quota import account_check_quota
-from .services.refresh import account_refresh
 
 # The credential's secrets never reach an admin page: not as fields, not in a list.
 SECRET_FIELDS = ("access_token", "refresh_token", "api_key")
@@ -299,16 +304,16 @@ class AccountAdmin(admin.ModelAdmin[Account]):
     @admin.action(description="Refresh tokens now")
     def refresh_now(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
         for account in queryset:
-            result = account_refresh(account_id=account.pk, force=True, actor=_actor(request))
-            level = messages.SUCCESS if result.has_fresh_token else messages.WARNING
-            self.message_user(request, f"Account “{account}”: refresh {result.outcome}", level)
+            outcome = account_refresh_now(account=account, actor=_actor(request))
+            level = messages.SUCCESS if outcome == "refreshed" else messages.WARNING
+            self.message_user(request, f"Account “{account}”: refresh {outcome}", level)
 
     @admin.action(description="Check quota now")
     def check_quota_now(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
         for account in queryset:
-            result = account_check_quota(account_id=account.pk, force=True, actor=_actor(request))
-            level = messages.SUCCESS if result.outcome == "checked" else messages.WARNING
-            self.message_user(request, f"Account “{account}”: quota {result.outcome}", level)
+            outcome = account_check_quota_now(account=account, actor=_actor(request))
+            level = messages.SUCCESS if outcome == "checked" else messages.WARNING
+            self.message_user(request, f"Account “{account}”: quota {outcome}", level)
 
     @admin.action(description="Clear backoff and cooldown")
     def clear_backoff(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:

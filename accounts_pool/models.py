@@ -432,3 +432,102 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class ConsumerKey(models.Model):
+    """A pool's key for tools: check out credentials and report answers, for one pool only.
+    Only a hash is stored; the key is shown once."""
+
+    pool = models.ForeignKey(
+        Pool, on_delete=models.CASCADE, related_name="consumer_keys", help_text="Its only pool."
+    )
+    name = models.CharField(max_length=100, help_text="Which tool or machine uses it.")
+    prefix = models.CharField(max_length=12, help_text="First characters, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the key.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Who created it.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When it was created.")
+    last_used_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last time it authenticated."
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True, help_text="When it was revoked.")
+
+    class Meta:
+        ordering = ["pool", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def actor(self) -> str:
+        return f"key:{self.name}:{self.prefix}"
+
+
+class OAuthLogin(models.Model):
+    """A pending PKCE login: valid 10 minutes, completed at most once."""
+
+    pool = models.ForeignKey(
+        Pool, on_delete=models.CASCADE, related_name="oauth_logins", help_text="Target pool."
+    )
+    session_hash = models.CharField(
+        max_length=64, unique=True, help_text="SHA-256 of the opaque session handed out."
+    )
+    state = models.CharField(max_length=64, help_text="The OAuth state the callback must echo.")
+    verifier = EncryptedTextField(help_text="PKCE code verifier, encrypted at rest.")
+    account = models.ForeignKey(
+        Account,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Set when re-authorizing an existing account in place.",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="Who started the login.",
+    )
+    created_at = models.DateTimeField(help_text="When the login started.")
+    expires_at = models.DateTimeField(help_text="The login must complete before this.")
+    completed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it completed (a session is used once)."
+    )
+
+    def __str__(self) -> str:
+        return f"login to {self.pool} started {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class Checkout(models.Model):
+    """A credential handed to a tool; reports refer to it."""
+
+    id = models.UUIDField(primary_key=True, help_text="The checkout id given to the tool.")
+    account = models.ForeignKey(
+        Account, on_delete=models.CASCADE, related_name="checkouts", help_text="Account handed out."
+    )
+    consumer_key = models.ForeignKey(
+        ConsumerKey,
+        on_delete=models.CASCADE,
+        related_name="checkouts",
+        help_text="The key that asked.",
+    )
+    session_hash = models.CharField(
+        max_length=64, blank=True, help_text="SHA-256 of the tool's session id, for stickiness."
+    )
+    at = models.DateTimeField(help_text="When it was handed out.")
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["consumer_key", "session_hash", "-at"], name="checkout_session_idx"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"checkout {self.id} of {self.account_id}"

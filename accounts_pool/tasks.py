@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from .services.cycle import dispatch_quota_checks, dispatch_token_refresh
@@ -20,8 +21,17 @@ def refresh_account(account_id: int) -> str:
 
 
 @shared_task(name="accounts_pool.check_account_quota")
-def check_account_quota(account_id: int) -> str:
-    return account_check_quota(account_id=account_id).outcome
+def check_account_quota(account_id: int, force: bool = False) -> str:
+    return account_check_quota(account_id=account_id, force=force).outcome
+
+
+def enqueue_refresh(account_id: int) -> None:
+    """Queue a refresh once the current transaction commits."""
+    transaction.on_commit(lambda: refresh_account.delay(account_id))
+
+
+def enqueue_quota_check(account_id: int, *, force: bool = False) -> None:
+    transaction.on_commit(lambda: check_account_quota.delay(account_id, force=force))
 
 
 @shared_task(name="accounts_pool.dispatch_token_refresh")

@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from accounts_pool.models import ApiToken
-from accounts_pool.services.tokens import api_token_authenticate
+from accounts_pool.services.keys import api_token_authenticate
 
 from .conftest import make_account, policy_403, token_answer, usage_answer
 

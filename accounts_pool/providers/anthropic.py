@@ -403,3 +403,32 @@ def client() -> AnthropicClient:
         profile_url=settings.ANTHROPIC_PROFILE_URL,
         timeout=settings.ANTHROPIC_HTTP_TIMEOUT,
     )
+
+
+# --- What tools report back -------------------------------------------------------------------
+
+POLICY_MARKERS = ("not allowed for this organization",)
+_HEADER_WINDOWS = (("5h", "five_hour", "5-hour"), ("7d", "seven_day", "7-day"))
+
+
+def is_policy_message(text: str) -> bool:
+    """Does a 403's message say the organisation forbids OAuth use (PROVIDERS.md)?"""
+    lowered = text.lower()
+    return any(marker in lowered for marker in POLICY_MARKERS)
+
+
+def parse_ratelimit_headers(headers: dict[str, str]) -> tuple[UsageWindow, ...]:
+    """Windows from a Messages API response's unified rate-limit headers (fractions 0-1, resets
+    in epoch seconds). Header names are matched case-insensitively; unreadable values skipped."""
+    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    windows = []
+    for short, key, label in _HEADER_WINDOWS:
+        fraction = _number(lowered.get(f"anthropic-ratelimit-unified-{short}-utilization"))
+        reset = _number(lowered.get(f"anthropic-ratelimit-unified-{short}-reset"))
+        if fraction is None:
+            continue
+        resets_at = None
+        if reset is not None and 0 < reset < 10**11:
+            resets_at = datetime.fromtimestamp(reset, tz=UTC)
+        windows.append(UsageWindow(key, label, max(0.0, min(fraction * 100, 100.0)), resets_at))
+    return tuple(windows)

@@ -9,6 +9,8 @@ from django.utils import timezone
 from .. import state
 from ..models import Account
 from .events import event_record
+from .quota import account_check_quota
+from .refresh import account_refresh
 
 
 class LeverError(ValueError):
@@ -68,3 +70,48 @@ def account_clear_backoff(*, account: Account, actor: str, now: datetime | None 
     )
     _admin_event(account, now, "backoff_cleared", "; ".join(cleared), actor)
     return True
+
+
+def account_refresh_now(*, account: Account, actor: str) -> str:
+    """A person asks for a refresh now: ignores the backoff (not a needs-re-login). Returns the
+    outcome, recorded with the actor."""
+    now = timezone.now()
+    result = account_refresh(account_id=account.pk, now=now, force=True, wait=True, actor=actor)
+    _admin_event(account, now, "refresh_requested", f"refresh now: {result.outcome}", actor)
+    return result.outcome
+
+
+def account_check_quota_now(*, account: Account, actor: str) -> str:
+    """A person asks for a quota check now: ignores the interval and the quota backoff."""
+    now = timezone.now()
+    result = account_check_quota(account_id=account.pk, now=now, force=True, actor=actor)
+    _admin_event(account, now, "quota_check_requested", f"check quota now: {result.outcome}", actor)
+    return result.outcome
+
+
+def account_update(
+    *,
+    account: Account,
+    actor: str,
+    label: str | None = None,
+    priority: int | None = None,
+    enabled: bool | None = None,
+    disabled_reason: str | None = None,
+) -> None:
+    """Change what people own on an account; enabling and disabling go through their levers."""
+    changes: dict[str, object] = {}
+    if label is not None:
+        changes["label"] = label
+    if priority is not None:
+        changes["priority"] = priority
+    if changes:
+        Account.objects.filter(pk=account.pk).update(**changes)
+    if enabled is False and account.enabled:
+        account_disable(account=account, reason=disabled_reason or "disabled", actor=actor)
+    elif enabled is True and not account.enabled:
+        account_enable(account=account, actor=actor)
+
+
+def account_delete(*, account: Account) -> None:
+    """Remove an account with its windows, history and checkouts."""
+    account.delete()

@@ -56,7 +56,8 @@ def _exhausted_keys(account: Account, windows: list[state.Window], now: datetime
     return {w.key for w in windows if state.window_exhausted(w, policy, now)}
 
 
-def _store_usage(account: Account, usage: anthropic.Usage, now: datetime, actor: str) -> None:
+def quota_record_usage(account: Account, usage: anthropic.Usage, now: datetime, actor: str) -> None:
+    """Store a successful usage answer: windows replaced, failures cleared, policy ok."""
     before = [w.as_state() for w in account.quota_windows.all()]
     rows = [
         QuotaWindow(
@@ -138,7 +139,7 @@ def _event(
     )
 
 
-def _record_policy_blocked(
+def quota_record_policy_blocked(
     account: Account, failure: state.ProviderFailure, now: datetime, actor: str
 ) -> QuotaResult:
     """403: the organisation's policy. No quota backoff, no quota error, refresh untouched."""
@@ -185,6 +186,18 @@ def _record_quota_failure(
     return QuotaResult(account.pk, failure.kind.value, failure.message, effect.backoff_until)
 
 
+def quota_record_failure(
+    account: Account, failure: state.ProviderFailure, now: datetime, actor: str
+) -> QuotaResult:
+    """Record a usage-endpoint failure that no retry follows: policy (403) or quota backoff."""
+    effect = state.quota_failure_effect(
+        failure, previous_failures=account.quota_failures, retried=True, now=now
+    )
+    if effect.action == state.QuotaFailureAction.POLICY_BLOCKED:
+        return quota_record_policy_blocked(account, failure, now, actor)
+    return _record_quota_failure(account, effect, failure, now, actor)
+
+
 def _check(account: Account, now: datetime, *, retried: bool, actor: str) -> QuotaResult:
     try:
         with anthropic.client() as provider:
@@ -202,9 +215,9 @@ def _check(account: Account, now: datetime, *, retried: bool, actor: str) -> Quo
             account.refresh_from_db()
             return _check(account, now, retried=True, actor=actor)
         if effect.action == state.QuotaFailureAction.POLICY_BLOCKED:
-            return _record_policy_blocked(account, exc.failure, now, actor)
+            return quota_record_policy_blocked(account, exc.failure, now, actor)
         return _record_quota_failure(account, effect, exc.failure, now, actor)
-    _store_usage(account, usage, now, actor)
+    quota_record_usage(account, usage, now, actor)
     return QuotaResult(account.pk, CHECKED)
 
 

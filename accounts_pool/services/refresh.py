@@ -6,7 +6,7 @@ Writes the credential and refresh-state groups only (DESIGN.md 3, 3.4).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -103,9 +103,10 @@ def _store_grant(account: Account, grant: anthropic.TokenGrant, now: datetime) -
     Account.objects.filter(pk=account.pk).update(**updates)
 
 
-def _record_failure(
+def refresh_record_failure(
     account: Account, failure: state.ProviderFailure, now: datetime, actor: str
 ) -> RefreshResult:
+    """Record a token-endpoint failure: refresh state only, by the ladders of state.py."""
     effect = state.refresh_failure_effect(
         failure, previous_failures=account.refresh_failures, now=now
     )
@@ -133,8 +134,9 @@ def _record_failure(
     return RefreshResult(account.pk, effect.outcome.value, failure.message, effect.backoff_until)
 
 
-def _mark_access_rejected(account: Account, now: datetime) -> None:
-    """The usage endpoint said 401: the access token is dead whatever its expiry says."""
+def refresh_mark_access_rejected(account: Account, now: datetime) -> None:
+    """The provider said 401 to the access token: it is dead whatever its expiry says, so the
+    account needs a refresh (and is not handed out) until one succeeds."""
     Account.objects.filter(
         pk=account.pk, credential_version=account.credential_version, access_expires_at__gt=now
     ).update(access_expires_at=now)
@@ -148,21 +150,26 @@ def account_refresh(
     force: bool = False,
     access_rejected: bool = False,
     wait: bool = False,
+    lead: timedelta | None = None,
     actor: str = CYCLE_ACTOR,
 ) -> RefreshResult:
     """Refresh one account's tokens if due (or `force`, which ignores due-ness and backoff but
-    never a needs-re-login). Exactly one caller wins the claim and calls the provider; with
-    `wait`, losers wait for the winner and report its result."""
+    never a needs-re-login). `lead` widens the pool's refresh lead (checkout refreshes a token
+    that expires within 5 minutes). Exactly one caller wins the claim and calls the provider;
+    with `wait`, losers wait for the winner and report its result."""
     now = now or timezone.now()
     account = Account.objects.select_related("pool").get(pk=account_id)
     if account.kind != Account.Kind.OAUTH or not account.refresh_token_fingerprint:
         return RefreshResult(account.pk, NOT_REFRESHABLE, "no refresh token")
     if access_rejected:
-        _mark_access_rejected(account, now)
+        refresh_mark_access_rejected(account, now)
     if account.needs_relogin:
         return RefreshResult(account.pk, NEEDS_RELOGIN, account.refresh_error_message)
     snapshot = account.state_snapshot(windows=[])
-    if not force and not state.refresh_due(snapshot, account.pool.policy, now):
+    policy = account.pool.policy
+    if lead is not None and lead > policy.refresh_lead:
+        policy = replace(policy, refresh_lead=lead)
+    if not force and not state.refresh_due(snapshot, policy, now):
         backing_off = (
             account.refresh_backoff_until is not None and account.refresh_backoff_until > now
         )
@@ -181,7 +188,7 @@ def account_refresh(
         with anthropic.client() as provider:
             grant = provider.refresh(account.refresh_token)
     except anthropic.TokenEndpointError as exc:
-        return _record_failure(account, exc.failure, now, actor)
+        return refresh_record_failure(account, exc.failure, now, actor)
     except BaseException:
         # Not a provider answer (a bug, a bad key): free the account for the next try at once.
         Account.objects.filter(pk=account.pk).update(refresh_claimed_until=None)

@@ -1,0 +1,47 @@
+"""Who is calling: a personal API token (acts with its user's team roles), a pool consumer key
+(checkout and report for its pool only), or a browser session (CSRF-checked for writes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.http import HttpRequest
+from ninja.security import HttpBearer, SessionAuth
+
+from ..models import ConsumerKey
+from ..services.keys import CONSUMER_KEY_PREFIX, api_token_authenticate, consumer_key_authenticate
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: User | None = None
+    key: ConsumerKey | None = None
+
+    @property
+    def actor(self) -> str:
+        if self.key is not None:
+            return self.key.actor
+        assert self.user is not None
+        return f"user:{self.user.get_username()}"
+
+
+class BearerAuth(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> Principal | None:
+        if token.startswith(CONSUMER_KEY_PREFIX):
+            key = consumer_key_authenticate(token)
+            return Principal(key=key) if key is not None else None
+        api_token = api_token_authenticate(token)
+        return Principal(user=api_token.user) if api_token is not None else None
+
+
+class SessionPrincipal(SessionAuth):
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        user = request.user
+        if user.is_authenticated and isinstance(user, User):
+            return Principal(user=user)
+        return None
+
+
+AUTH = [BearerAuth(), SessionPrincipal()]

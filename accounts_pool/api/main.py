@@ -1,0 +1,108 @@
+"""The JSON API at /api/v1/: one NinjaAPI, one error shape, OpenAPI at /api/v1/openapi.json."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from ..services.checkout import NoUsableAccount
+from ..services.errors import ServiceError
+from . import accounts, pools, teams, tools
+from .auth import AUTH
+
+logger = logging.getLogger("accounts_pool.api")
+
+api = NinjaAPI(
+    title="accounts-pool",
+    version="1",
+    description=(
+        "Shared pools of provider accounts: onboard accounts, read why an account is excluded "
+        "and until when, check out a working credential, report what the provider answered. "
+        "Authenticate with `Authorization: Bearer <personal API token or pool consumer key>` "
+        "or a browser session (CSRF token required for writes). Errors have one shape: "
+        '`{"error": {"code", "message", "details"?}}`. Reason codes: disabled, needs_relogin, '
+        "refresh_backoff, token_expired, org_policy_blocked, quota_exhausted, quota_unknown, "
+        "quota_stale, cooldown."
+    ),
+    auth=AUTH,
+    urls_namespace="api",
+    docs_url="/docs",
+    openapi_url="/openapi.json",
+)
+
+STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    422: "validation_error",
+    429: "rate_limited",
+}
+
+
+def error_response(
+    request: HttpRequest, status: int, code: str, message: str, details: Any = None
+) -> HttpResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return api.create_response(request, {"error": body}, status=status)
+
+
+@api.exception_handler(ServiceError)
+def _service_error(request: HttpRequest, exc: ServiceError) -> HttpResponse:
+    response = error_response(request, exc.status, exc.code, exc.message, exc.details)
+    if isinstance(exc, NoUsableAccount) and exc.retry_at is not None:
+        from django.utils import timezone
+
+        seconds = max(1, int((exc.retry_at - timezone.now()).total_seconds() + 0.999))
+        response["Retry-After"] = str(seconds)
+    return response
+
+
+@api.exception_handler(ValidationError)
+def _validation_error(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    details = [
+        {"loc": [str(part) for part in error.get("loc", ())], "msg": error.get("msg", "")}
+        for error in exc.errors
+    ]
+    return error_response(request, 422, "validation_error", "The request is not valid.", details)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    response = error_response(
+        request, 401, "unauthenticated", "Send a valid API token or consumer key (Bearer)."
+    )
+    response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    code = STATUS_CODES.get(exc.status_code, "error")
+    return error_response(request, exc.status_code, code, str(exc))
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return error_response(request, 404, "not_found", "Not found.")
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return error_response(request, 413, "payload_too_large", "The request body is too large.")
+
+
+api.add_router("", teams.router)
+api.add_router("", pools.router)
+api.add_router("", accounts.router)
+api.add_router("", tools.router)

@@ -1,0 +1,141 @@
+"""Model rows and verdicts as the API's response dicts (field names of DESIGN.md 4.3)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .. import selectors, state
+from ..models import Account, AccountEvent, ConsumerKey, Pool, QuotaWindow
+from ..services.checkout import reasons_payload
+
+
+def window(row: QuotaWindow) -> dict[str, Any]:
+    return {
+        "key": row.key,
+        "label": row.label,
+        "utilization": row.utilization,
+        "resets_at": row.resets_at,
+        "checked_at": row.checked_at,
+        "source": row.source,
+    }
+
+
+def _last_error(kind: str, status: int | None, message: str, at: datetime | None) -> Any:
+    if not kind:
+        return None
+    return {"kind": kind, "status": status, "message": message, "at": at}
+
+
+def account_summary(row: selectors.AccountWithVerdict) -> dict[str, Any]:
+    account, verdict = row.account, row.verdict
+    return {
+        "id": account.pk,
+        "label": account.label,
+        "kind": account.kind,
+        "enabled": account.enabled,
+        "status": verdict.status.value,
+        "reasons": reasons_payload(verdict),
+        "next_change_at": verdict.next_change_at,
+        "windows": [window(w) for w in account.quota_windows.all()],
+    }
+
+
+def account_detail(account: Account, now: datetime) -> dict[str, Any]:
+    windows = list(account.quota_windows.all())
+    verdict = state.eligibility(account.state_snapshot(windows=windows), account.pool.policy, now)
+    return {
+        "id": account.pk,
+        "pool": account.pool.slug,
+        "label": account.label,
+        "kind": account.kind,
+        "enabled": account.enabled,
+        "disabled_reason": account.disabled_reason,
+        "priority": account.priority,
+        "email": account.email,
+        "organization_name": account.organization_name,
+        "created_at": account.created_at,
+        "last_used_at": account.last_used_at,
+        "status": verdict.status.value,
+        "reasons": reasons_payload(verdict),
+        "next_change_at": verdict.next_change_at,
+        "refresh": {
+            "expires_at": account.access_expires_at,
+            "last_refreshed_at": account.last_refreshed_at,
+            "backoff_until": account.refresh_backoff_until,
+            "failures": account.refresh_failures,
+            "last_error": _last_error(
+                account.refresh_error_kind,
+                account.refresh_error_status,
+                account.refresh_error_message,
+                account.refresh_error_at,
+            ),
+            "needs_relogin": account.needs_relogin,
+        },
+        "quota": {
+            "checked_at": account.quota_checked_at,
+            "backoff_until": account.quota_backoff_until,
+            "failures": account.quota_failures,
+            "last_error": _last_error(
+                account.quota_error_kind,
+                account.quota_error_status,
+                account.quota_error_message,
+                account.quota_error_at,
+            ),
+            "windows": [window(w) for w in windows],
+        },
+        "policy": {
+            "status": account.policy_status,
+            "message": account.policy_message,
+            "since": account.policy_since,
+            "checked_at": account.policy_checked_at,
+        },
+        "cooldown": {"until": account.cooldown_until, "reason": account.cooldown_reason},
+    }
+
+
+def pool_detail(pool: Pool, rows: list[selectors.AccountWithVerdict]) -> dict[str, Any]:
+    counts = {status.value: 0 for status in state.Status}
+    for row in rows:
+        counts[row.verdict.status.value] += 1
+    changes = [r.verdict.next_change_at for r in rows if r.verdict.next_change_at is not None]
+    return {
+        "slug": pool.slug,
+        "name": pool.name,
+        "team": pool.team.slug,
+        "provider": pool.provider,
+        "routing": pool.routing,
+        "refresh_lead_seconds": int(pool.refresh_lead.total_seconds()),
+        "quota_interval_seconds": int(pool.quota_interval.total_seconds()),
+        "policy_recheck_seconds": int(pool.policy_recheck_interval.total_seconds()),
+        "min_remaining_percent": pool.min_remaining_percent,
+        "fail_closed_on_unknown_quota": pool.fail_closed_on_unknown_quota,
+        "counts": counts,
+        "next_change_at": min(changes) if changes else None,
+        "accounts": [account_summary(row) for row in rows],
+    }
+
+
+def event(row: AccountEvent) -> dict[str, Any]:
+    return {
+        "id": row.pk,
+        "at": row.at,
+        "operation": row.operation,
+        "outcome": row.outcome,
+        "http_status": row.http_status,
+        "message": row.message,
+        "retry_after_seconds": row.retry_after_seconds,
+        "until": row.until,
+        "actor": row.actor,
+    }
+
+
+def key(row: ConsumerKey) -> dict[str, Any]:
+    return {
+        "id": row.pk,
+        "name": row.name,
+        "prefix": row.prefix,
+        "created_at": row.created_at,
+        "last_used_at": row.last_used_at,
+        "revoked_at": row.revoked_at,
+    }

@@ -1,0 +1,350 @@
+"""Typed request and response bodies of the JSON API (DESIGN.md 4.3)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from ninja import Schema
+from pydantic import ConfigDict, Field, model_validator
+
+SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+Label = Field(min_length=1, max_length=100)
+Secret = Field(min_length=1, max_length=4096)
+
+
+class In(Schema):
+    """Every input rejects unknown fields, so a typo is a 422, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- Errors ---------------------------------------------------------------------------------------
+
+
+class ErrorBody(Schema):
+    code: str
+    message: str
+    details: Any | None = None
+
+
+class ErrorOut(Schema):
+    error: ErrorBody
+
+
+# --- Teams ----------------------------------------------------------------------------------------
+
+
+class TeamIn(In):
+    name: str = Label
+    slug: str = Field(min_length=1, max_length=50, pattern=SLUG)
+
+
+class TeamOut(Schema):
+    slug: str
+    name: str
+    role: str | None
+    created_at: datetime
+
+
+class MemberIn(In):
+    username: str = Field(min_length=1, max_length=150)
+    role: Literal["lead", "member"]
+
+
+class MemberOut(Schema):
+    username: str
+    role: str
+
+
+# --- Pools ----------------------------------------------------------------------------------------
+
+Routing = Literal["priority", "least_recently_used", "balanced"]
+
+
+class PoolPolicyIn(In):
+    refresh_lead_seconds: int | None = Field(None, ge=60, le=86400)
+    quota_interval_seconds: int | None = Field(None, ge=30, le=86400)
+    policy_recheck_seconds: int | None = Field(None, ge=60, le=7 * 86400)
+    min_remaining_percent: float | None = Field(None, ge=0, le=100)
+    fail_closed_on_unknown_quota: bool | None = None
+
+
+class PoolIn(PoolPolicyIn):
+    name: str = Label
+    slug: str = Field(min_length=1, max_length=50, pattern=SLUG)
+    provider: Literal["anthropic"] = "anthropic"
+    routing: Routing = "priority"
+
+
+class PoolPatch(PoolPolicyIn):
+    name: str | None = Field(None, min_length=1, max_length=100)
+    routing: Routing | None = None
+
+
+class ReasonOut(Schema):
+    code: str
+    message: str
+    since: datetime | None
+    until: datetime | None
+    clears_on: str
+
+
+class WindowOut(Schema):
+    key: str
+    label: str
+    utilization: float | None
+    resets_at: datetime | None
+    checked_at: datetime
+    source: str
+
+
+class AccountSummaryOut(Schema):
+    id: int
+    label: str
+    kind: str
+    enabled: bool
+    status: str
+    reasons: list[ReasonOut]
+    next_change_at: datetime | None
+    windows: list[WindowOut]
+
+
+class StatusCounts(Schema):
+    usable: int
+    degraded: int
+    excluded: int
+
+
+class PoolOut(Schema):
+    slug: str
+    name: str
+    team: str
+    provider: str
+    routing: str
+    refresh_lead_seconds: int
+    quota_interval_seconds: int
+    policy_recheck_seconds: int
+    min_remaining_percent: float
+    fail_closed_on_unknown_quota: bool
+    counts: StatusCounts
+    next_change_at: datetime | None
+    accounts: list[AccountSummaryOut]
+
+
+# --- Accounts -------------------------------------------------------------------------------------
+
+
+class LastError(Schema):
+    kind: str
+    status: int | None
+    message: str
+    at: datetime | None
+
+
+class RefreshGroup(Schema):
+    expires_at: datetime | None
+    last_refreshed_at: datetime | None
+    backoff_until: datetime | None
+    failures: int
+    last_error: LastError | None
+    needs_relogin: bool
+
+
+class QuotaGroup(Schema):
+    checked_at: datetime | None
+    backoff_until: datetime | None
+    failures: int
+    last_error: LastError | None
+    windows: list[WindowOut]
+
+
+class PolicyGroup(Schema):
+    status: str
+    message: str
+    since: datetime | None
+    checked_at: datetime | None
+
+
+class CooldownGroup(Schema):
+    until: datetime | None
+    reason: str
+
+
+class AccountOut(Schema):
+    id: int
+    pool: str
+    label: str
+    kind: str
+    enabled: bool
+    disabled_reason: str
+    priority: int
+    email: str
+    organization_name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    status: str
+    reasons: list[ReasonOut]
+    next_change_at: datetime | None
+    refresh: RefreshGroup
+    quota: QuotaGroup
+    policy: PolicyGroup
+    cooldown: CooldownGroup
+
+
+class AccountCreateIn(In):
+    label: str = Label
+    kind: Literal["oauth", "api_key"]
+    refresh_token: str | None = Secret
+    access_token: str | None = Field(None, min_length=1, max_length=4096)
+    expires_at: datetime | None = None
+    api_key: str | None = Field(None, min_length=1, max_length=4096)
+    base_url: str | None = Field(None, max_length=200, pattern=r"^https?://\S+$")
+
+    @model_validator(mode="after")
+    def _fields_of_the_kind(self) -> AccountCreateIn:
+        if self.kind == "oauth":
+            if not self.refresh_token:
+                raise ValueError("an oauth account needs refresh_token")
+            if self.api_key or self.base_url:
+                raise ValueError("api_key and base_url belong to api_key accounts")
+            if self.expires_at is not None and self.expires_at.tzinfo is None:
+                raise ValueError("expires_at needs a time zone (ISO 8601 with Z or an offset)")
+        else:
+            if not self.api_key:
+                raise ValueError("an api_key account needs api_key")
+            if self.refresh_token or self.access_token or self.expires_at:
+                raise ValueError("tokens belong to oauth accounts")
+        return self
+
+
+class OnboardOut(Schema):
+    outcome: str
+    account: AccountOut
+
+
+class AccountPatch(In):
+    label: str | None = Field(None, min_length=1, max_length=100)
+    enabled: bool | None = None
+    disabled_reason: str | None = Field(None, min_length=1, max_length=200)
+    priority: int | None = Field(None, ge=0, le=1_000_000)
+
+
+class ImportOut(Schema):
+    imported: int
+    accounts: list[AccountSummaryOut]
+
+
+class OAuthStartIn(In):
+    account_id: int | None = None
+
+
+class OAuthStartOut(Schema):
+    authorize_url: str
+    session: str
+    expires_at: datetime
+
+
+class OAuthCompleteIn(In):
+    session: str = Field(min_length=1, max_length=200)
+    code: str = Field(min_length=1, max_length=4096)
+    label: str | None = Field(None, min_length=1, max_length=100)
+    account_id: int | None = None
+
+
+class EventOut(Schema):
+    id: int
+    at: datetime
+    operation: str
+    outcome: str
+    http_status: int | None
+    message: str
+    retry_after_seconds: int | None
+    until: datetime | None
+    actor: str
+
+
+OperationName = Literal["token_refresh", "quota_check", "report", "onboarding", "admin"]
+
+
+class EventFilters(In):
+    page: int = Field(1, ge=1, le=100_000)
+    page_size: int = Field(50, ge=1, le=200)
+    operation: Literal["token_refresh", "quota_check", "report", "onboarding", "admin"] | None = (
+        None
+    )
+    outcome: str | None = Field(None, min_length=1, max_length=40)
+
+
+class ImportQuery(In):
+    label: str = Field("", max_length=100, description="Label for the imported account(s).")
+
+
+class EventPage(Schema):
+    items: list[EventOut]
+    count: int
+    page: int
+    page_size: int
+
+
+class ActionOut(Schema):
+    action: str
+    outcome: str
+    account: AccountOut
+
+
+# --- Tools ----------------------------------------------------------------------------------------
+
+
+class KeyIn(In):
+    name: str = Label
+
+
+class KeyOut(Schema):
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class KeyCreatedOut(KeyOut):
+    key: str = Field(description="The key itself: shown this once, stored only as a hash.")
+
+
+class CheckoutIn(In):
+    session: str | None = Field(None, min_length=1, max_length=200)
+
+
+class CheckoutAccount(Schema):
+    id: int
+    label: str
+
+
+class Credential(Schema):
+    kind: str
+    access_token: str | None = None
+    api_key: str | None = None
+    expires_at: datetime | None
+
+
+class CheckoutOut(Schema):
+    checkout_id: UUID
+    account: CheckoutAccount
+    credential: Credential
+
+
+class ReportIn(In):
+    status: int = Field(ge=100, le=599)
+    retry_after: str | int | None = None
+    headers: dict[str, str] | None = Field(None, max_length=100)
+    message: str | None = Field(None, max_length=2000)
+
+
+class ReportOut(Schema):
+    outcome: str
+    cooldown_until: datetime | None
+    queued: list[str]
+    windows_updated: list[str]

@@ -1,0 +1,106 @@
+"""What tools use: consumer keys, checkout, and reports of the provider's answers."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from django.http import HttpRequest
+from ninja import Router
+
+from ..models import Checkout, ConsumerKey
+from ..services import keys
+from ..services.checkout import checkout_create
+from ..services.reports import report_record
+from ..tasks import enqueue_quota_check, enqueue_refresh
+from . import access, present
+from .schemas import (
+    CheckoutIn,
+    CheckoutOut,
+    ErrorOut,
+    KeyCreatedOut,
+    KeyIn,
+    KeyOut,
+    ReportIn,
+    ReportOut,
+)
+
+router = Router(tags=["tools"])
+ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
+
+
+@router.get("/pools/{pool}/consumer-keys", response={200: list[KeyOut], **ERRORS})
+def list_keys(request: HttpRequest, pool: str) -> list[dict[str, Any]]:
+    """The pool's keys (never the keys themselves). Leads."""
+    found = access.pool_for(request.auth, pool, lead=True)  # type: ignore[attr-defined]
+    return [present.key(k) for k in ConsumerKey.objects.filter(pool=found).order_by("name")]
+
+
+@router.post("/pools/{pool}/consumer-keys", response={201: KeyCreatedOut, **ERRORS})
+def create_key(request: HttpRequest, pool: str, payload: KeyIn) -> tuple[int, dict[str, Any]]:
+    """A key for a tool: checkout and reports for this pool only. Shown once. Leads."""
+    principal = request.auth  # type: ignore[attr-defined]
+    found = access.pool_for(principal, pool, lead=True)
+    key, secret = keys.consumer_key_create(pool=found, name=payload.name, created_by=principal.user)
+    return 201, {**present.key(key), "key": secret}
+
+
+@router.delete("/pools/{pool}/consumer-keys/{key_id}", response={204: None, **ERRORS})
+def revoke_key(request: HttpRequest, pool: str, key_id: int) -> tuple[int, None]:
+    """Revoke a key at once. Leads."""
+    found = access.pool_for(request.auth, pool, lead=True)  # type: ignore[attr-defined]
+    key = ConsumerKey.objects.filter(pool=found, pk=key_id).first()
+    if key is None:
+        raise access.NotFound("Consumer key")
+    keys.consumer_key_revoke(key=key)
+    return 204, None
+
+
+@router.post("/pools/{pool}/checkout", response={200: CheckoutOut, 503: ErrorOut, **ERRORS})
+def checkout(request: HttpRequest, pool: str, payload: CheckoutIn) -> dict[str, Any]:
+    """Hand out one working credential by the pool's routing (consumer key). `session` keeps a
+    tool on one account while it stays usable. None usable: 503 with Retry-After and every
+    account's reasons."""
+    principal = request.auth  # type: ignore[attr-defined]
+    access.pool_for(principal, pool, key_ok=True)
+    access.keys_only(principal)
+    result = checkout_create(key=principal.key, session=payload.session or "")
+    return {
+        "checkout_id": result.checkout.pk,
+        "account": {"id": result.account.pk, "label": result.account.label},
+        "credential": result.credential,
+    }
+
+
+@router.post("/checkouts/{checkout_id}/report", response={200: ReportOut, **ERRORS})
+def report(request: HttpRequest, checkout_id: UUID, payload: ReportIn) -> dict[str, Any]:
+    """What the provider answered the tool: 429 cools the account down (Retry-After, else the
+    reported reset, at most 30 minutes) and updates windows from the rate-limit headers; 401
+    queues a refresh; 403 with the organisation-policy message blocks it and queues a check."""
+    principal = request.auth  # type: ignore[attr-defined]
+    access.keys_only(principal)
+    found = Checkout.objects.filter(pk=checkout_id, consumer_key=principal.key).first()
+    if found is None:
+        raise access.NotFound("Checkout")
+    retry_after = None if payload.retry_after is None else str(payload.retry_after)
+    outcome = report_record(
+        checkout=found,
+        key=principal.key,
+        status=payload.status,
+        retry_after=retry_after,
+        headers=payload.headers or {},
+        message=payload.message or "",
+    )
+    queued = []
+    if outcome.queue_refresh:
+        enqueue_refresh(found.account_id)
+        queued.append("refresh")
+    if outcome.queue_quota_check:
+        enqueue_quota_check(found.account_id, force=True)
+        queued.append("quota_check")
+    return {
+        "outcome": outcome.outcome,
+        "cooldown_until": outcome.cooldown_until,
+        "queued": queued,
+        "windows_updated": outcome.windows,
+    }

@@ -1,0 +1,74 @@
+"""Secrets shown once: personal API tokens and pool consumer keys, stored as SHA-256 hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime
+
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from ..models import ApiToken, ConsumerKey, Pool
+
+TOKEN_PREFIX = "apt_"
+CONSUMER_KEY_PREFIX = "apk_"
+
+
+def secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _new_secret(prefix: str) -> str:
+    return prefix + secrets.token_urlsafe(32)
+
+
+def api_token_create(*, user: User, name: str) -> tuple[ApiToken, str]:
+    """Create a token; the plain secret is returned once and never stored."""
+    secret = _new_secret(TOKEN_PREFIX)
+    token = ApiToken.objects.create(
+        user=user, name=name[:100], prefix=secret[:12], token_hash=secret_hash(secret)
+    )
+    return token, secret
+
+
+def api_token_authenticate(secret: str) -> ApiToken | None:
+    """The live token for a presented secret (recording its use), or None."""
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(token_hash=secret_hash(secret), revoked_at__isnull=True, user__is_active=True)
+        .first()
+    )
+    if token is not None:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+    return token
+
+
+def consumer_key_create(*, pool: Pool, name: str, created_by: User) -> tuple[ConsumerKey, str]:
+    """Create a pool's key for tools; the plain key is returned once and never stored."""
+    secret = _new_secret(CONSUMER_KEY_PREFIX)
+    key = ConsumerKey.objects.create(
+        pool=pool,
+        name=name[:100],
+        prefix=secret[:12],
+        key_hash=secret_hash(secret),
+        created_by=created_by,
+    )
+    return key, secret
+
+
+def consumer_key_revoke(*, key: ConsumerKey, now: datetime | None = None) -> None:
+    ConsumerKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
+        revoked_at=now or timezone.now()
+    )
+
+
+def consumer_key_authenticate(secret: str) -> ConsumerKey | None:
+    key = (
+        ConsumerKey.objects.select_related("pool", "pool__team")
+        .filter(key_hash=secret_hash(secret), revoked_at__isnull=True)
+        .first()
+    )
+    if key is not None:
+        ConsumerKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+    return key

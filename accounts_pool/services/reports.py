@@ -1,0 +1,142 @@
+"""What tools report after using a checked-out credential (an upstream 429, 401 or 403).
+
+Writes the cooldown, windows and quota-policy groups; a 401 asks the refresh service to treat
+the access token as dead. Every report leaves a history row with the consumer key as actor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from .. import state
+from ..models import Account, Checkout, ConsumerKey, QuotaWindow
+from ..providers import anthropic
+from .events import event_record
+from .refresh import refresh_mark_access_rejected
+
+COOLDOWN_CAP = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    outcome: str
+    cooldown_until: datetime | None = None
+    queue_refresh: bool = False
+    queue_quota_check: bool = False
+    windows: list[str] = field(default_factory=list)
+
+
+def _store_report_windows(
+    account: Account, windows: tuple[anthropic.UsageWindow, ...], now: datetime
+) -> list[str]:
+    """Per window the newer observation wins (a poll made later is kept)."""
+    stored = []
+    for window in windows:
+        existing = QuotaWindow.objects.filter(account=account, key=window.key).first()
+        if existing is not None and existing.checked_at > now:
+            continue
+        QuotaWindow.objects.update_or_create(
+            account=account,
+            key=window.key,
+            defaults={
+                "label": window.label,
+                "utilization": window.utilization,
+                "resets_at": window.resets_at,
+                "checked_at": now,
+                "source": QuotaWindow.Source.REPORT,
+            },
+        )
+        stored.append(window.key)
+    return stored
+
+
+def _cooldown_delay(
+    retry_after: str | None, windows: tuple[anthropic.UsageWindow, ...], now: datetime
+) -> timedelta:
+    """Retry-After, else the reported reset (of a full window first), capped at 30 minutes:
+    a longer limit is the windows' business (quota_exhausted until their reset)."""
+    delay = state.parse_retry_after(retry_after, now)
+    if delay is None:
+        resets = [w.resets_at for w in windows if w.resets_at and w.resets_at > now]
+        full = [
+            w.resets_at
+            for w in windows
+            if w.resets_at and w.resets_at > now and (w.utilization or 0) >= 100
+        ]
+        when = min(full or resets) if (full or resets) else None
+        delay = (when - now) if when else COOLDOWN_CAP
+    return min(delay, COOLDOWN_CAP)
+
+
+def report_record(
+    *,
+    checkout: Checkout,
+    key: ConsumerKey,
+    status: int,
+    retry_after: str | None = None,
+    headers: dict[str, str] | None = None,
+    message: str = "",
+    now: datetime | None = None,
+) -> ReportOutcome:
+    """Record what the provider answered a tool; returns what to queue."""
+    now = now or timezone.now()
+    account = Account.objects.select_related("pool").get(pk=checkout.account_id)
+    headers = headers or {}
+    lowered = {k.lower(): v for k, v in headers.items()}
+    retry_after = retry_after or lowered.get("retry-after")
+    windows = anthropic.parse_ratelimit_headers(headers)
+    with transaction.atomic():
+        stored = _store_report_windows(account, windows, now)
+        result = _apply(account, key, status, retry_after, windows, message, now)
+        event_record(
+            account_id=account.pk,
+            at=now,
+            operation=state.Operation.REPORT,
+            outcome=result.outcome,
+            http_status=status,
+            message=message or f"HTTP {status} reported",
+            retry_after=state.parse_retry_after(retry_after, now),
+            until=result.cooldown_until,
+            actor=key.actor,
+        )
+    return ReportOutcome(
+        result.outcome,
+        result.cooldown_until,
+        result.queue_refresh,
+        result.queue_quota_check,
+        stored,
+    )
+
+
+def _apply(
+    account: Account,
+    key: ConsumerKey,
+    status: int,
+    retry_after: str | None,
+    windows: tuple[anthropic.UsageWindow, ...],
+    message: str,
+    now: datetime,
+) -> ReportOutcome:
+    if status == 429:
+        until = now + _cooldown_delay(retry_after, windows, now)
+        Account.objects.filter(pk=account.pk).update(
+            cooldown_until=until, cooldown_reason=f"429 reported by {key.name}"[:200]
+        )
+        return ReportOutcome("rate_limited", cooldown_until=until)
+    if status == 401:
+        refresh_mark_access_rejected(account, now)
+        return ReportOutcome("access_rejected", queue_refresh=True)
+    if status == 403 and anthropic.is_policy_message(message):
+        already = account.policy_status == state.PolicyStatus.BLOCKED
+        since = account.policy_since if already else now
+        Account.objects.filter(pk=account.pk).update(
+            policy_status=state.PolicyStatus.BLOCKED.value,
+            policy_message=message[:300],
+            policy_since=since,
+        )
+        # Only a change queues a check: repeated reports must not hammer the usage endpoint.
+        return ReportOutcome("policy_blocked", queue_quota_check=not already)
+    return ReportOutcome("recorded")

@@ -1,0 +1,67 @@
+"""Teams, their members and their pools."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+
+from ..models import Membership, Pool, Team
+from .errors import Conflict, Invalid
+
+POLICY_FIELDS = {
+    "refresh_lead_seconds": "refresh_lead",
+    "quota_interval_seconds": "quota_interval",
+    "policy_recheck_seconds": "policy_recheck_interval",
+}
+
+
+def team_create(*, name: str, slug: str) -> Team:
+    if Team.objects.filter(slug=slug).exists():
+        raise Conflict(f"A team with slug {slug!r} exists.", code="slug_taken")
+    return Team.objects.create(name=name, slug=slug)
+
+
+def membership_set(*, team: Team, username: str, role: str) -> Membership:
+    """Add a user to the team with a role, or change the role of a member."""
+    user = User.objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise Invalid(f"No active user {username!r}.", code="unknown_user")
+    membership, _ = Membership.objects.update_or_create(
+        team=team, user=user, defaults={"role": role}
+    )
+    return membership
+
+
+def _pool_values(fields: dict[str, Any]) -> dict[str, Any]:
+    values = {}
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if name in POLICY_FIELDS:
+            values[POLICY_FIELDS[name]] = timedelta(seconds=value)
+        else:
+            values[name] = value
+    return values
+
+
+def pool_create(*, team: Team, fields: dict[str, Any]) -> Pool:
+    values = _pool_values(fields)
+    try:
+        with transaction.atomic():
+            return Pool.objects.create(team=team, **values)
+    except IntegrityError:
+        raise Conflict(
+            f"A pool with slug {values.get('slug')!r} exists.", code="slug_taken"
+        ) from None
+
+
+def pool_update(*, pool: Pool, fields: dict[str, Any]) -> Pool:
+    values = _pool_values(fields)
+    for name, value in values.items():
+        setattr(pool, name, value)
+    if values:
+        pool.save(update_fields=list(values))
+    return pool
