@@ -244,7 +244,9 @@ class AccountAdmin(admin.ModelAdmin[Account]):
 
     def save_model(self, request: HttpRequest, obj: Account, form: Any, change: bool) -> None:
         if change:
-            super().save_model(request, obj, form, change)
+            # Only what the form changed: a full save would write back machine fields read
+            # before a concurrent refresh or check and undo it.
+            obj.save(update_fields=[f for f in form.changed_data if f in ("label", "priority")])
             return
         created = account_create_oauth(
             pool=form.cleaned_data["pool"],

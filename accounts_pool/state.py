@@ -23,6 +23,7 @@ class FailureKind(StrEnum):
     SERVER_ERROR = "server_error"  # 5xx
     NETWORK = "network_error"  # connect error, reset, timeout
     MALFORMED = "malformed"  # 2xx we could not parse
+    INTERNAL = "internal_error"  # our side failed around the call (a bad key, a bug)
 
 
 class Operation(StrEnum):
@@ -96,10 +97,13 @@ REFRESH_REJECTED_CAP = timedelta(hours=24)
 REFRESH_TRANSIENT_BASE = timedelta(minutes=5)
 REFRESH_TRANSIENT_CAP = timedelta(minutes=60)
 REFRESH_RETRY_AFTER_CAP = timedelta(hours=24)
+# Retry-After: 0 (or a date in the past) must not turn into a retry on every tick.
+REFRESH_RETRY_AFTER_FLOOR = timedelta(minutes=1)
 REFRESH_NETWORK_DELAY = timedelta(minutes=5)
 QUOTA_BASE = timedelta(minutes=1)
 QUOTA_CAP = timedelta(minutes=15)
 QUOTA_RETRY_AFTER_CAP = timedelta(minutes=15)
+QUOTA_RETRY_AFTER_FLOOR = timedelta(seconds=30)
 
 
 def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
@@ -140,16 +144,16 @@ def refresh_backoff_delay(
         return doubling(REFRESH_REJECTED_BASE, REFRESH_REJECTED_CAP, failures)
     if kind in (FailureKind.RATE_LIMITED, FailureKind.SERVER_ERROR):
         if retry_after is not None:
-            return min(retry_after, REFRESH_RETRY_AFTER_CAP)
+            return min(max(retry_after, REFRESH_RETRY_AFTER_FLOOR), REFRESH_RETRY_AFTER_CAP)
         return doubling(REFRESH_TRANSIENT_BASE, REFRESH_TRANSIENT_CAP, failures)
-    # Network, timeout, malformed body. (invalid_grant never gets here: it parks the account.)
+    # Network, timeout, malformed body, our own failure. (invalid_grant parks the account.)
     return REFRESH_NETWORK_DELAY
 
 
 def quota_backoff_delay(failures: int, retry_after: timedelta | None) -> timedelta:
     """How long the usage endpoint is left alone after a transient quota failure."""
     if retry_after is not None:
-        return min(retry_after, QUOTA_RETRY_AFTER_CAP)
+        return min(max(retry_after, QUOTA_RETRY_AFTER_FLOOR), QUOTA_RETRY_AFTER_CAP)
     return doubling(QUOTA_BASE, QUOTA_CAP, failures)
 
 
@@ -400,11 +404,16 @@ def _credential_reasons(state: AccountState, now: datetime) -> list[Reason]:
 def _quota_reasons(state: AccountState, policy: PoolPolicy, now: datetime) -> list[Reason]:
     reasons: list[Reason] = []
     if state.policy_status == PolicyStatus.BLOCKED:
+        recheck = (
+            f" (rechecked after {_fmt(state.policy_checked_at + policy.policy_recheck)})"
+            if state.policy_checked_at
+            else ""
+        )
         reasons.append(
             Reason(
                 ReasonCode.ORG_POLICY_BLOCKED,
                 "Blocked by the organisation's policy: "
-                f"{state.policy_message or 'usage endpoint answered 403'}",
+                f"{state.policy_message or 'usage endpoint answered 403'}{recheck}",
                 state.policy_since,
                 None,
                 ClearsOn.SUCCESS,
@@ -417,10 +426,14 @@ def _quota_reasons(state: AccountState, policy: PoolPolicy, now: datetime) -> li
                 Reason(
                     ReasonCode.QUOTA_EXHAUSTED,
                     f"{window.label} window at {window.utilization:g}% "
-                    f"until it resets at {_fmt(window.resets_at)}.",
+                    + (
+                        f"until it resets at {_fmt(window.resets_at)}."
+                        if window.resets_at
+                        else "(no reset time known; cleared by the next quota check)."
+                    ),
                     window.checked_at,
                     window.resets_at,
-                    ClearsOn.TIME,
+                    ClearsOn.TIME if window.resets_at else ClearsOn.SUCCESS,
                     True,
                 )
             )
@@ -453,7 +466,7 @@ def _quota_reasons(state: AccountState, policy: PoolPolicy, now: datetime) -> li
                 + f", next after {_fmt(state.quota_backoff_until)}.",
                 state.quota_checked_at,
                 state.quota_backoff_until,
-                ClearsOn.TIME,
+                ClearsOn.SUCCESS,
                 False,
             )
         )
@@ -499,4 +512,7 @@ def eligibility(state: AccountState, policy: PoolPolicy, now: datetime) -> Verdi
     else:
         status = Status.USABLE
     untils = [r.until for r in reasons if r.until is not None]
+    degraded_backoff = any(r.code == ReasonCode.REFRESH_BACKOFF and not r.excludes for r in reasons)
+    if degraded_backoff and state.access_expires_at is not None:
+        untils.append(state.access_expires_at)  # the token runs out before the backoff ends
     return Verdict(status, tuple(reasons), min(untils) if untils else None)

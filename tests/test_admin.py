@@ -190,3 +190,30 @@ def test_the_account_list_query_count_does_not_grow(
     with django_assert_max_num_queries(12):
         assert admin_client.get(LIST).status_code == 200
     assert Account.objects.count() == rows
+
+
+def test_saving_the_form_does_not_undo_a_concurrent_refresh(admin_client, account):
+    url = reverse("admin:accounts_pool_account_change", args=[account.pk])
+    admin_client.get(url)
+    Account.objects.filter(pk=account.pk).update(
+        credential_version=7, refresh_backoff_until=timezone.now() + timedelta(hours=1)
+    )
+    response = admin_client.post(url, {"label": "renamed", "priority": 5, **_empty_inlines()})
+    assert response.status_code == 302
+    account.refresh_from_db()
+    assert (account.label, account.priority, account.credential_version) == ("renamed", 5, 7)
+    assert account.refresh_backoff_until is not None
+
+
+def _empty_inlines():
+    management = {}
+    for prefix in ("quota_windows", "events"):
+        management.update(
+            {
+                f"{prefix}-TOTAL_FORMS": "0",
+                f"{prefix}-INITIAL_FORMS": "0",
+                f"{prefix}-MIN_NUM_FORMS": "0",
+                f"{prefix}-MAX_NUM_FORMS": "0",
+            }
+        )
+    return management

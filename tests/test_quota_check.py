@@ -240,3 +240,21 @@ def test_an_expired_token_is_not_sent_to_the_usage_endpoint(pool, provider):
         account_check_quota(account_id=account.pk, now=NOW, force=True).outcome == "no_valid_token"
     )
     assert (provider.usage.call_count, provider.token.call_count) == (0, 0)
+
+
+def test_a_401_right_after_a_refresh_backs_off_instead_of_refreshing_again(pool, provider):
+    account = make_account(pool, last_refreshed_at=NOW - MIN, **DUE)
+    provider.usage.respond(401)
+    account_check_quota(account_id=account.pk, now=NOW)
+    account.refresh_from_db()
+    assert (provider.usage.call_count, provider.token.call_count) == (1, 0)
+    assert account.quota_backoff_until == NOW + MIN
+
+
+def test_check_quota_now_waits_a_minute_after_a_failure(pool, provider):
+    account = make_account(pool, **DUE)
+    provider.usage.respond(500)
+    account_check_quota(account_id=account.pk, now=NOW)
+    forced = account_check_quota(account_id=account.pk, now=NOW + MIN / 2, force=True)
+    assert forced.outcome == "backing_off"
+    assert provider.usage.call_count == 1

@@ -93,6 +93,8 @@ def _refresh(kind, failures=0, status=None, retry_after=None):
         # 429 and 5xx: Retry-After (capped at 24 h), else 5 min doubling to 60 min
         (FailureKind.RATE_LIMITED, 0, "90", timedelta(seconds=90)),
         (FailureKind.RATE_LIMITED, 0, "999999", 24 * HOUR),
+        (FailureKind.RATE_LIMITED, 0, "0", MIN),  # never a retry on every tick
+        (FailureKind.SERVER_ERROR, 0, "Sun, 29 Nov 2026 11:00:00 GMT", MIN),
         (FailureKind.RATE_LIMITED, 0, None, 5 * MIN),
         (FailureKind.SERVER_ERROR, 1, None, 10 * MIN),
         (FailureKind.SERVER_ERROR, 9, None, 60 * MIN),
@@ -100,6 +102,7 @@ def _refresh(kind, failures=0, status=None, retry_after=None):
         (FailureKind.NETWORK, 0, None, 5 * MIN),
         (FailureKind.NETWORK, 6, None, 5 * MIN),
         (FailureKind.MALFORMED, 2, None, 5 * MIN),
+        (FailureKind.INTERNAL, 0, None, 5 * MIN),
     ],
 )
 def test_it_follows_the_refresh_backoff_ladders(kind, previous, retry_after, delay):
@@ -125,6 +128,7 @@ def _quota(status=None, kind=FailureKind.SERVER_ERROR, failures=0, retried=False
     [
         (429, FailureKind.RATE_LIMITED, 0, "30", timedelta(seconds=30)),
         (429, FailureKind.RATE_LIMITED, 0, "3600", 15 * MIN),
+        (429, FailureKind.RATE_LIMITED, 0, "0", timedelta(seconds=30)),
         (500, FailureKind.SERVER_ERROR, 0, None, 1 * MIN),
         (502, FailureKind.SERVER_ERROR, 2, None, 4 * MIN),
         (503, FailureKind.SERVER_ERROR, 8, None, 15 * MIN),
@@ -263,7 +267,7 @@ def test_a_healthy_account_is_usable_with_no_reasons():
             Status.DEGRADED,
             ReasonCode.QUOTA_STALE,
             NOW + 3 * MIN,
-            ClearsOn.TIME,
+            ClearsOn.SUCCESS,
         ),
         (
             {"cooldown_until": NOW + 20 * MIN, "cooldown_reason": "429"},
@@ -339,3 +343,25 @@ def test_usable_at_is_unknown_when_a_reason_needs_a_person():
 def test_api_key_accounts_have_no_token_or_quota_reasons():
     verdict = _verdict(is_oauth=False, access_expires_at=None, quota_checked_at=None, windows=())
     assert verdict.status == Status.USABLE
+
+
+def test_a_degraded_backoff_changes_when_the_token_expires_before_it_ends():
+    verdict = _verdict(access_expires_at=NOW + 30 * MIN, refresh_backoff_until=NOW + 2 * HOUR)
+    assert verdict.status == Status.DEGRADED
+    assert verdict.next_change_at == NOW + 30 * MIN
+
+
+def test_a_full_window_without_a_reset_time_clears_on_the_next_check():
+    reason = _verdict(windows=(Window("seven_day", "7-day", 100.0, None),)).first_reason
+    assert (reason.code, reason.until, reason.clears_on) == (
+        ReasonCode.QUOTA_EXHAUSTED,
+        None,
+        ClearsOn.SUCCESS,
+    )
+
+
+def test_the_policy_reason_says_when_it_is_rechecked():
+    reason = _verdict(
+        policy_status=PolicyStatus.BLOCKED, policy_message="no", policy_checked_at=NOW - MIN
+    ).first_reason
+    assert "rechecked after 2026-11-29 12:29 UTC" in reason.message

@@ -174,3 +174,68 @@ def test_no_secret_reaches_the_history_or_the_log(pool, provider, caplog):
     assert REFRESH not in event.message
     assert REFRESH not in caplog.text
     assert "sk-ant" not in caplog.text
+
+
+def test_an_absurd_token_lifetime_is_malformed_and_backs_off(pool, provider):
+    account = make_account(pool, access_expires_at=NOW - MIN)
+    provider.token.respond(200, json={**token_answer(), "expires_in": 1e300})
+    result = account_refresh(account_id=account.pk, now=NOW)
+    account.refresh_from_db()
+    assert result.outcome == "malformed"
+    assert account.refresh_backoff_until == NOW + 5 * MIN
+    assert account.refresh_token == REFRESH
+
+
+def test_an_internal_failure_around_the_call_backs_off_and_surfaces(pool, provider):
+    account = make_account(pool, access_expires_at=NOW - MIN)
+    provider.token.mock(side_effect=RuntimeError("boom"))
+    with pytest.raises(RuntimeError):
+        account_refresh(account_id=account.pk, now=NOW)
+    account.refresh_from_db()
+    assert (account.refresh_error_kind, account.refresh_backoff_until) == (
+        "internal_error",
+        NOW + 5 * MIN,
+    )
+    assert account.refresh_claimed_until is None
+
+
+def test_refresh_now_waits_a_minute_after_a_failure(pool, provider):
+    account = make_account(pool, access_expires_at=NOW - MIN)
+    provider.token.respond(503)
+    account_refresh(account_id=account.pk, now=NOW)
+    forced = account_refresh(account_id=account.pk, now=NOW + 30 * timedelta(seconds=1), force=True)
+    assert forced.outcome == "backing_off"
+    assert provider.token.call_count == 1
+    account_refresh(account_id=account.pk, now=NOW + 2 * MIN, force=True)
+    assert provider.token.call_count == 2
+
+
+def test_a_relogin_during_a_refresh_keeps_the_new_login(pool, provider):
+    account = make_account(pool, access_expires_at=NOW - MIN)
+
+    def relogin_then_answer(request):
+        account_store_tokens(account=account, refresh_token="sk-ant-ort01-relogin", actor="alice")
+        return httpx.Response(200, json=token_answer())
+
+    provider.token.side_effect = relogin_then_answer
+    result = account_refresh(account_id=account.pk, now=NOW)
+    account.refresh_from_db()
+    assert result.outcome == "refreshed_elsewhere"
+    assert account.refresh_token == "sk-ant-ort01-relogin"
+
+
+def test_a_failure_after_the_claim_was_taken_over_changes_nothing(pool, provider):
+    account = make_account(pool, access_expires_at=NOW - MIN)
+
+    def taken_over_then_refused(request):
+        account.__class__.objects.filter(pk=account.pk).update(
+            refresh_claimed_until=NOW + timedelta(hours=1)
+        )
+        return httpx.Response(403)
+
+    provider.token.side_effect = taken_over_then_refused
+    result = account_refresh(account_id=account.pk, now=NOW)
+    account.refresh_from_db()
+    assert result.outcome == "claimed_elsewhere"
+    assert (account.refresh_backoff_until, account.refresh_failures) == (None, 0)
+    assert not AccountEvent.objects.filter(account=account).exists()

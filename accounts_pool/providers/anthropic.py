@@ -13,7 +13,7 @@ import base64
 import hashlib
 import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -32,6 +32,7 @@ LOGIN_SCOPES = (
 )
 REFRESH_SCOPES = " ".join(s for s in LOGIN_SCOPES.split() if s != "org:create_api_key")
 USAGE_BETA = "oauth-2025-04-20"
+MAX_TOKEN_LIFETIME_SECONDS = 30 * 86400
 
 
 # --- Errors -------------------------------------------------------------------------------------
@@ -189,8 +190,10 @@ def parse_token_grant(body: dict[str, Any]) -> TokenGrant | None:
     """A token answer, or None when it lacks an access token or a numeric lifetime."""
     access = body.get("access_token")
     expires_in = _number(body.get("expires_in"))
-    if not isinstance(access, str) or not access or expires_in is None or expires_in <= 0:
+    if not isinstance(access, str) or not access or expires_in is None:
         return None
+    if not 0 < expires_in <= MAX_TOKEN_LIFETIME_SECONDS:
+        return None  # tokens live hours; a lifetime of years is a broken answer
     refresh = body.get("refresh_token")
     account = _nested(body, "account")
     organization = _nested(body, "organization")
@@ -258,7 +261,7 @@ def parse_usage(body: dict[str, Any]) -> Usage:
 class PkceLogin:
     authorize_url: str
     state: str
-    verifier: str
+    verifier: str = field(repr=False)
 
 
 def pkce_login(authorize_url: str | None = None) -> PkceLogin:

@@ -43,13 +43,15 @@ def cycle_run(
 ) -> Iterator[RefreshResult | QuotaResult]:
     """One token pass, then one quota pass, in this process (no broker). Yields each result.
 
-    With `force` and an account, that account is refreshed and checked whether due or not."""
-    now = now or timezone.now()
+    With `force` and an account, that account is refreshed and checked whether due or not.
+    `now` is for tests; without it each account's work reads the clock as it goes, so a slow
+    pass never writes backoffs and claims that have already run out."""
+    selected_at = now or timezone.now()
     if force and account_id is not None:
         refresh_ids = [account_id]
     else:
         refresh_ids = selectors.accounts_due_for_refresh(
-            now=now, limit=_batch(), pool=pool, account_id=account_id
+            now=selected_at, limit=_batch(), pool=pool, account_id=account_id
         )
     for refresh_id in refresh_ids:
         yield account_refresh(account_id=refresh_id, now=now, force=force)
@@ -57,7 +59,7 @@ def cycle_run(
         quota_ids = [account_id]
     else:
         quota_ids = selectors.accounts_due_for_quota(
-            now=now, limit=_batch(), pool=pool, account_id=account_id
+            now=now or timezone.now(), limit=_batch(), pool=pool, account_id=account_id
         )
     for quota_id in quota_ids:
         yield account_check_quota(account_id=quota_id, now=now, force=force)

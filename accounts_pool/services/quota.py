@@ -19,7 +19,7 @@ from .. import state
 from ..models import Account, QuotaWindow
 from ..providers import anthropic
 from .events import CYCLE_ACTOR, event_record
-from .refresh import account_refresh
+from .refresh import FORCE_MIN_GAP, account_refresh
 
 CHECKED = "checked"
 NOT_DUE = "not_due"
@@ -27,6 +27,7 @@ CLAIMED_ELSEWHERE = "claimed_elsewhere"
 NO_VALID_TOKEN = "no_valid_token"
 NOT_CHECKABLE = "not_checkable"
 POLICY_BLOCKED = "policy_blocked"
+BACKING_OFF = "backing_off"
 
 
 @dataclass(frozen=True)
@@ -37,18 +38,21 @@ class QuotaResult:
     until: datetime | None = None
 
 
-def _claim(account: Account, now: datetime) -> bool:
-    hold = timedelta(seconds=settings.ACCOUNTS_POOL_CLAIM_SECONDS)
-    return (
+def _claim(account: Account, now: datetime) -> datetime | None:
+    """One checker per account; the claim's end doubles as its token for the release."""
+    until = now + timedelta(seconds=settings.ACCOUNTS_POOL_CLAIM_SECONDS)
+    taken = (
         Account.objects.filter(pk=account.pk)
         .filter(Q(quota_claimed_until__isnull=True) | Q(quota_claimed_until__lte=now))
-        .update(quota_claimed_until=now + hold)
-        == 1
+        .update(quota_claimed_until=until)
     )
+    return until if taken == 1 else None
 
 
-def _release(account: Account) -> None:
-    Account.objects.filter(pk=account.pk).update(quota_claimed_until=None)
+def _release(account: Account, claim: datetime) -> None:
+    Account.objects.filter(pk=account.pk, quota_claimed_until=claim).update(
+        quota_claimed_until=None
+    )
 
 
 def _exhausted_keys(account: Account, windows: list[state.Window], now: datetime) -> set[str]:
@@ -198,26 +202,42 @@ def quota_record_failure(
     return _record_quota_failure(account, effect, failure, now, actor)
 
 
-def _check(account: Account, now: datetime, *, retried: bool, actor: str) -> QuotaResult:
+def _refreshed_recently(account: Account, now: datetime) -> bool:
+    last = account.last_refreshed_at
+    return last is not None and last > now - account.pool.quota_interval
+
+
+def _check(
+    account: Account, fixed_now: datetime | None, *, retried: bool, actor: str
+) -> QuotaResult:
+    version = account.credential_version
     try:
         with anthropic.client() as provider:
             usage = provider.usage(account.access_token)
     except anthropic.UsageEndpointError as exc:
+        now = fixed_now or timezone.now()
+        # A token refreshed moments ago that still gets 401 will not be saved by another
+        # refresh: back off instead of rotating it on every quota tick.
+        retried = retried or _refreshed_recently(account, now)
         effect = state.quota_failure_effect(
             exc.failure, previous_failures=account.quota_failures, retried=retried, now=now
         )
         if effect.action == state.QuotaFailureAction.REFRESH_AND_RETRY:
             refreshed = account_refresh(
-                account_id=account.pk, now=now, access_rejected=True, wait=True, actor=actor
+                account_id=account.pk,
+                now=fixed_now,
+                access_rejected_version=version,
+                wait=True,
+                actor=actor,
             )
             if not refreshed.has_fresh_token:
                 return QuotaResult(account.pk, NO_VALID_TOKEN, f"refresh: {refreshed.outcome}")
             account.refresh_from_db()
-            return _check(account, now, retried=True, actor=actor)
+            return _check(account, fixed_now, retried=True, actor=actor)
         if effect.action == state.QuotaFailureAction.POLICY_BLOCKED:
             return quota_record_policy_blocked(account, exc.failure, now, actor)
         return _record_quota_failure(account, effect, exc.failure, now, actor)
-    quota_record_usage(account, usage, now, actor)
+    quota_record_usage(account, usage, fixed_now or timezone.now(), actor)
     return QuotaResult(account.pk, CHECKED)
 
 
@@ -228,25 +248,30 @@ def account_check_quota(
     force: bool = False,
     actor: str = CYCLE_ACTOR,
 ) -> QuotaResult:
-    """Poll one account's quota if due (or `force`, which ignores the interval and backoff).
-    An expired token is refreshed first, through the refresh service and its backoff."""
-    now = now or timezone.now()
+    """Poll one account's quota if due. `force` (a person's lever) ignores the interval and the
+    backoff, but not within a minute of the last failure. An expired token is refreshed first,
+    through the refresh service and its backoff. `now` is for tests: without it every
+    timestamp is read when it is written."""
+    started = now or timezone.now()
     account = Account.objects.select_related("pool").get(pk=account_id)
     if account.kind != Account.Kind.OAUTH:
         return QuotaResult(account.pk, NOT_CHECKABLE)
     snapshot = account.state_snapshot(windows=[])
-    if not state.access_token_valid(snapshot, now):
+    if force and account.quota_error_at and account.quota_error_at > started - FORCE_MIN_GAP:
+        return QuotaResult(account.pk, BACKING_OFF, "failed less than a minute ago")
+    if not state.access_token_valid(snapshot, started):
         if not force:
             return QuotaResult(account.pk, NO_VALID_TOKEN)
         refreshed = account_refresh(account_id=account.pk, now=now, wait=True, actor=actor)
         if not refreshed.has_fresh_token:
             return QuotaResult(account.pk, NO_VALID_TOKEN, f"refresh: {refreshed.outcome}")
         account.refresh_from_db()
-    elif not force and not state.quota_due(snapshot, account.pool.policy, now):
+    elif not force and not state.quota_due(snapshot, account.pool.policy, started):
         return QuotaResult(account.pk, NOT_DUE)
-    if not _claim(account, now):
+    claim = _claim(account, started)
+    if claim is None:
         return QuotaResult(account.pk, CLAIMED_ELSEWHERE)
     try:
         return _check(account, now, retried=False, actor=actor)
     finally:
-        _release(account)
+        _release(account, claim)

@@ -5,12 +5,13 @@ Writes the credential and refresh-state groups only (DESIGN.md 3, 3.4).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import F, Q
+from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
 from .. import state
@@ -19,6 +20,8 @@ from ..models import Account
 from ..providers import anthropic
 from .events import CYCLE_ACTOR, event_record
 
+logger = logging.getLogger(__name__)
+
 REFRESHED = "refreshed"
 REFRESHED_ELSEWHERE = "refreshed_elsewhere"
 CLAIMED_ELSEWHERE = "claimed_elsewhere"
@@ -26,7 +29,9 @@ NOT_DUE = "not_due"
 BACKING_OFF = "backing_off"
 NEEDS_RELOGIN = "needs_relogin"
 NOT_REFRESHABLE = "not_refreshable"
-WAIT_POLL_SECONDS = 0.05
+WAIT_POLL_SECONDS = 0.1
+# A person's "refresh now" still leaves the token endpoint this long after a failure.
+FORCE_MIN_GAP = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -45,8 +50,9 @@ def _claim_seconds() -> timedelta:
     return timedelta(seconds=settings.ACCOUNTS_POOL_CLAIM_SECONDS)
 
 
-def _claim(account: Account, now: datetime, *, respect_backoff: bool) -> bool:
-    """Take the single-flight claim with one conditional UPDATE; True for the one winner.
+def _claim(account: Account, now: datetime, *, respect_backoff: bool) -> datetime | None:
+    """Take the single-flight claim with one conditional UPDATE. The one winner gets the claim's
+    end, which also serves as its token: later writes only land while the claim is still theirs.
 
     The credential version in the WHERE makes a worker that read an older credential lose, so
     a refresh token is never sent twice."""
@@ -58,7 +64,12 @@ def _claim(account: Account, now: datetime, *, respect_backoff: bool) -> bool:
         candidates = candidates.filter(
             Q(refresh_backoff_until__isnull=True) | Q(refresh_backoff_until__lte=now)
         )
-    return candidates.update(refresh_claimed_until=now + _claim_seconds()) == 1
+    until = now + _claim_seconds()
+    return until if candidates.update(refresh_claimed_until=until) == 1 else None
+
+
+def _release_if_mine(claim: datetime) -> Case:
+    return Case(When(refresh_claimed_until=claim, then=None), default=F("refresh_claimed_until"))
 
 
 def _wait_for_winner(account: Account) -> Account:
@@ -74,13 +85,17 @@ def _wait_for_winner(account: Account) -> Account:
         time.sleep(WAIT_POLL_SECONDS)
 
 
-def _store_grant(account: Account, grant: anthropic.TokenGrant, now: datetime) -> None:
+def _store_grant(
+    account: Account, grant: anthropic.TokenGrant, now: datetime, claim: datetime
+) -> bool:
+    """Save the provider's answer at once. Kept whatever became of the claim (the provider has
+    already rotated the token), unless a re-login replaced the credential meanwhile."""
     updates: dict[str, object] = {
         "access_token": grant.access_token,
         "access_expires_at": now + grant.expires_in,
         "last_refreshed_at": now,
         "credential_version": F("credential_version") + 1,
-        "refresh_claimed_until": None,
+        "refresh_claimed_until": _release_if_mine(claim),
         "refresh_failures": 0,
         "refresh_backoff_until": None,
         "refresh_error_kind": "",
@@ -100,17 +115,30 @@ def _store_grant(account: Account, grant: anthropic.TokenGrant, now: datetime) -
     ):
         if value:
             updates[field] = value
-    Account.objects.filter(pk=account.pk).update(**updates)
+    stored = Account.objects.filter(
+        pk=account.pk, credential_version=account.credential_version
+    ).update(**updates)
+    return stored == 1
 
 
 def refresh_record_failure(
-    account: Account, failure: state.ProviderFailure, now: datetime, actor: str
+    account: Account,
+    failure: state.ProviderFailure,
+    now: datetime,
+    actor: str,
+    *,
+    claim: datetime | None = None,
 ) -> RefreshResult:
-    """Record a token-endpoint failure: refresh state only, by the ladders of state.py."""
+    """Record a token-endpoint failure: refresh state only, by the ladders of state.py. With a
+    claim, only while it is still ours and the credential unchanged (a re-login or a worker
+    that took over a lapsed claim has the newer word)."""
     effect = state.refresh_failure_effect(
         failure, previous_failures=account.refresh_failures, now=now
     )
-    Account.objects.filter(pk=account.pk).update(
+    rows = Account.objects.filter(pk=account.pk, credential_version=account.credential_version)
+    if claim is not None:
+        rows = rows.filter(refresh_claimed_until=claim)
+    recorded = rows.update(
         refresh_claimed_until=None,
         refresh_failures=effect.failures,
         refresh_backoff_until=effect.backoff_until,
@@ -120,6 +148,8 @@ def refresh_record_failure(
         refresh_error_at=now,
         relogin_required_for=account.refresh_token_fingerprint if effect.needs_relogin else "",
     )
+    if not recorded:
+        return RefreshResult(account.pk, CLAIMED_ELSEWHERE, "superseded while in flight")
     event_record(
         account_id=account.pk,
         at=now,
@@ -134,13 +164,19 @@ def refresh_record_failure(
     return RefreshResult(account.pk, effect.outcome.value, failure.message, effect.backoff_until)
 
 
-def refresh_mark_access_rejected(account: Account, now: datetime) -> None:
-    """The provider said 401 to the access token: it is dead whatever its expiry says, so the
-    account needs a refresh (and is not handed out) until one succeeds."""
+def refresh_mark_access_rejected(account: Account, now: datetime, *, version: int) -> None:
+    """The provider said 401 to the access token of credential `version`: that token is dead
+    whatever its expiry says, so the account needs a refresh (and is not handed out) until one
+    succeeds. A newer credential is left alone."""
     Account.objects.filter(
-        pk=account.pk, credential_version=account.credential_version, access_expires_at__gt=now
+        pk=account.pk, credential_version=version, access_expires_at__gt=now
     ).update(access_expires_at=now)
-    account.access_expires_at = min(account.access_expires_at or now, now)
+    if account.credential_version == version:
+        account.access_expires_at = min(account.access_expires_at or now, now)
+
+
+def _too_soon(account: Account, now: datetime) -> bool:
+    return account.refresh_error_at is not None and account.refresh_error_at > now - FORCE_MIN_GAP
 
 
 def account_refresh(
@@ -148,35 +184,42 @@ def account_refresh(
     account_id: int,
     now: datetime | None = None,
     force: bool = False,
-    access_rejected: bool = False,
+    access_rejected_version: int | None = None,
     wait: bool = False,
     lead: timedelta | None = None,
     actor: str = CYCLE_ACTOR,
 ) -> RefreshResult:
-    """Refresh one account's tokens if due (or `force`, which ignores due-ness and backoff but
-    never a needs-re-login). `lead` widens the pool's refresh lead (checkout refreshes a token
-    that expires within 5 minutes). Exactly one caller wins the claim and calls the provider;
-    with `wait`, losers wait for the winner and report its result."""
-    now = now or timezone.now()
+    """Refresh one account's tokens if due.
+
+    `force` (a person's lever) ignores due-ness and the backoff, but never a needs-re-login and
+    never within a minute of the last failure. `access_rejected_version` says the provider
+    rejected that credential's access token. `lead` widens the pool's refresh lead (checkout
+    refreshes a token that expires within 5 minutes). Exactly one caller wins the claim and
+    calls the provider; with `wait`, losers wait for the winner and report its result. `now` is
+    for tests: without it every timestamp is read when it is written."""
+    started = now or timezone.now()
     account = Account.objects.select_related("pool").get(pk=account_id)
     if account.kind != Account.Kind.OAUTH or not account.refresh_token_fingerprint:
         return RefreshResult(account.pk, NOT_REFRESHABLE, "no refresh token")
-    if access_rejected:
-        refresh_mark_access_rejected(account, now)
+    if access_rejected_version is not None:
+        refresh_mark_access_rejected(account, started, version=access_rejected_version)
     if account.needs_relogin:
         return RefreshResult(account.pk, NEEDS_RELOGIN, account.refresh_error_message)
     snapshot = account.state_snapshot(windows=[])
     policy = account.pool.policy
     if lead is not None and lead > policy.refresh_lead:
         policy = replace(policy, refresh_lead=lead)
-    if not force and not state.refresh_due(snapshot, policy, now):
-        backing_off = (
-            account.refresh_backoff_until is not None and account.refresh_backoff_until > now
-        )
+    backing_off = (
+        account.refresh_backoff_until is not None and account.refresh_backoff_until > started
+    )
+    if force and _too_soon(account, started):
+        return RefreshResult(account.pk, BACKING_OFF, "failed less than a minute ago")
+    if not force and not state.refresh_due(snapshot, policy, started):
         if backing_off:
             return RefreshResult(account.pk, BACKING_OFF, until=account.refresh_backoff_until)
         return RefreshResult(account.pk, NOT_DUE)
-    if not _claim(account, now, respect_backoff=not force):
+    claim = _claim(account, started, respect_backoff=not force)
+    if claim is None:
         if not wait:
             return RefreshResult(account.pk, CLAIMED_ELSEWHERE)
         current = _wait_for_winner(account)
@@ -188,16 +231,25 @@ def account_refresh(
         with anthropic.client() as provider:
             grant = provider.refresh(account.refresh_token)
     except anthropic.TokenEndpointError as exc:
-        return refresh_record_failure(account, exc.failure, now, actor)
-    except BaseException:
-        # Not a provider answer (a bug, a bad key): free the account for the next try at once.
-        Account.objects.filter(pk=account.pk).update(refresh_claimed_until=None)
+        return refresh_record_failure(
+            account, exc.failure, now or timezone.now(), actor, claim=claim
+        )
+    except Exception as exc:
+        # Not a provider answer (a bad key, a bug): back off like a network error, so the
+        # account is neither retried every tick nor silently stuck, then let it surface.
+        failure = state.ProviderFailure(
+            kind=state.FailureKind.INTERNAL, message=f"internal error: {type(exc).__name__}"
+        )
+        refresh_record_failure(account, failure, now or timezone.now(), actor, claim=claim)
         raise
-    _store_grant(account, grant, now)
+    answered = now or timezone.now()
+    if not _store_grant(account, grant, answered, claim):
+        logger.warning("account=%s refresh answer dropped: re-login happened meanwhile", account.pk)
+        return RefreshResult(account.pk, REFRESHED_ELSEWHERE, "credential replaced meanwhile")
     if account.refresh_failures or account.refresh_error_kind:
         event_record(
             account_id=account.pk,
-            at=now,
+            at=answered,
             operation=state.Operation.TOKEN_REFRESH,
             outcome="recovered",
             message=f"refreshed after {account.refresh_failures} failure(s)",

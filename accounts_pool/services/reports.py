@@ -127,7 +127,7 @@ def _apply(
         )
         return ReportOutcome("rate_limited", cooldown_until=until)
     if status == 401:
-        refresh_mark_access_rejected(account, now)
+        refresh_mark_access_rejected(account, now, version=account.credential_version)
         return ReportOutcome("access_rejected", queue_refresh=True)
     if status == 403 and anthropic.is_policy_message(message):
         already = account.policy_status == state.PolicyStatus.BLOCKED
