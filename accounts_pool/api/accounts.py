@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from django.http import HttpRequest
 from django.utils import timezone
-from ninja import Query, Router
+from ninja import Query, Router, Status
 
 from ..models import Account, AccountEvent
 from ..services import levers
@@ -39,11 +39,11 @@ def patch_account(request: HttpRequest, account_id: int, payload: AccountPatch) 
 
 
 @router.delete("/accounts/{account_id}", response={204: None, **ERRORS})
-def delete_account(request: HttpRequest, account_id: int) -> tuple[int, None]:
+def delete_account(request: HttpRequest, account_id: int) -> Status[None]:
     """Delete the account with its history (leads)."""
     account = access.account_for(request.auth, account_id, lead=True)  # type: ignore[attr-defined]
     levers.account_delete(account=account)
-    return 204, None
+    return Status(204, None)
 
 
 @router.get("/accounts/{account_id}/events", response={200: EventPage, **ERRORS})

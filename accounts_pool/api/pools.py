@@ -6,7 +6,7 @@ from typing import Any
 
 from django.http import HttpRequest
 from django.utils import timezone
-from ninja import Body, Query, Router
+from ninja import Body, Query, Router, Status
 
 from .. import selectors
 from ..models import Account, Pool
@@ -61,11 +61,11 @@ def list_pools(request: HttpRequest, team: str) -> list[dict[str, Any]]:
 
 
 @router.post("/teams/{team}/pools", response={201: PoolOut, **ERRORS})
-def create_pool(request: HttpRequest, team: str, payload: PoolIn) -> tuple[int, dict[str, Any]]:
+def create_pool(request: HttpRequest, team: str, payload: PoolIn) -> Status[dict[str, Any]]:
     """Create a pool (leads)."""
     found = access.team_for(request.auth, team, lead=True)  # type: ignore[attr-defined]
     pool = team_services.pool_create(team=found, fields=payload.model_dump())
-    return 201, _pool_out(pool)
+    return Status(201, _pool_out(pool))
 
 
 @router.get("/pools/{pool}", response={200: PoolOut, **ERRORS})
@@ -87,7 +87,7 @@ def patch_pool(request: HttpRequest, pool: str, payload: PoolPatch) -> dict[str,
 @router.post("/pools/{pool}/accounts", response={201: OnboardOut, **ERRORS})
 def onboard_account(
     request: HttpRequest, pool: str, payload: AccountCreateIn
-) -> tuple[int, dict[str, Any]]:
+) -> Status[dict[str, Any]]:
     """Onboard an account by tokens (checked with the provider before saving) or an API key."""
     principal = request.auth  # type: ignore[attr-defined]
     found = access.pool_for(principal, pool, lead=True)
@@ -100,7 +100,7 @@ def onboard_account(
             base_url=payload.base_url or "",
             actor=principal.actor,
         )
-        return 201, _onboarded(onboarding.Onboarded(account, "stored"))
+        return Status(201, _onboarded(onboarding.Onboarded(account, "stored")))
     assert payload.refresh_token is not None
     result = onboarding.account_onboard_tokens(
         pool=found,
@@ -110,7 +110,7 @@ def onboard_account(
         expires_at=payload.expires_at,
         actor=principal.actor,
     )
-    return 201, _onboarded(result)
+    return Status(201, _onboarded(result))
 
 
 @router.post("/pools/{pool}/accounts/import", response={201: ImportOut, **ERRORS})
@@ -119,7 +119,7 @@ def import_accounts(
     pool: str,
     document: Body[dict[str, Any]],
     options: Query[ImportQuery],
-) -> tuple[int, dict[str, Any]]:
+) -> Status[dict[str, Any]]:
     """Import a Claude Code credentials file (`{"claudeAiOauth": {...}}`) or an anthropic-auth
     accounts file (`{"version": 1, "accounts": [...]}`): all accounts or none."""
     principal = request.auth  # type: ignore[attr-defined]
@@ -130,7 +130,9 @@ def import_accounts(
     rows = selectors.accounts_with_verdicts(
         Account.objects.filter(pk__in=[a.pk for a in created]), now=timezone.now()
     )
-    return 201, {"imported": len(created), "accounts": [present.account_summary(r) for r in rows]}
+    return Status(
+        201, {"imported": len(created), "accounts": [present.account_summary(r) for r in rows]}
+    )
 
 
 def _account_in(found: Pool, account_id: int | None) -> Account | None:
@@ -143,9 +145,7 @@ def _account_in(found: Pool, account_id: int | None) -> Account | None:
 
 
 @router.post("/pools/{pool}/oauth/start", response={201: OAuthStartOut, **ERRORS})
-def oauth_start(
-    request: HttpRequest, pool: str, payload: OAuthStartIn
-) -> tuple[int, dict[str, Any]]:
+def oauth_start(request: HttpRequest, pool: str, payload: OAuthStartIn) -> Status[dict[str, Any]]:
     """Begin a PKCE login: open `authorize_url`, then complete with the pasted code within
     10 minutes. With `account_id`, the login re-authorizes that account in place."""
     principal = request.auth  # type: ignore[attr-defined]
@@ -153,17 +153,20 @@ def oauth_start(
     started = onboarding.oauth_login_start(
         pool=found, user=principal.user, account=_account_in(found, payload.account_id)
     )
-    return 201, {
-        "authorize_url": started.authorize_url,
-        "session": started.session,
-        "expires_at": started.expires_at,
-    }
+    return Status(
+        201,
+        {
+            "authorize_url": started.authorize_url,
+            "session": started.session,
+            "expires_at": started.expires_at,
+        },
+    )
 
 
 @router.post("/pools/{pool}/oauth/complete", response={201: OnboardOut, **ERRORS})
 def oauth_complete(
     request: HttpRequest, pool: str, payload: OAuthCompleteIn
-) -> tuple[int, dict[str, Any]]:
+) -> Status[dict[str, Any]]:
     """Finish a PKCE login with `CODE#STATE` or the whole callback URL."""
     principal = request.auth  # type: ignore[attr-defined]
     found = access.pool_for(principal, pool, lead=True)
@@ -175,4 +178,4 @@ def oauth_complete(
         account=_account_in(found, payload.account_id),
         actor=principal.actor,
     )
-    return 201, _onboarded(result)
+    return Status(201, _onboarded(result))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from ..models import Membership, Team
 from ..services import teams as team_services
@@ -28,21 +28,21 @@ def list_teams(request: HttpRequest) -> list[dict[str, object]]:
 
 
 @router.post("/teams", response={201: TeamOut, **ERRORS})
-def create_team(request: HttpRequest, payload: TeamIn) -> tuple[int, dict[str, object]]:
+def create_team(request: HttpRequest, payload: TeamIn) -> Status[dict[str, object]]:
     """Create a team (superusers only)."""
     principal = request.auth  # type: ignore[attr-defined]
     access.users_only(principal)
     if not principal.user.is_superuser:
         raise access.Forbidden("Only a superuser creates teams.")
     team = team_services.team_create(name=payload.name, slug=payload.slug)
-    return 201, _team_out(team, None)
+    return Status(201, _team_out(team, None))
 
 
 @router.post("/teams/{team}/members", response={201: MemberOut, **ERRORS})
-def add_member(request: HttpRequest, team: str, payload: MemberIn) -> tuple[int, dict[str, object]]:
+def add_member(request: HttpRequest, team: str, payload: MemberIn) -> Status[dict[str, object]]:
     """Add a user to the team as `lead` or `member` (or change their role). Leads only."""
     found = access.team_for(request.auth, team, lead=True)  # type: ignore[attr-defined]
     membership = team_services.membership_set(
         team=found, username=payload.username, role=payload.role
     )
-    return 201, {"username": membership.user.get_username(), "role": membership.role}
+    return Status(201, {"username": membership.user.get_username(), "role": membership.role})

@@ -6,7 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from ..models import Checkout, ConsumerKey
 from ..services import keys
@@ -37,23 +37,23 @@ def list_keys(request: HttpRequest, pool: str) -> list[dict[str, Any]]:
 
 
 @router.post("/pools/{pool}/consumer-keys", response={201: KeyCreatedOut, **ERRORS})
-def create_key(request: HttpRequest, pool: str, payload: KeyIn) -> tuple[int, dict[str, Any]]:
+def create_key(request: HttpRequest, pool: str, payload: KeyIn) -> Status[dict[str, Any]]:
     """A key for a tool: checkout and reports for this pool only. Shown once. Leads."""
     principal = request.auth  # type: ignore[attr-defined]
     found = access.pool_for(principal, pool, lead=True)
     key, secret = keys.consumer_key_create(pool=found, name=payload.name, created_by=principal.user)
-    return 201, {**present.key(key), "key": secret}
+    return Status(201, {**present.key(key), "key": secret})
 
 
 @router.delete("/pools/{pool}/consumer-keys/{key_id}", response={204: None, **ERRORS})
-def revoke_key(request: HttpRequest, pool: str, key_id: int) -> tuple[int, None]:
+def revoke_key(request: HttpRequest, pool: str, key_id: int) -> Status[None]:
     """Revoke a key at once. Leads."""
     found = access.pool_for(request.auth, pool, lead=True)  # type: ignore[attr-defined]
     key = ConsumerKey.objects.filter(pool=found, pk=key_id).first()
     if key is None:
         raise access.NotFound("Consumer key")
     keys.consumer_key_revoke(key=key)
-    return 204, None
+    return Status(204, None)
 
 
 @router.post("/pools/{pool}/checkout", response={200: CheckoutOut, 503: ErrorOut, **ERRORS})
