@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
@@ -41,3 +42,67 @@ class AccountOnboardForm(forms.ModelForm[Account]):
                 "access_expires_at", "Give the access token and its expiry together, or neither."
             )
         return cleaned
+
+
+class SecretField(forms.CharField):
+    """A token typed or pasted by a person: a write-only input that never renders back."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", forms.PasswordInput(render_value=False))
+        kwargs.setdefault("max_length", 4096)
+        super().__init__(strip=True, **kwargs)
+
+
+class PasteTokensForm(forms.Form):
+    label = forms.CharField(max_length=100, help_text="A name people recognise.")
+    refresh_token = SecretField(help_text="sk-ant-ort01-… (checked with the provider first).")
+    access_token = SecretField(required=False, help_text="Optional, with its expiry.")
+    expires_at = forms.DateTimeField(
+        required=False, help_text="When the access token expires, e.g. 2026-11-29 18:00 (UTC)."
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if bool(cleaned.get("access_token")) != bool(cleaned.get("expires_at")):
+            self.add_error(
+                "expires_at", "Give the access token and its expiry together, or neither."
+            )
+        return cleaned
+
+
+MAX_UPLOAD_BYTES = 256 * 1024
+
+
+class UploadCredentialsForm(forms.Form):
+    label = forms.CharField(
+        max_length=100, required=False, help_text="For a single-account file (Claude Code)."
+    )
+    file = forms.FileField(
+        help_text="~/.claude/.credentials.json, or an anthropic-auth accounts file."
+    )
+
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data["file"]
+        if upload.size > MAX_UPLOAD_BYTES:
+            raise forms.ValidationError("The file is larger than 256 KiB.")
+        try:
+            return json.loads(upload.read().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise forms.ValidationError("The file is not JSON.") from None
+
+
+class PasteCodeForm(forms.Form):
+    code = forms.CharField(
+        max_length=4096,
+        strip=True,
+        help_text="The code shown after you logged in (CODE#STATE), or the whole callback URL.",
+    )
+    label = forms.CharField(max_length=100, required=False, help_text="Name for the new account.")
+
+
+class DisableForm(forms.Form):
+    reason = forms.CharField(max_length=200, strip=True, help_text="Why (shown to the team).")
+
+
+class ConsumerKeyForm(forms.Form):
+    name = forms.CharField(max_length=100, strip=True, help_text="Which tool or machine uses it.")

@@ -531,3 +531,41 @@ class Checkout(models.Model):
 
     def __str__(self) -> str:
         return f"checkout {self.id} of {self.account_id}"
+
+
+class PoolInvite(models.Model):
+    """A single-use link, valid 24 hours, that lets a team member add their own subscription to
+    a pool through the PKCE login without being a lead. Only a hash of the link is stored."""
+
+    pool = models.ForeignKey(
+        Pool, on_delete=models.CASCADE, related_name="invites", help_text="Target pool."
+    )
+    token_hash = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the link.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
+        help_text="The lead who made it.",
+    )
+    created_at = models.DateTimeField(help_text="When it was made.")
+    expires_at = models.DateTimeField(help_text="Unusable after this.")
+    used_at = models.DateTimeField(null=True, blank=True, help_text="When it was used.")
+    used_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Who used it.",
+    )
+    account = models.ForeignKey(
+        Account,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The account it added.",
+    )
+
+    def __str__(self) -> str:
+        return f"invite to {self.pool} by {self.created_by}"

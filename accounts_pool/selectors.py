@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import DateTimeField, ExpressionWrapper, F, Max, Min, Q, QuerySet, Value
 from django.db.models.expressions import CombinedExpression
 
 from . import state
-from .models import Account, AccountEvent, Pool
+from .models import Account, AccountEvent, Membership, Pool, Team
 
 
 def _shifted(now: datetime, field: str, sign: int) -> ExpressionWrapper[CombinedExpression]:
@@ -103,3 +104,39 @@ def accounts_with_verdicts(
 
 def account_latest_events(account: Account, *, limit: int = 20) -> QuerySet[AccountEvent]:
     return AccountEvent.objects.filter(account=account).order_by("-at", "-id")[:limit]
+
+
+def user_role(user: User | AnonymousUser, team: Team) -> str | None:
+    """The user's role in the team: lead, member, or None. Superusers act as leads."""
+    if not isinstance(user, User) or not user.is_active:
+        return None
+    if user.is_superuser:
+        return Membership.Role.LEAD
+    return Membership.objects.filter(team=team, user=user).values_list("role", flat=True).first()
+
+
+def user_teams(user: User | AnonymousUser) -> QuerySet[Team]:
+    if not isinstance(user, User):
+        return Team.objects.none()
+    if user.is_superuser:
+        return Team.objects.all().order_by("name")
+    return Team.objects.filter(memberships__user=user).distinct().order_by("name")
+
+
+def team_overview(team: Team, *, now: datetime) -> list[tuple[Pool, list[AccountWithVerdict]]]:
+    """Each pool of the team with its accounts' verdicts, in a fixed number of queries."""
+    pools = list(Pool.objects.filter(team=team).order_by("name"))
+    rows = accounts_with_verdicts(Account.objects.filter(pool__team=team), now=now)
+    by_pool: dict[int, list[AccountWithVerdict]] = {pool.pk: [] for pool in pools}
+    for row in rows:
+        by_pool[row.account.pool_id].append(row)
+    return [(pool, by_pool[pool.pk]) for pool in pools]
+
+
+STATUS_ORDER = {state.Status.EXCLUDED: 0, state.Status.DEGRADED: 1, state.Status.USABLE: 2}
+
+
+def pool_rows(pool: Pool, *, now: datetime) -> list[AccountWithVerdict]:
+    """A pool's accounts with verdicts, excluded first, then degraded, then usable."""
+    rows = accounts_with_verdicts(Account.objects.filter(pool=pool), now=now)
+    return sorted(rows, key=lambda r: (STATUS_ORDER[r.verdict.status], r.account.label.lower()))

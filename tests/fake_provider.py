@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 
 class FakeAnthropic:
@@ -30,10 +31,37 @@ class FakeAnthropic:
 
     def env(self) -> dict[str, str]:
         return {
+            "ANTHROPIC_AUTHORIZE_URL": f"{self.base}/oauth/authorize",
             "ANTHROPIC_TOKEN_URL": f"{self.base}/v1/oauth/token",
             "ANTHROPIC_USAGE_URL": f"{self.base}/api/oauth/usage",
             "ANTHROPIC_PROFILE_URL": f"{self.base}/api/oauth/profile",
         }
+
+    def exchange(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """A login code (shown by the authorize page) for fresh tokens of a new account."""
+        with self.lock:
+            self.calls["exchange"] += 1
+            if not str(body.get("code", "")).startswith("fake-code-") or not body.get(
+                "code_verifier"
+            ):
+                return 400, {"error": "invalid_grant", "error_description": "bad code"}
+            serial = next(self._serial)
+            new_refresh = f"sk-ant-ort01-fake-login-{serial}"
+            self.valid.add(new_refresh)
+        return 200, {
+            "access_token": f"sk-ant-oat01-fake-login-{serial}",
+            "refresh_token": new_refresh,
+            "expires_in": 28800,
+            "account": {"uuid": f"fake-account-{serial}", "email_address": f"u{serial}@fake.test"},
+            "organization": {"uuid": "fake-org", "name": "Fake Org"},
+        }
+
+    def authorize_page(self, query: dict[str, list[str]]) -> str:
+        """Stands in for claude.ai's login: shows the code to paste back, CODE#STATE."""
+        state = (query.get("state") or [""])[0]
+        with self.lock:
+            code = f"fake-code-{next(self._serial)}"
+        return f"<html><body><p>Paste this code:</p><code id='code'>{code}#{state}</code></body>"
 
     def refresh(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self.lock:
@@ -74,9 +102,21 @@ class FakeAnthropic:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                self._answer(*fake.refresh(body))
+                if body.get("grant_type") == "authorization_code":
+                    self._answer(*fake.exchange(body))
+                else:
+                    self._answer(*fake.refresh(body))
 
             def do_GET(self) -> None:
+                parts = urlsplit(self.path)
+                if parts.path == "/oauth/authorize":
+                    page = fake.authorize_page(parse_qs(parts.query)).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return
                 self._answer(*fake.usage())
 
             def log_message(self, format: str, *args: Any) -> None:

@@ -6,6 +6,7 @@ from django.db.models import QuerySet
 from ninja.errors import HttpError
 
 from ..models import Account, Membership, Pool, Team
+from ..selectors import user_role, user_teams
 from .auth import Principal
 
 FORBIDDEN_FOR_KEYS = "Consumer keys may only check out, report and read their pool."
@@ -22,12 +23,7 @@ class Forbidden(HttpError):
 
 
 def _role(principal: Principal, team: Team) -> str | None:
-    user = principal.user
-    if user is None:
-        return None
-    if user.is_superuser:
-        return Membership.Role.LEAD
-    return Membership.objects.filter(team=team, user=user).values_list("role", flat=True).first()
+    return None if principal.user is None else user_role(principal.user, team)
 
 
 def _require(principal: Principal, team: Team, *, lead: bool, what: str) -> None:
@@ -46,9 +42,7 @@ def users_only(principal: Principal) -> None:
 def visible_teams(principal: Principal) -> QuerySet[Team]:
     users_only(principal)
     assert principal.user is not None
-    if principal.user.is_superuser:
-        return Team.objects.all()
-    return Team.objects.filter(memberships__user=principal.user).distinct()
+    return user_teams(principal.user)
 
 
 def team_for(principal: Principal, slug: str, *, lead: bool = False) -> Team:

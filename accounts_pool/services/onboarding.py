@@ -24,7 +24,12 @@ from ..providers import anthropic
 from .errors import Conflict, Invalid, ProviderRefused, ServiceError
 from .events import event_record
 from .keys import secret_hash
-from .quota import quota_record_failure, quota_record_policy_blocked, quota_record_usage
+from .quota import (
+    account_check_quota,
+    quota_record_failure,
+    quota_record_policy_blocked,
+    quota_record_usage,
+)
 from .refresh import refresh_record_failure
 
 LOGIN_TTL = timedelta(minutes=10)
@@ -100,7 +105,7 @@ def _create(
             refresh_token_fingerprint=fingerprint(refresh_token),
             access_token=access_token if expires_at else "",
             access_expires_at=expires_at if access_token else None,
-            last_refreshed_at=now if how == "refresh" else None,
+            last_refreshed_at=now if how in ("refresh", "PKCE login") else None,
             credential_version=1,
             **identity,
         )
@@ -232,7 +237,15 @@ def _onboard_by_refresh(
         now=now,
         how="refresh",
     )
-    return Onboarded(account, "verified")
+    return _with_first_quota_check(account, actor)
+
+
+def _with_first_quota_check(account: Account, actor: str) -> Onboarded:
+    """Poll the new account's quota at once, so it is usable (or says why not) right away
+    instead of after the next cycle."""
+    checked = account_check_quota(account_id=account.pk, force=True, actor=actor)
+    outcome = "policy_blocked" if checked.outcome == "policy_blocked" else "verified"
+    return Onboarded(Account.objects.get(pk=account.pk), outcome)
 
 
 def account_onboard_tokens(
@@ -473,7 +486,7 @@ def oauth_login_complete(
         now=now,
         how="PKCE login",
     )
-    return Onboarded(created, "verified")
+    return _with_first_quota_check(created, actor)
 
 
 # --- Imports --------------------------------------------------------------------------------------
@@ -494,7 +507,10 @@ def _epoch(value: Any) -> datetime | None:
         return None
     if isinstance(value, int | float):
         seconds = value / 1000 if value > 10**11 else value
-        return datetime.fromtimestamp(seconds, tz=UTC)
+        try:
+            return datetime.fromtimestamp(seconds, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError("expiresAt is out of range") from None
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))

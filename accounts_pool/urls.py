@@ -1,0 +1,31 @@
+from django.urls import path
+
+from .views import actions, onboarding, pages
+
+urlpatterns = [
+    path("", pages.home, name="home"),
+    path("teams/<slug:team>/", pages.team_pools, name="team"),
+    path("pools/<slug:pool>/", pages.pool_detail, name="pool"),
+    path("pools/<slug:pool>/rows/", pages.pool_rows, name="pool_rows"),
+    path("pools/<slug:pool>/add/", onboarding.add_account, name="add_account"),
+    path("pools/<slug:pool>/add/tokens/", onboarding.add_by_tokens, name="add_by_tokens"),
+    path("pools/<slug:pool>/add/file/", onboarding.add_by_file, name="add_by_file"),
+    path("pools/<slug:pool>/login/start/", onboarding.login_start, name="login_start"),
+    path("pools/<slug:pool>/login/", onboarding.login_complete, name="login_complete"),
+    path("pools/<slug:pool>/invites/", onboarding.invite_create, name="invite_create"),
+    path("pools/<slug:pool>/keys/", actions.consumer_keys, name="consumer_keys"),
+    path(
+        "pools/<slug:pool>/keys/<int:key_id>/revoke/",
+        actions.consumer_key_revoke,
+        name="consumer_key_revoke",
+    ),
+    path("invite/<str:token>/", onboarding.invite, name="invite"),
+    path("accounts/<int:account_id>/", pages.account_detail, name="account"),
+    path(
+        "accounts/<int:account_id>/actions/<slug:action>/",
+        actions.account_action,
+        name="account_action",
+    ),
+    path("accounts/<int:account_id>/disable/", actions.account_disable, name="account_disable"),
+    path("accounts/<int:account_id>/delete/", actions.account_delete, name="account_delete"),
+]

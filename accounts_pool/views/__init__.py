@@ -1,0 +1,1 @@
+"""HTML pages for people: thin views over the selectors and services."""

@@ -1,0 +1,129 @@
+"""Leads' levers on one account, and the pool's consumer keys. Each reports its outcome."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from ..forms import ConsumerKeyForm, DisableForm
+from ..models import ConsumerKey
+from ..services import keys, levers
+from .access import account_or_404, pool_or_404
+
+OUTCOME_MESSAGES = {
+    "refreshed": "Tokens refreshed.",
+    "refreshed_elsewhere": "Another worker refreshed the tokens just now.",
+    "checked": "Quota checked.",
+    "policy_blocked": "The organisation's policy blocks this account (usage endpoint 403).",
+    "needs_relogin": "The refresh token was rejected: log in again (Re-login).",
+    "backing_off": "It failed less than a minute ago; try again in a minute.",
+    "no_valid_token": "No valid access token to check quota with (refresh first).",
+}
+
+
+def _actor(request: HttpRequest) -> str:
+    return f"user:{request.user.get_username()}"
+
+
+def _report(request: HttpRequest, action: str, outcome: str) -> None:
+    text = OUTCOME_MESSAGES.get(outcome, f"{action}: {outcome.replace('_', ' ')}.")
+    good = outcome in ("refreshed", "refreshed_elsewhere", "checked", "cleared", "enabled")
+    (messages.success if good else messages.warning)(request, text)
+
+
+@login_required
+@require_POST
+def account_action(request: HttpRequest, account_id: int, action: str) -> HttpResponse:
+    account, _ = account_or_404(request, account_id, lead=True)
+    actor = _actor(request)
+    if action == "refresh":
+        _report(request, "Refresh", levers.account_refresh_now(account=account, actor=actor))
+    elif action == "check-quota":
+        _report(
+            request, "Quota check", levers.account_check_quota_now(account=account, actor=actor)
+        )
+    elif action == "clear-backoff":
+        cleared = levers.account_clear_backoff(account=account, actor=actor)
+        if cleared:
+            messages.success(request, "Backoff cleared: the next cycle retries at once.")
+        else:
+            messages.info(request, "Nothing to clear.")
+    elif action == "enable":
+        levers.account_enable(account=account, actor=actor)
+        messages.success(request, "Account enabled.")
+    else:
+        messages.error(request, "Unknown action.")
+    return redirect(request.POST.get("next") or "account", account_id=account.pk)
+
+
+@login_required
+@require_POST
+def account_disable(request: HttpRequest, account_id: int) -> HttpResponse:
+    account, _ = account_or_404(request, account_id, lead=True)
+    form = DisableForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Say why the account is disabled.")
+        return redirect("account", account_id=account.pk)
+    levers.account_disable(
+        account=account, reason=form.cleaned_data["reason"], actor=_actor(request)
+    )
+    messages.success(request, "Account disabled.")
+    return redirect("account", account_id=account.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def account_delete(request: HttpRequest, account_id: int) -> HttpResponse:
+    account, _ = account_or_404(request, account_id, lead=True)
+    if request.method == "POST":
+        pool_slug, label = account.pool.slug, account.label
+        levers.account_delete(account=account)
+        messages.success(request, f"Account “{label}” deleted with its history.")
+        return redirect("pool", pool=pool_slug)
+    return render(
+        request,
+        "pages/account_delete.html",
+        {"account": account, "pool": account.pool, "team": account.pool.team},
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def consumer_keys(request: HttpRequest, pool: str) -> HttpResponse:
+    found, _ = pool_or_404(request, pool, lead=True)
+    form = ConsumerKeyForm(request.POST or None)
+    shown_once = None
+    if request.method == "POST" and form.is_valid():
+        assert isinstance(request.user, User)
+        _, shown_once = keys.consumer_key_create(
+            pool=found, name=form.cleaned_data["name"], created_by=request.user
+        )
+        form = ConsumerKeyForm()
+    return render(
+        request,
+        "pages/keys.html",
+        {
+            "team": found.team,
+            "pool": found,
+            "form": form,
+            "shown_once": shown_once,
+            "keys": ConsumerKey.objects.filter(pool=found).order_by("revoked_at", "name"),
+        },
+    )
+
+
+@login_required
+@require_POST
+def consumer_key_revoke(request: HttpRequest, pool: str, key_id: int) -> HttpResponse:
+    found, _ = pool_or_404(request, pool, lead=True)
+    key = ConsumerKey.objects.filter(pool=found, pk=key_id).first()
+    if key is None:
+        messages.error(request, "No such key.")
+    else:
+        keys.consumer_key_revoke(key=key)
+        messages.success(request, f"Key “{key.name}” revoked.")
+    return redirect("consumer_keys", pool=found.slug)

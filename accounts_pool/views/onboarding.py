@@ -1,0 +1,268 @@
+"""Adding accounts in the browser: the PKCE login, pasted tokens, an uploaded credentials file,
+and invite links that let a member add their own subscription."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from ..forms import PasteCodeForm, PasteTokensForm, UploadCredentialsForm
+from ..models import Account, Pool
+from ..services import invites, onboarding
+from ..services.errors import ServiceError
+from .access import account_or_404, pool_or_404
+
+PENDING = "pending_logins"
+
+
+def _actor(request: HttpRequest) -> str:
+    return f"user:{request.user.get_username()}"
+
+
+def _user(request: HttpRequest) -> User:
+    assert isinstance(request.user, User)
+    return request.user
+
+
+def _add_context(pool: Pool, **forms: Any) -> dict[str, Any]:
+    return {
+        "team": pool.team,
+        "pool": pool,
+        "tokens_form": forms.get("tokens_form") or PasteTokensForm(),
+        "file_form": forms.get("file_form") or UploadCredentialsForm(),
+        "invite_link": forms.get("invite_link"),
+    }
+
+
+@login_required
+@require_GET
+def add_account(request: HttpRequest, pool: str) -> HttpResponse:
+    found, _ = pool_or_404(request, pool, lead=True)
+    return render(request, "pages/add_account.html", _add_context(found))
+
+
+def _outcome_message(request: HttpRequest, result: onboarding.Onboarded) -> None:
+    texts = {
+        "verified": "checked with the provider and added",
+        "reauthorized": "re-authorized: new tokens stored, history kept",
+        "policy_blocked": "added, but the organisation's policy blocks it for now",
+        "unverified": "added; the provider did not answer, the cycle will retry",
+    }
+    text = texts.get(result.outcome, result.outcome)
+    messages.success(request, f"Account “{result.account.label}” {text}.")
+
+
+@login_required
+@require_POST
+def add_by_tokens(request: HttpRequest, pool: str) -> HttpResponse:
+    found, _ = pool_or_404(request, pool, lead=True)
+    form = PasteTokensForm(request.POST)
+    if form.is_valid():
+        try:
+            result = onboarding.account_onboard_tokens(
+                pool=found,
+                label=form.cleaned_data["label"],
+                refresh_token=form.cleaned_data["refresh_token"],
+                access_token=form.cleaned_data["access_token"] or "",
+                expires_at=form.cleaned_data["expires_at"],
+                actor=_actor(request),
+            )
+        except ServiceError as exc:
+            form.add_error("refresh_token", exc.message)
+        else:
+            _outcome_message(request, result)
+            return redirect("account", account_id=result.account.pk)
+    return render(
+        request, "pages/add_account.html", _add_context(found, tokens_form=form), status=400
+    )
+
+
+@login_required
+@require_POST
+def add_by_file(request: HttpRequest, pool: str) -> HttpResponse:
+    found, _ = pool_or_404(request, pool, lead=True)
+    form = UploadCredentialsForm(request.POST, request.FILES)
+    if form.is_valid():
+        try:
+            created = onboarding.accounts_import(
+                pool=found,
+                document=form.cleaned_data["file"],
+                label=form.cleaned_data["label"],
+                actor=_actor(request),
+            )
+        except ServiceError as exc:
+            form.add_error("file", exc.message)
+            for entry in exc.details or []:
+                if isinstance(entry, dict):
+                    form.add_error("file", f"Entry {entry.get('index')}: {entry.get('error')}")
+        else:
+            messages.success(request, f"{len(created)} account(s) imported; the cycle checks them.")
+            return redirect("pool", pool=found.slug)
+    return render(
+        request, "pages/add_account.html", _add_context(found, file_form=form), status=400
+    )
+
+
+# --- PKCE -----------------------------------------------------------------------------------------
+
+
+def _remember(
+    request: HttpRequest, key: str, started: onboarding.LoginStarted, **extra: Any
+) -> None:
+    pending = request.session.get(PENDING, {})
+    pending[key] = {
+        "session": started.session,
+        "authorize_url": started.authorize_url,
+        "expires_at": started.expires_at.isoformat(),
+        **extra,
+    }
+    request.session[PENDING] = pending
+
+
+def _pending(request: HttpRequest, key: str) -> dict[str, Any] | None:
+    value = request.session.get(PENDING, {}).get(key)
+    return value if isinstance(value, dict) else None
+
+
+def _forget(request: HttpRequest, key: str) -> None:
+    pending = request.session.get(PENDING, {})
+    pending.pop(key, None)
+    request.session[PENDING] = pending
+
+
+@login_required
+@require_POST
+def login_start(request: HttpRequest, pool: str) -> HttpResponse:
+    found, _ = pool_or_404(request, pool, lead=True)
+    account = None
+    if request.POST.get("account_id"):
+        account, _ = account_or_404(request, int(request.POST["account_id"]), lead=True)
+    started = onboarding.oauth_login_start(pool=found, user=_user(request), account=account)
+    _remember(request, f"pool:{found.slug}", started, account_id=account.pk if account else None)
+    return redirect("login_complete", pool=found.slug)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def login_complete(request: HttpRequest, pool: str) -> HttpResponse:
+    found, _ = pool_or_404(request, pool, lead=True)
+    key = f"pool:{found.slug}"
+    pending = _pending(request, key)
+    if pending is None:
+        messages.info(request, "Start a login first.")
+        return redirect("add_account", pool=found.slug)
+    account_id = pending.get("account_id")
+    account = Account.objects.filter(pk=account_id, pool=found).first() if account_id else None
+    form = PasteCodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if account is None and not form.cleaned_data["label"]:
+            form.add_error("label", "Give the new account a name.")
+        else:
+            try:
+                result = onboarding.oauth_login_complete(
+                    pool=found,
+                    session=pending["session"],
+                    pasted_code=form.cleaned_data["code"],
+                    label=form.cleaned_data["label"],
+                    account=account,
+                    actor=_actor(request),
+                )
+            except ServiceError as exc:
+                form.add_error("code", exc.message)
+            else:
+                _forget(request, key)
+                _outcome_message(request, result)
+                return redirect("account", account_id=result.account.pk)
+    return render(
+        request,
+        "pages/login.html",
+        {
+            "team": found.team,
+            "pool": found,
+            "pending": pending,
+            "account": account,
+            "form": form,
+            "action": reverse("login_complete", kwargs={"pool": found.slug}),
+        },
+        status=400 if form.errors else 200,
+    )
+
+
+# --- Invites --------------------------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def invite_create(request: HttpRequest, pool: str) -> HttpResponse:
+    found, _ = pool_or_404(request, pool, lead=True)
+    _, token = invites.invite_create(pool=found, user=_user(request))
+    link = request.build_absolute_uri(reverse("invite", kwargs={"token": token}))
+    return render(request, "pages/add_account.html", _add_context(found, invite_link=link))
+
+
+def _open_invite(request: HttpRequest, token: str) -> Any:
+    try:
+        return invites.invite_open(token=token, user=_user(request))
+    except ServiceError as exc:
+        if exc.status == 404:
+            raise Http404("Not found.") from None
+        return render(
+            request, "pages/invite_gone.html", {"message": exc.message}, status=exc.status
+        )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def invite(request: HttpRequest, token: str) -> HttpResponse:
+    opened = _open_invite(request, token)
+    if isinstance(opened, HttpResponse):
+        return opened
+    key = f"invite:{opened.pk}"
+    pending = _pending(request, key)
+    form = PasteCodeForm(request.POST or None)
+    if request.method == "POST" and request.POST.get("start"):
+        started = invites.invite_login_start(invite=opened, user=_user(request))
+        _remember(request, key, started)
+        return redirect("invite", token=token)
+    if request.method == "POST" and pending is not None and form.is_valid():
+        if not form.cleaned_data["label"]:
+            form.add_error("label", "Give your account a name.")
+        else:
+            try:
+                result = invites.invite_complete(
+                    invite=opened,
+                    user=_user(request),
+                    session=pending["session"],
+                    pasted_code=form.cleaned_data["code"],
+                    label=form.cleaned_data["label"],
+                )
+            except ServiceError as exc:
+                form.add_error("code", exc.message)
+            else:
+                _forget(request, key)
+                messages.success(
+                    request, f"Thank you: “{result.account.label}” was added to {opened.pool.name}."
+                )
+                return redirect("pool", pool=opened.pool.slug)
+    return render(
+        request,
+        "pages/invite.html",
+        {
+            "team": opened.pool.team,
+            "pool": opened.pool,
+            "invite": opened,
+            "pending": pending,
+            "form": form,
+            "action": reverse("invite", kwargs={"token": token}),
+            "now": timezone.now(),
+        },
+        status=400 if form.errors else 200,
+    )

@@ -1,0 +1,150 @@
+"""Read pages: the team's pools, a pool's accounts, one account with its history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from .. import selectors, state
+from ..models import AccountEvent, Membership
+from ..state import Operation
+from .access import account_or_404, pool_or_404, team_or_404
+
+EVENTS_PER_PAGE = 25
+
+
+def _counts(rows: list[selectors.AccountWithVerdict]) -> dict[str, int]:
+    counts = {status.value: 0 for status in state.Status}
+    for row in rows:
+        counts[row.verdict.status.value] += 1
+    return counts
+
+
+def _next_change(rows: list[selectors.AccountWithVerdict]) -> Any:
+    changes = [r.verdict.next_change_at for r in rows if r.verdict.next_change_at]
+    return min(changes) if changes else None
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    teams = list(selectors.user_teams(request.user))
+    if len(teams) == 1:
+        return redirect("team", team=teams[0].slug)
+    return render(request, "pages/home.html", {"teams": teams})
+
+
+@login_required
+@require_GET
+def team_pools(request: HttpRequest, team: str) -> HttpResponse:
+    found, role = team_or_404(request, team)
+    overview = [
+        {
+            "pool": pool,
+            "counts": _counts(rows),
+            "next_change": _next_change(rows),
+            "total": len(rows),
+        }
+        for pool, rows in selectors.team_overview(found, now=timezone.now())
+    ]
+    return render(
+        request,
+        "pages/team.html",
+        {
+            "team": found,
+            "role": role,
+            "overview": overview,
+            "is_lead": role == Membership.Role.LEAD,
+        },
+    )
+
+
+def _pool_context(request: HttpRequest, pool_slug: str) -> dict[str, Any]:
+    pool, role = pool_or_404(request, pool_slug)
+    now = timezone.now()
+    rows = selectors.pool_rows(pool, now=now)
+    return {
+        "team": pool.team,
+        "pool": pool,
+        "role": role,
+        "is_lead": role == Membership.Role.LEAD,
+        "rows": [
+            {
+                "account": row.account,
+                "verdict": row.verdict,
+                "windows": list(row.account.quota_windows.all()),
+                "next_quota_check": _next_quota_check(row.account, pool),
+            }
+            for row in rows
+        ],
+        "counts": _counts(rows),
+        "next_change": _next_change(rows),
+        "now": now,
+    }
+
+
+def _next_quota_check(account: Any, pool: Any) -> Any:
+    if account.kind != "oauth" or not account.enabled:
+        return None
+    if account.access_expires_at is None or account.access_expires_at <= timezone.now():
+        return None  # no check without a valid token: the refresh comes first
+    if account.quota_backoff_until:
+        return account.quota_backoff_until
+    if account.policy_status == state.PolicyStatus.BLOCKED and account.policy_checked_at:
+        return account.policy_checked_at + pool.policy_recheck_interval
+    if account.quota_checked_at:
+        return account.quota_checked_at + pool.quota_interval
+    return None
+
+
+@login_required
+@require_GET
+def pool_detail(request: HttpRequest, pool: str) -> HttpResponse:
+    return render(request, "pages/pool.html", _pool_context(request, pool))
+
+
+@login_required
+@require_GET
+def pool_rows(request: HttpRequest, pool: str) -> HttpResponse:
+    """The rows alone, for the page's 30-second refresh."""
+    return render(request, "pages/_pool_rows.html", _pool_context(request, pool))
+
+
+@login_required
+@require_GET
+def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
+    account, role = account_or_404(request, account_id)
+    now = timezone.now()
+    windows = list(account.quota_windows.all())
+    verdict = state.eligibility(account.state_snapshot(windows=windows), account.pool.policy, now)
+    operation = request.GET.get("operation", "")
+    operations = [op.value for op in Operation]
+    events = AccountEvent.objects.filter(account=account).order_by("-at", "-id")
+    if operation in operations:
+        events = events.filter(operation=operation)
+    else:
+        operation = ""
+    page = Paginator(events, EVENTS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "pages/account.html",
+        {
+            "team": account.pool.team,
+            "pool": account.pool,
+            "account": account,
+            "role": role,
+            "is_lead": role == Membership.Role.LEAD,
+            "verdict": verdict,
+            "windows": windows,
+            "page": page,
+            "operation": operation,
+            "operations": operations,
+            "next_quota_check": _next_quota_check(account, account.pool),
+        },
+    )
