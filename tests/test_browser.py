@@ -183,6 +183,7 @@ def test_an_outsider_gets_404_on_the_teams_pages(browser, live_server, world):
         "/pools/claude/keys/",
     ):
         response = page.goto(f"{live_server.url}{path}")
-        assert response is not None and response.status == 404, path
+        assert response is not None, path
+        assert response.status == 404, path
         expect(page.locator("body")).not_to_contain_text("blocked by policy")
     page.close()
