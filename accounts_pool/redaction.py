@@ -11,9 +11,9 @@ _SECRET_PATTERNS = (
 MAX_MESSAGE = 300
 
 
-def redact(text: str, *, limit: int = MAX_MESSAGE) -> str:
-    """Mask token-like strings and trim to one short line."""
-    text = " ".join(str(text).split())
+def redact(text: str, *, limit: int = MAX_MESSAGE, fold: bool = True) -> str:
+    """Mask token-like strings and trim; `fold` makes it one line."""
+    text = " ".join(str(text).split()) if fold else str(text)
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub("[redacted]", text)
     if len(text) > limit:

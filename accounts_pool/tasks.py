@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from . import metrics
 from .services.cycle import dispatch_quota_checks, dispatch_token_refresh
 from .services.events import events_prune
 from .services.quota import account_check_quota
@@ -36,12 +37,14 @@ def enqueue_quota_check(account_id: int, *, force: bool = False) -> None:
 
 @shared_task(name="accounts_pool.dispatch_token_refresh")
 def dispatch_token_refresh_task() -> int:
-    return dispatch_token_refresh(enqueue=refresh_account.delay)
+    with metrics.CYCLE_SECONDS.labels("dispatch_token_refresh").time():
+        return dispatch_token_refresh(enqueue=refresh_account.delay)
 
 
 @shared_task(name="accounts_pool.dispatch_quota_checks")
 def dispatch_quota_checks_task() -> int:
-    return dispatch_quota_checks(enqueue=check_account_quota.delay)
+    with metrics.CYCLE_SECONDS.labels("dispatch_quota_checks").time():
+        return dispatch_quota_checks(enqueue=check_account_quota.delay)
 
 
 @shared_task(name="accounts_pool.prune_events")

@@ -1,8 +1,10 @@
 from django.urls import path
 
-from .views import actions, onboarding, pages
+from .views import actions, onboarding, ops, pages
 
 urlpatterns = [
+    path("healthz", ops.healthz, name="healthz"),
+    path("metrics", ops.metrics_view, name="metrics"),
     path("", pages.home, name="home"),
     path("teams/<slug:team>/", pages.team_pools, name="team"),
     path("pools/<slug:pool>/", pages.pool_detail, name="pool"),

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from uuid import UUID
 
 from django.http import HttpRequest
 from ninja import Router, Status
 
+from .. import metrics
 from ..models import Checkout, ConsumerKey
 from ..services import keys
-from ..services.checkout import checkout_create
+from ..services.checkout import NoUsableAccount, checkout_create
 from ..services.reports import report_record
 from ..tasks import enqueue_quota_check, enqueue_refresh
 from . import access, present
@@ -64,7 +66,13 @@ def checkout(request: HttpRequest, pool: str, payload: CheckoutIn) -> dict[str, 
     principal = request.auth  # type: ignore[attr-defined]
     access.pool_for(principal, pool, key_ok=True)
     access.keys_only(principal)
-    result = checkout_create(key=principal.key, session=payload.session or "")
+    started = time.perf_counter()
+    try:
+        result = checkout_create(key=principal.key, session=payload.session or "")
+    except NoUsableAccount:
+        metrics.CHECKOUT_SECONDS.labels("none_usable").observe(time.perf_counter() - started)
+        raise
+    metrics.CHECKOUT_SECONDS.labels("ok").observe(time.perf_counter() - started)
     return {
         "checkout_id": result.checkout.pk,
         "account": {"id": result.account.pk, "label": result.account.label},

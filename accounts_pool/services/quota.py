@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .. import state
+from .. import metrics, state
 from ..models import Account, QuotaWindow
 from ..providers import anthropic
 from .events import CYCLE_ACTOR, event_record
@@ -241,6 +241,7 @@ def _check(
     return QuotaResult(account.pk, CHECKED)
 
 
+@metrics.counts_outcome(metrics.QUOTA_OUTCOMES)
 def account_check_quota(
     *,
     account_id: int,

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
-from .. import state
+from .. import metrics, state
 from ..crypto import fingerprint
 from ..models import Account
 from ..providers import anthropic
@@ -179,6 +179,7 @@ def _too_soon(account: Account, now: datetime) -> bool:
     return account.refresh_error_at is not None and account.refresh_error_at > now - FORCE_MIN_GAP
 
 
+@metrics.counts_outcome(metrics.REFRESH_OUTCOMES)
 def account_refresh(
     *,
     account_id: int,

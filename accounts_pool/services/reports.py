@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from .. import state
+from .. import metrics, state
 from ..models import Account, Checkout, ConsumerKey, QuotaWindow
 from ..providers import anthropic
 from .events import event_record
@@ -71,6 +71,7 @@ def _cooldown_delay(
     return min(delay, COOLDOWN_CAP)
 
 
+@metrics.counts_outcome(metrics.REPORTS)
 def report_record(
     *,
     checkout: Checkout,

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
+from ... import metrics
 from ...models import Account, Pool
 from ...services.cycle import cycle_run
 from ...services.quota import QuotaResult
@@ -37,6 +39,7 @@ class Command(BaseCommand):
             ):
                 raise CommandError(f"No account with id {options['account']}.")
             touched = 0
+            started = time.perf_counter()
             for result in cycle_run(
                 pool=pool, account_id=options["account"], force=options["force"]
             ):
@@ -51,4 +54,5 @@ class Command(BaseCommand):
             raise CommandError(f"No pool with slug {options['pool']!r}.") from None
         except DatabaseError as exc:
             raise CommandError(f"Database unavailable: {exc}") from exc
+        metrics.CYCLE_SECONDS.labels("refresh_cycle_command").observe(time.perf_counter() - started)
         self.stdout.write(f"cycle done: {touched} result(s)")

@@ -1,0 +1,76 @@
+"""For operators and monitors: /healthz and /metrics."""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from .. import metrics
+
+
+def _database_ok() -> str | None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except DatabaseError as exc:
+        return f"database: {type(exc).__name__}"
+    return None
+
+
+def _broker_ok() -> str | None:
+    from config.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=settings.HEALTHZ_BROKER_TIMEOUT)
+    except Exception as exc:  # kombu raises transport-specific errors
+        return f"broker: {type(exc).__name__}"
+    return None
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """200 when the database and the broker answer; 503 naming the part that does not."""
+    failures = {
+        part: problem
+        for part, problem in (("database", _database_ok()), ("broker", _broker_ok()))
+        if problem
+    }
+    body = {
+        "status": "ok" if not failures else "unavailable",
+        "database": failures.get("database", "ok"),
+        "broker": failures.get("broker", "ok"),
+    }
+    return JsonResponse(body, status=503 if failures else 200)
+
+
+def _allowed(request: HttpRequest) -> bool:
+    token = settings.METRICS_TOKEN
+    header = request.headers.get("Authorization", "")
+    if token and header.startswith("Bearer "):
+        return secrets.compare_digest(header.removeprefix("Bearer "), token)
+    try:
+        client = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    return any(
+        client in ipaddress.ip_network(network, strict=False)
+        for network in settings.METRICS_ALLOWED_NETWORKS
+    )
+
+
+@require_GET
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """Prometheus exposition, for a Bearer METRICS_TOKEN or a client in the allowed networks."""
+    if not _allowed(request):
+        return HttpResponse("Forbidden.\n", status=403, content_type="text/plain")
+    return HttpResponse(
+        metrics.render(timezone.now()), content_type="text/plain; version=0.0.4; charset=utf-8"
+    )
