@@ -106,6 +106,9 @@ QUOTA_RETRY_AFTER_CAP = timedelta(minutes=15)
 QUOTA_RETRY_AFTER_FLOOR = timedelta(seconds=30)
 
 
+RETRY_AFTER_MAX = timedelta(days=3650)  # anything longer is noise; the ladders cap far lower
+
+
 def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
     """Retry-After as a delay: delta-seconds or an HTTP date; None when absent or unreadable."""
     if value is None:
@@ -122,10 +125,10 @@ def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
             return None
         if when.tzinfo is None:
             return None
-        return max(when - now, timedelta(0))
+        return min(max(when - now, timedelta(0)), RETRY_AFTER_MAX)
     if seconds != seconds or seconds < 0:  # NaN or negative
         return None
-    return timedelta(seconds=min(seconds, 10 * 365 * 86400))
+    return timedelta(seconds=min(seconds, RETRY_AFTER_MAX.total_seconds()))
 
 
 def doubling(base: timedelta, cap: timedelta, failures: int) -> timedelta:

@@ -139,3 +139,37 @@ def test_a_login_started_for_another_pool_is_unknown_here(lead, team, provider):
     started = lead.post("/pools/second/oauth/start", {}).json()
     state = httpx.URL(started["authorize_url"]).params["state"]
     _refused(_complete(lead, started["session"], f"code#{state}"), 404, "login_not_found")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "raw"),
+    [
+        ("post", "/teams/acme/pools", '{"name": "a\\u0000b", "slug": "ok"}'),
+        (
+            "post",
+            "/pools/claude/accounts/import",
+            '{"claudeAiOauth": {"refreshToken": "r", "accessToken": "a", '
+            '"expiresAt": "0001-01-01T00:00:00+05:00"}}',
+        ),
+        (
+            "post",
+            "/pools/claude/accounts/import",
+            '{"claudeAiOauth": {"refreshToken": "r\\u0000"}}',
+        ),
+    ],
+)
+def test_values_no_database_can_store_are_a_422(lead, method, path, raw):
+    before = _counts()
+    _refused(getattr(lead, method)(path, raw=raw), 422)
+    assert _counts() == before
+
+
+def test_a_nul_in_a_path_is_not_found_rather_than_a_crash(lead):
+    response = lead.get("/pools/a%00b")
+    assert response.status_code in (404, 422)
+    error_code(response)
+
+
+def test_a_malformed_callback_url_is_refused(lead):
+    session, _ = _start(lead)
+    _refused(_complete(lead, session, "http://[abc"), 422)

@@ -211,3 +211,14 @@ def test_another_pools_key_cannot_report_on_this_checkout(tool, pool, team, alic
     response = stranger.post(f"/checkouts/{checkout['checkout_id']}/report", {"status": 429})
     assert response.status_code == 404
     assert error_code(response) == "not_found"
+
+
+def test_a_retry_after_date_far_in_the_future_is_capped(tool, pool, now):
+    account = usable(pool, now, "a")
+    checkout = _checkout(tool)
+    body = _report(
+        tool, checkout["checkout_id"], status=429, retry_after="Fri, 31 Dec 9999 23:59:59 GMT"
+    )
+    assert body["outcome"] == "rate_limited"
+    account.refresh_from_db()
+    assert account.cooldown_until <= timezone.now() + timedelta(minutes=30)

@@ -16,14 +16,9 @@ def test_healthz_is_ok_when_the_database_and_broker_answer(client, db):
 
 
 def test_healthz_names_the_broker_when_it_is_down(client, db, settings):
-    from config.celery import app
-
-    app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
     settings.HEALTHZ_BROKER_TIMEOUT = 0.5
-    try:
-        response = client.get("/healthz")
-    finally:
-        app.conf.broker_url = settings.CELERY_BROKER_URL
+    response = client.get("/healthz")
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "unavailable"

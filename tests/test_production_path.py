@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -48,7 +49,7 @@ def database_url(tmp_path) -> Iterator[str]:
     import psycopg
 
     name = f"accounts_pool_prod_{secrets.token_hex(4)}"
-    params = {
+    params: dict[str, Any] = {
         "host": db.get("HOST") or "127.0.0.1",
         "port": db.get("PORT") or 5432,
         "user": db.get("USER") or "postgres",

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import DataError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -95,6 +96,14 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 @api.exception_handler(Http404)
 def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
     return error_response(request, 404, "not_found", "Not found.")
+
+
+@api.exception_handler(DataError)
+def _unstorable(request: HttpRequest, exc: DataError) -> HttpResponse:
+    # A value the database refuses (a NUL in a path, an out-of-range number): bad input, and
+    # nothing was stored.
+    logger.info("refused unstorable input: %s", type(exc).__name__)
+    return error_response(request, 422, "validation_error", "A value in the request is invalid.")
 
 
 @api.exception_handler(RequestDataTooBig)

@@ -14,10 +14,28 @@ Label = Field(min_length=1, max_length=100)
 Secret = Field(min_length=1, max_length=4096)
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class In(Schema):
-    """Every input rejects unknown fields, so a typo is a 422, not silently ignored."""
+    """Every input rejects unknown fields, so a typo is a 422, not silently ignored, and NUL
+    characters, which no database column can store."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if _has_nul(data):
+            raise ValueError("text must not contain NUL characters")
+        return data
 
 
 # --- Errors ---------------------------------------------------------------------------------------

@@ -371,7 +371,10 @@ def parse_pasted_code(pasted: str) -> tuple[str, str | None]:
     """`CODE#STATE`, the whole callback URL, or a bare code -> (code, state or None)."""
     pasted = pasted.strip()
     if pasted.startswith(("http://", "https://")):
-        parts = urlsplit(pasted)
+        try:
+            parts = urlsplit(pasted)
+        except ValueError:
+            return "", None
         query = parse_qs(parts.query or parts.fragment)
         code = (query.get("code") or [""])[0]
         states = query.get("state")
@@ -514,9 +517,12 @@ def _epoch(value: Any) -> datetime | None:
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
+            parsed = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+        except (ValueError, OverflowError):
             raise ValueError("expiresAt is neither a number nor an ISO 8601 time") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        if not 2000 <= parsed.year <= 9000:
+            raise ValueError("expiresAt is out of range")
+        return parsed
     raise ValueError("expiresAt is neither a number nor an ISO 8601 time")
 
 
@@ -524,6 +530,8 @@ def _text(entry: dict[str, Any], *names: str) -> str:
     for name in names:
         value = entry.get(name)
         if isinstance(value, str) and value.strip():
+            if "\x00" in value:
+                raise ValueError(f"{name} contains a NUL character")
             return value.strip()
     return ""
 

@@ -28,7 +28,7 @@ def _broker_ok() -> str | None:
     from config.celery import app
 
     try:
-        with app.connection_for_write() as conn:
+        with app.connection_for_write(url=settings.CELERY_BROKER_URL) as conn:
             conn.ensure_connection(max_retries=1, timeout=settings.HEALTHZ_BROKER_TIMEOUT)
     except Exception as exc:  # kombu raises transport-specific errors
         return f"broker: {type(exc).__name__}"
