@@ -3,6 +3,7 @@ from django.urls import path
 from .views import actions, onboarding, ops, pages
 
 urlpatterns = [
+    path("livez", ops.livez, name="livez"),
     path("healthz", ops.healthz, name="healthz"),
     path("metrics", ops.metrics_view, name="metrics"),
     path("", pages.home, name="home"),

@@ -36,6 +36,12 @@ def _broker_ok() -> str | None:
 
 
 @require_GET
+def livez(request: HttpRequest) -> HttpResponse:
+    """The process answers: no database, no broker (for liveness probes)."""
+    return HttpResponse("ok\n", content_type="text/plain")
+
+
+@require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
     """200 when the database and the broker answer; 503 naming the part that does not."""
     failures = {
