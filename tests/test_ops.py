@@ -59,7 +59,7 @@ def test_refresh_outcomes_are_counted(client, pool, provider):
     assert float(line.split()[-1]) >= 1
 
 
-def test_livez_answers_without_touching_the_database(client, django_assert_num_queries):
+def test_livez_answers_without_touching_the_database(client, db, django_assert_num_queries):
     with django_assert_num_queries(0):
         response = client.get("/livez")
     assert response.content == b"ok\n"
