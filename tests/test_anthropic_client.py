@@ -192,3 +192,34 @@ def test_a_profile_failure_is_its_own_type(provider):
     provider.profile.respond(401, json={"type": "error", "error": {"type": "authentication_error"}})
     with pytest.raises(anthropic.ProfileEndpointError):
         _client().profile(ACCESS)
+
+
+def test_a_compressed_answer_is_read(provider):
+    import gzip
+
+    body = gzip.compress(json.dumps(usage_answer()).encode())
+    provider.usage.respond(200, content=body, headers={"Content-Encoding": "gzip"})
+    windows = {w.key: w for w in _client().usage(ACCESS).windows}
+    assert windows["five_hour"].utilization == 25.0
+
+
+def test_a_body_dripped_slowly_is_cut_at_the_overall_deadline():
+    import time
+
+    from simulator import Fault, SimulatedAnthropic
+
+    with SimulatedAnthropic() as sim:
+        account = sim.add_account()
+        sim.inject("usage", Fault.slow_body(4.0))
+        client = anthropic.AnthropicClient(
+            token_url=sim.env()["ANTHROPIC_TOKEN_URL"],
+            usage_url=sim.env()["ANTHROPIC_USAGE_URL"],
+            profile_url=sim.env()["ANTHROPIC_PROFILE_URL"],
+            timeout=1.0,
+        )
+        started = time.monotonic()
+        with pytest.raises(anthropic.UsageEndpointError) as caught:
+            client.usage(account.access_token)
+        elapsed = time.monotonic() - started
+    assert caught.value.failure.kind == FailureKind.NETWORK
+    assert elapsed < 3.5  # the body alone takes 4 s: it was cut, not read to the end

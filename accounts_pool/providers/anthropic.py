@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +34,7 @@ LOGIN_SCOPES = (
 REFRESH_SCOPES = " ".join(s for s in LOGIN_SCOPES.split() if s != "org:create_api_key")
 USAGE_BETA = "oauth-2025-04-20"
 MAX_TOKEN_LIFETIME_SECONDS = 30 * 86400
+MAX_BODY_BYTES = 1024 * 1024  # provider answers are a few KB
 
 
 # --- Errors -------------------------------------------------------------------------------------
@@ -301,6 +303,7 @@ class AnthropicClient:
         self.token_url = token_url
         self.usage_url = usage_url
         self.profile_url = profile_url
+        self.timeout = timeout
         self._http = httpx.Client(timeout=httpx.Timeout(timeout), transport=transport)
 
     def close(self) -> None:
@@ -315,10 +318,32 @@ class AnthropicClient:
     def _send(
         self, error: type[ProviderError], method: str, url: str, **kwargs: Any
     ) -> httpx.Response:
+        """One request under one overall deadline. httpx's timeouts apply per phase and per
+        read, so a body dripped slowly could hold a worker (and a refresh claim) forever."""
+        deadline = time.monotonic() + self.timeout
+        request = self._http.build_request(method, url, **kwargs)
         try:
-            response = self._http.request(method, url, **kwargs)
+            streamed = self._http.send(request, stream=True)
+            try:
+                chunks = []
+                size = 0
+                for chunk in streamed.iter_raw():
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if time.monotonic() > deadline:
+                        raise httpx.ReadTimeout("overall deadline exceeded", request=request)
+                    if size > MAX_BODY_BYTES:
+                        raise error(_malformed(streamed.status_code, "answer too large"))
+            finally:
+                streamed.close()
         except httpx.HTTPError as exc:
             raise error(_transport_failure(exc)) from None
+        response = httpx.Response(
+            streamed.status_code,
+            headers=streamed.headers,
+            content=b"".join(chunks),
+            request=request,
+        )
         if response.status_code >= 400:
             raise error(_http_failure(response))
         return response
