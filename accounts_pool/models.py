@@ -191,6 +191,11 @@ class Account(models.Model):
         blank=True,
         help_text="A worker holds the single-flight refresh claim until then.",
     )
+    refresh_dispatched_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="A refresh task is queued; not dispatched again before then.",
+    )
 
     # --- refresh state (token refresh only) ---
     refresh_failures = models.PositiveIntegerField(
@@ -242,6 +247,9 @@ class Account(models.Model):
     )
     quota_claimed_until = models.DateTimeField(
         null=True, blank=True, help_text="A worker is checking quota until then."
+    )
+    quota_dispatched_until = models.DateTimeField(
+        null=True, blank=True, help_text="A quota task is queued; not dispatched again before then."
     )
 
     # --- quota policy (quota check and reports only) ---

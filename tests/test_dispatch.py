@@ -125,3 +125,13 @@ def test_prune_drops_history_older_than_the_retention(account):
     assert events_prune(now=NOW, older_than=timedelta(days=30)) == 1
     assert list(AccountEvent.objects.values_list("pk", flat=True)) == [kept.pk]
     assert not AccountEvent.objects.filter(pk=old.pk).exists()
+
+
+def test_a_queued_account_is_not_queued_again_by_the_next_tick(pool):
+    make_account(pool, label="due", access_expires_at=NOW - MIN, quota_checked_at=None)
+    first: list[int] = []
+    second: list[int] = []
+    assert dispatch_token_refresh(enqueue=first.append, now=NOW) == 1
+    assert dispatch_token_refresh(enqueue=second.append, now=NOW + MIN) == 0
+    later: list[int] = []  # a task lost with its worker is queued again once the mark lapses
+    assert dispatch_token_refresh(enqueue=later.append, now=NOW + 3 * MIN) == 1

@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -299,11 +301,13 @@ class AnthropicClient:
         profile_url: str,
         timeout: float,
         transport: httpx.BaseTransport | None = None,
+        shared: bool = False,
     ) -> None:
         self.token_url = token_url
         self.usage_url = usage_url
         self.profile_url = profile_url
         self.timeout = timeout
+        self.shared = shared
         self._http = httpx.Client(timeout=httpx.Timeout(timeout), transport=transport)
 
     def close(self) -> None:
@@ -313,7 +317,8 @@ class AnthropicClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        if not self.shared:  # the shared client lives as long as the process
+            self.close()
 
     def _send(
         self, error: type[ProviderError], method: str, url: str, **kwargs: Any
@@ -423,14 +428,32 @@ class AnthropicClient:
         )
 
 
+_shared: dict[tuple[object, ...], AnthropicClient] = {}
+_shared_lock = threading.Lock()
+
+
 def client() -> AnthropicClient:
-    """A client for the configured endpoints (DESIGN.md 4.1)."""
-    return AnthropicClient(
-        token_url=settings.ANTHROPIC_TOKEN_URL,
-        usage_url=settings.ANTHROPIC_USAGE_URL,
-        profile_url=settings.ANTHROPIC_PROFILE_URL,
-        timeout=settings.ANTHROPIC_HTTP_TIMEOUT,
+    """The client for the configured endpoints (DESIGN.md 4.1), shared by the threads of this
+    process: building one loads the CA bundle (tens of milliseconds of CPU) and a shared one
+    keeps its connections alive. Keyed by process id, so a forked worker never inherits one."""
+    key = (
+        os.getpid(),
+        settings.ANTHROPIC_TOKEN_URL,
+        settings.ANTHROPIC_USAGE_URL,
+        settings.ANTHROPIC_PROFILE_URL,
+        settings.ANTHROPIC_HTTP_TIMEOUT,
     )
+    with _shared_lock:
+        found = _shared.get(key)
+        if found is None:
+            found = _shared[key] = AnthropicClient(
+                token_url=settings.ANTHROPIC_TOKEN_URL,
+                usage_url=settings.ANTHROPIC_USAGE_URL,
+                profile_url=settings.ANTHROPIC_PROFILE_URL,
+                timeout=settings.ANTHROPIC_HTTP_TIMEOUT,
+                shared=True,
+            )
+        return found
 
 
 # --- What tools report back -------------------------------------------------------------------

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
 
 from .. import selectors
-from ..models import Pool
+from ..models import Account, Pool
 from .quota import QuotaResult, account_check_quota
 from .refresh import RefreshResult, account_refresh
 
@@ -18,17 +18,27 @@ def _batch() -> int:
     return int(settings.ACCOUNTS_POOL_DISPATCH_BATCH)
 
 
+def _hold() -> timedelta:
+    return timedelta(seconds=settings.ACCOUNTS_POOL_CLAIM_SECONDS)
+
+
 def dispatch_token_refresh(*, enqueue: Callable[[int], object], now: datetime | None = None) -> int:
-    """Enqueue one refresh per due account (a bounded batch); returns how many."""
-    ids = selectors.accounts_due_for_refresh(now=now or timezone.now(), limit=_batch())
+    """Enqueue one refresh per due account (a bounded batch); returns how many. Each is marked
+    as queued so the next tick does not queue it again while it waits for a worker (the mark
+    lapses, so a lost task is queued again later)."""
+    now = now or timezone.now()
+    ids = selectors.accounts_due_for_refresh(now=now, limit=_batch())
+    Account.objects.filter(pk__in=ids).update(refresh_dispatched_until=now + _hold())
     for account_id in ids:
         enqueue(account_id)
     return len(ids)
 
 
 def dispatch_quota_checks(*, enqueue: Callable[[int], object], now: datetime | None = None) -> int:
-    """Enqueue one quota check per due account (a bounded batch); returns how many."""
-    ids = selectors.accounts_due_for_quota(now=now or timezone.now(), limit=_batch())
+    """Enqueue one quota check per due account (a bounded batch, marked like refreshes)."""
+    now = now or timezone.now()
+    ids = selectors.accounts_due_for_quota(now=now, limit=_batch())
+    Account.objects.filter(pk__in=ids).update(quota_dispatched_until=now + _hold())
     for account_id in ids:
         enqueue(account_id)
     return len(ids)
