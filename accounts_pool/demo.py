@@ -1,0 +1,126 @@
+"""The newcomers' demo: a team and a pool whose accounts show every reason code of DESIGN.md 3.3,
+each reached by the real flows (onboarding, the cycle, a tool's reports, a lead's lever) against
+the simulated provider. Never against the real provider: `simulator` is the only one it knows."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.contrib.auth.models import User
+
+from simulator import Fault, SimAccount, SimulatedAnthropic
+
+from .models import Account, ConsumerKey, Membership, Pool, Team
+from .services import keys, levers, onboarding, reports
+from .services.checkout import checkout_create
+from .services.cycle import cycle_run
+
+ACTOR = "demo"
+EXPIRING = 3600  # tokens that live one hour are due for refresh at once (lead: 4 hours)
+
+
+@dataclass(frozen=True)
+class Demo:
+    lead: str
+    lead_password: str
+    member: str
+    member_password: str
+    api_token: str
+    consumer_key: str
+    pool: str
+
+
+def _user(username: str, *, staff: bool = False) -> tuple[User, str]:
+    password = secrets.token_urlsafe(9)
+    user, _ = User.objects.get_or_create(username=username)
+    user.set_password(password)
+    user.is_staff = user.is_superuser = staff
+    user.save()
+    return user, password
+
+
+def _onboard(
+    pool: Pool,
+    sim: SimulatedAnthropic,
+    label: str,
+    *,
+    usage: dict[str, Any] | None = None,
+    access_lifetime: int = 28800,
+    policy_blocked: bool = False,
+) -> tuple[Account, SimAccount]:
+    """A provider-side account, onboarded like a lead would: tokens checked with the provider,
+    then a first quota check."""
+    sim_account = sim.add_account(
+        email=f"{label.replace(' ', '-')}@demo.test", usage=usage, access_lifetime=access_lifetime
+    )
+    sim_account.policy_blocked = policy_blocked
+    result = onboarding.account_onboard_tokens(
+        pool=pool, label=label, refresh_token=sim_account.refresh_token, actor=ACTOR
+    )
+    return result.account, sim_account
+
+
+def _window(percent: float, hours: float) -> dict[str, Any]:
+    resets = datetime.now(UTC) + timedelta(hours=hours)
+    return {"utilization": percent, "resets_at": resets.isoformat()}
+
+
+def demo_build(sim: SimulatedAnthropic) -> Demo:
+    """Build the demo team. The simulator must already be the configured provider."""
+    lead, lead_password = _user("demo-lead", staff=True)
+    member, member_password = _user("demo-member")
+    team, _ = Team.objects.get_or_create(slug="demo", defaults={"name": "Demo team"})
+    Membership.objects.update_or_create(team=team, user=lead, defaults={"role": "lead"})
+    Membership.objects.update_or_create(team=team, user=member, defaults={"role": "member"})
+    Pool.objects.filter(slug="demo").delete()
+    pool = Pool.objects.create(
+        team=team, name="Demo pool", slug="demo", quota_interval=timedelta(seconds=30)
+    )
+    _, api_token = keys.api_token_create(user=lead, name="demo")
+    key, consumer_key = keys.consumer_key_create(pool=pool, name="demo tool", created_by=lead)
+
+    _onboard(pool, sim, "healthy")
+    # The organisation forbids OAuth: the onboarding's first quota check answers 403.
+    _onboard(pool, sim, "org policy", policy_blocked=True)
+    full = {"five_hour": _window(100.0, 2), "seven_day": _window(40.0, 90)}
+    _onboard(pool, sim, "quota exhausted", usage=full)
+    _onboard(pool, sim, "quota unknown", usage={"five_hour": None, "seven_day": None})
+    _, sim_stale = _onboard(pool, sim, "quota stale")
+    _, sim_relogin = _onboard(pool, sim, "needs re-login", access_lifetime=EXPIRING)
+    _, sim_backoff = _onboard(pool, sim, "refresh backoff", access_lifetime=EXPIRING)
+    disabled, _ = _onboard(pool, sim, "disabled")
+    cooling, _ = _onboard(pool, sim, "rate limited")
+    rejected, _ = _onboard(pool, sim, "token rejected")
+
+    # The provider changes its mind; the cycle finds out (the quota one on its next check).
+    sim.revoke(sim_relogin)
+    sim.inject("token", Fault.html(403), account=sim_backoff)
+    sim.inject("usage", Fault.status(503), account=sim_stale)
+    list(cycle_run(pool=pool))
+    # A lead pulls a lever; a tool reports what the provider answered it.
+    levers.account_disable(account=disabled, reason="left the team", actor="demo-lead")
+    levers.account_update(account=cooling, priority=1, actor="demo-lead")
+    levers.account_update(account=rejected, priority=2, actor="demo-lead")
+    _check_out_and_report(key, cooling, status=429, retry_after="900")
+    _check_out_and_report(key, rejected, status=401)
+    return Demo(
+        lead=lead.get_username(),
+        lead_password=lead_password,
+        member=member.get_username(),
+        member_password=member_password,
+        api_token=api_token,
+        consumer_key=consumer_key,
+        pool=pool.slug,
+    )
+
+
+def _check_out_and_report(
+    key: ConsumerKey, account: Account, *, status: int, retry_after: str | None = None
+) -> None:
+    result = checkout_create(key=key)
+    if result.account.pk != account.pk:
+        raise RuntimeError(f"the demo's checkout picked {result.account} instead of {account}")
+    reports.report_record(checkout=result.checkout, key=key, status=status, retry_after=retry_after)

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+
+from simulator import SimulatedAnthropic
+
+from ...demo import demo_build
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the app against the simulated provider with a demo team whose accounts show every "
+        "reason code, with a web server, a worker and beat. Ctrl-C stops everything."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        with SimulatedAnthropic() as sim:
+            provider = sim.env()
+            for name, value in provider.items():  # this process, and the ones it starts
+                setattr(settings, name, value)
+            call_command("migrate", verbosity=0)
+            demo = demo_build(sim)
+            env = {**os.environ, **provider, "PYTHONUNBUFFERED": "1"}
+            bin_dir = Path(sys.executable).parent
+            started = [
+                subprocess.Popen(
+                    [
+                        str(bin_dir / "celery"),
+                        "-A",
+                        "config",
+                        "worker",
+                        "--loglevel",
+                        "WARNING",
+                        "--concurrency",
+                        "2",
+                    ],
+                    env=env,
+                ),
+                subprocess.Popen(
+                    [
+                        str(bin_dir / "celery"),
+                        "-A",
+                        "config",
+                        "beat",
+                        "--loglevel",
+                        "WARNING",
+                        "--scheduler",
+                        "django_celery_beat.schedulers:DatabaseScheduler",
+                        "--pidfile=",
+                    ],
+                    env=env,
+                ),
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "manage.py",
+                        "runserver",
+                        "--noreload",
+                        f"127.0.0.1:{options['port']}",
+                    ],
+                    env=env,
+                ),
+            ]
+            url = f"http://127.0.0.1:{options['port']}"
+            self.stdout.write(
+                "\n".join(
+                    [
+                        "",
+                        f"accounts-pool demo: {url}/pools/{demo.pool}/  (simulated provider at "
+                        f"{sim.base_url})",
+                        f"  team lead: {demo.lead} / {demo.lead_password}   (also the admin: "
+                        f"{url}/admin/)",
+                        f"  member:    {demo.member} / {demo.member_password}",
+                        f"  API token (lead): {demo.api_token}",
+                        f"  consumer key:     {demo.consumer_key}",
+                        "Every reason code is on the pool page now, except quota_stale, which the "
+                        "cycle reaches within two minutes; token_expired clears when the next "
+                        "cycle refreshes it. Ctrl-C stops.",
+                        "",
+                    ]
+                )
+            )
+            self.stdout.flush()
+            stop = False
+
+            def _stop(*_: object) -> None:
+                nonlocal stop
+                stop = True
+
+            signal.signal(signal.SIGTERM, _stop)
+            signal.signal(signal.SIGINT, _stop)
+            while not stop and all(p.poll() is None for p in started):
+                time.sleep(0.5)
+            for process in started:
+                process.terminate()
+            for process in started:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()

@@ -1,0 +1,62 @@
+"""The newcomers' demo: one command, the simulated provider, and every reason code of
+DESIGN.md 3.3 on the demo pool, each reached by the real flows."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import urllib.request
+
+import pytest
+
+from accounts_pool.state import ReasonCode
+
+from . import processes
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _codes(url: str, token: str) -> set[str]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            pool = json.loads(response.read())
+    except OSError:
+        return set()
+    return {reason["code"] for account in pool["accounts"] for reason in account["reasons"]}
+
+
+def test_the_demo_shows_every_reason_code(tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE",)}
+    env.update(PORT=str(port), ACCOUNTS_POOL_VAR_DIR=str(tmp_path / "demo"))
+    env.pop("ACCOUNTS_POOL_ENCRYPTION_KEYS", None)  # the demo makes its own
+    log = tmp_path / "demo.log"
+    demo = processes.start([str(processes.ROOT / "scripts" / "demo")], env, log)
+    try:
+        printed = processes.wait_for(
+            lambda: re.search(r"API token \(lead\): (\S+)", log.read_text()), 180, "the demo", log
+        )
+        token = printed.group(1)  # type: ignore[attr-defined]
+        assert re.search(r"team lead: demo-lead / \S+", log.read_text())
+        url = f"http://127.0.0.1:{port}/api/v1/pools/demo"
+        seen = processes.wait_for(lambda: _codes(url, token), 60, "the web app", log)
+        assert isinstance(seen, set)
+        everything = {code.value for code in ReasonCode}
+        assert everything - seen <= {"quota_stale"}, everything - seen
+
+        def all_seen() -> bool:
+            seen.update(_codes(url, token))
+            return seen >= everything
+
+        processes.wait_for(all_seen, 180, "quota_stale", log)
+    finally:
+        processes.stop(demo, timeout=40)
