@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import urllib.request
 
 import pytest
@@ -16,12 +15,6 @@ from accounts_pool.state import ReasonCode
 from . import processes
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _codes(url: str, token: str) -> set[str]:
@@ -35,7 +28,7 @@ def _codes(url: str, token: str) -> set[str]:
 
 
 def test_the_demo_shows_every_reason_code(tmp_path):
-    port = _free_port()
+    port = processes.free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE",)}
     env.update(PORT=str(port), ACCOUNTS_POOL_VAR_DIR=str(tmp_path / "demo"))
     env.pop("ACCOUNTS_POOL_ENCRYPTION_KEYS", None)  # the demo makes its own

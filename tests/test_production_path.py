@@ -9,7 +9,6 @@ import json
 import os
 import secrets
 import shlex
-import socket
 import subprocess
 import time
 import urllib.error
@@ -31,12 +30,6 @@ REFRESH = "sk-ant-ort01-production-path"
 def _procfile() -> dict[str, str]:
     lines = (processes.ROOT / "Procfile").read_text().splitlines()
     return dict(line.split(": ", 1) for line in lines if line.strip())
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -110,7 +103,7 @@ ONBOARD_LEAD = (
 
 
 def test_the_production_commands_serve_and_refresh_within_two_minutes(tmp_path, database_url):
-    port = _free_port()
+    port = processes.free_port()
     base = f"http://127.0.0.1:{port}"
     procfile = _procfile()
     with fake_anthropic({REFRESH}) as fake:

@@ -6,7 +6,6 @@ No DATABASE_URL or CELERY_BROKER_URL reaches the script, so no service is used e
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import urllib.request
 
@@ -32,12 +31,6 @@ print(a.credential_version, a.access_token)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -47,7 +40,7 @@ def _status(url: str) -> int:
 
 
 def test_the_run_command_serves_the_app_and_the_cycle_refreshes(tmp_path):
-    port = _free_port()
+    port = processes.free_port()
     with fake_anthropic({REFRESH}) as fake:
         env = {
             k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")
