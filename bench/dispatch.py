@@ -1,0 +1,262 @@
+"""Dispatch: does selecting the due accounts stay cheap as the table grows?
+
+Times `services.cycle.dispatch_token_refresh` (and `dispatch_quota_checks`) with 1,000 and with
+100,000 accounts, 1% of them due (refresh: access token expiring within the pool's refresh lead;
+quota: a different 1%, last checked 10 minutes ago), enqueueing into a no-op that only collects
+the ids. Each run is rolled back (a transaction ended with set_rollback) so that every run sees
+the same due accounts even when dispatch marks what it queued (then VACUUM, untimed, removes
+the dead row versions the rollback left); 20 runs per size (after 2
+warm-ups), the median counts. Target: median at 100k / median at 1k < 3. Also prints, per size,
+each query's median time (where the time goes), and the EXPLAIN ANALYZE of the due queries at
+100k so a reader sees which index serves them.
+
+    .venv/bin/python bench/dispatch.py [--small 1000] [--large 100000] [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import _common
+from _common import header, verdict
+
+RATIO_TARGET = 3.0
+DUE_FRACTION = 0.01
+
+
+@dataclass(frozen=True)
+class Timing:
+    median: float
+    low: float
+    high: float
+    dispatched: int
+
+
+def load(start: int, stop: int, *, per_pool: int, team: Any, now: datetime) -> None:
+    """Accounts start..stop-1 (pools of `per_pool`); every 100th is due for refresh, every 100th
+    (offset by 50) due for a quota check, the rest fresh on both counts."""
+    from accounts_pool.models import Account, Pool
+
+    first_pool, last_pool = start // per_pool, (stop - 1) // per_pool
+    existing = {p.slug: p for p in Pool.objects.filter(team=team)}
+    missing = [
+        Pool(team=team, name=f"pool {i:05d}", slug=f"pool-{i:05d}")
+        for i in range(first_pool, last_pool + 1)
+        if f"pool-{i:05d}" not in existing
+    ]
+    for pool in Pool.objects.bulk_create(missing, batch_size=1000):
+        existing[pool.slug] = pool
+    step = round(1 / DUE_FRACTION)
+    started = time.perf_counter()
+    chunk = 10_000
+    for offset in range(start, stop, chunk):
+        rows = []
+        for index in range(offset, min(offset + chunk, stop)):
+            refresh_due = index % step == 0
+            quota_due = index % step == step // 2
+            rows.append(
+                _common.oauth_account(
+                    existing[f"pool-{index // per_pool:05d}"],
+                    f"acct-{index:06d}",
+                    expires_at=now + (timedelta(hours=1) if refresh_due else timedelta(hours=7)),
+                    quota_checked_at=now - (timedelta(minutes=10) if quota_due else timedelta(0)),
+                    policy_checked_at=now,
+                )
+            )
+        Account.objects.bulk_create(rows, batch_size=2000)
+    elapsed = time.perf_counter() - started
+    print(f"  loaded accounts {start:,}..{stop - 1:,} in {elapsed:.1f} s")
+    t_analyze, _ = _common.timed(
+        lambda: _common.analyze("accounts_pool_account", "accounts_pool_pool")
+    )
+    print(f"  ANALYZE in {t_analyze:.2f} s")
+
+
+def vacuum() -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM (INDEX_CLEANUP ON) accounts_pool_account")
+
+
+def time_dispatch(function: Callable[..., int], runs: int, warmups: int = 2) -> Timing:
+    from django.db import transaction
+    from django.utils import timezone
+
+    collected: list[int] = []
+    samples = []
+    for index in range(warmups + runs):
+        collected.clear()
+        with transaction.atomic():
+            started = time.perf_counter()
+            function(enqueue=collected.append, now=timezone.now())
+            elapsed = time.perf_counter() - started
+            transaction.set_rollback(True)  # undo any mark the dispatcher wrote
+        vacuum()  # and drop the dead row versions the rollback left, outside the timing
+        if index >= warmups:
+            samples.append(elapsed)
+    return Timing(statistics.median(samples), min(samples), max(samples), len(collected))
+
+
+def breakdown(function: Callable[..., int], runs: int = 7) -> list[tuple[str, float]]:
+    """Median time of each statement of a dispatch, client-side (execute to result), in ms."""
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    per_query: list[list[float]] = []
+    names: list[str] = []
+    for _ in range(runs):
+        timings: list[tuple[str, float]] = []
+
+        def timer(
+            execute: Callable[..., Any], sql: str, params: Any, many: bool, context: Any
+        ) -> Any:
+            started = time.perf_counter()
+            try:
+                return execute(sql, params, many, context)
+            finally:
+                timings.append((sql, (time.perf_counter() - started) * 1000))  # noqa: B023
+
+        with transaction.atomic():
+            with connection.execute_wrapper(timer):
+                function(enqueue=lambda _id: None, now=timezone.now())
+            transaction.set_rollback(True)
+        vacuum()
+        if not per_query:
+            per_query = [[] for _ in timings]
+            names = [_describe(sql) for sql, _ in timings]
+        for index, (_, ms) in enumerate(timings[: len(per_query)]):
+            per_query[index].append(ms)
+    return [(name, statistics.median(times)) for name, times in zip(names, per_query, strict=True)]
+
+
+def _describe(sql: str) -> str:
+    words = sql.split()
+    if words[0] == "UPDATE":
+        return f"UPDATE {words[1]} SET {words[3]} ... WHERE id IN (...)"
+    if "ORDER BY" in sql:
+        return "SELECT due ids (the due query)"
+    return " ".join(words[:3])[:60]
+
+
+def explain(function: Callable[..., int], label: str, index_name: str) -> None:
+    """EXPLAIN ANALYZE the due query the dispatcher ran (the one ordering accounts)."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    with transaction.atomic():
+        with CaptureQueriesContext(connection) as captured:
+            function(enqueue=lambda _id: None, now=timezone.now())
+        transaction.set_rollback(True)
+    queries = [q["sql"] for q in captured.captured_queries]
+    due_sql = next(sql for sql in queries if "ORDER BY" in sql and "accounts_pool_account" in sql)
+    header(f"EXPLAIN ANALYZE: {label} due query")
+    print(f"queries per dispatch: {len(queries)}")
+    for sql in queries:
+        print(f"  {sql[:110]}{' ...' if len(sql) > 110 else ''}")
+    print()
+    print(due_sql if len(due_sql) < 1500 else due_sql[:1500] + " ...")
+    print()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + due_sql)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    print(plan)
+    print(f"-> uses {index_name}: {'yes' if index_name in plan else 'NO'}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description="Dispatch time (token refresh and quota) at two table sizes, 1% due.",
+    )
+    parser.add_argument("--small", type=int, default=1_000, help="accounts, small size")
+    parser.add_argument("--large", type=int, default=100_000, help="accounts, large size")
+    parser.add_argument("--runs", type=int, default=20, help="timed runs per size (median)")
+    parser.add_argument("--per-pool", type=int, default=50, help="accounts per pool")
+    args = parser.parse_args()
+    if not 0 < args.small < args.large <= 1_000_000 or not 0 < args.runs <= 1000:
+        parser.error("need 0 < --small < --large <= 1000000 and 0 < --runs <= 1000")
+
+    print(f"bench/dispatch.py on {_common.machine()}")
+    with _common.bench_database("dispatch"):
+        from django.conf import settings
+        from django.utils import timezone
+
+        from accounts_pool.services.cycle import dispatch_quota_checks, dispatch_token_refresh
+
+        team, _ = _common.make_team()
+        batch = settings.ACCOUNTS_POOL_DISPATCH_BATCH
+        print(f"dispatch batch (ACCOUNTS_POOL_DISPATCH_BATCH): {batch}")
+        results: dict[int, dict[str, Timing]] = {}
+        loaded = 0
+        for size in (args.small, args.large):
+            header(f"{size:,} accounts")
+            load(loaded, size, per_pool=args.per_pool, team=team, now=timezone.now())
+            loaded = size
+            idle = _common.background_load()
+            print(f"  machine {idle * 100:.0f}% busy just before (other work on this machine)")
+            results[size] = {
+                "token refresh": time_dispatch(dispatch_token_refresh, args.runs),
+                "quota checks": time_dispatch(dispatch_quota_checks, args.runs),
+            }
+            for name, timing in results[size].items():
+                print(
+                    f"  {name:<14} median {timing.median * 1000:7.2f} ms  "
+                    f"(min {timing.low * 1000:.2f}, max {timing.high * 1000:.2f}; "
+                    f"{timing.dispatched} ids per dispatch)"
+                )
+            for name, function in (
+                ("token refresh", dispatch_token_refresh),
+                ("quota checks", dispatch_quota_checks),
+            ):
+                print(f"  {name}: median time per query")
+                for query, ms in breakdown(function):
+                    print(f"    {ms:7.2f} ms  {query}")
+        # Table size apart from batch size: at the large size, dispatch as many ids as the small
+        # size did (the batch setting lowered to that), so only the table differs.
+        from django.test.utils import override_settings
+
+        same_ids = max(results[args.small]["token refresh"].dispatched, 1)
+        with override_settings(ACCOUNTS_POOL_DISPATCH_BATCH=same_ids):
+            capped = {
+                "token refresh": time_dispatch(dispatch_token_refresh, args.runs),
+                "quota checks": time_dispatch(dispatch_quota_checks, args.runs),
+            }
+        print(f"  with the batch lowered to {same_ids} (as many ids as at {args.small:,}):")
+        for name, timing in capped.items():
+            print(
+                f"  {name:<14} median {timing.median * 1000:7.2f} ms  "
+                f"(min {timing.low * 1000:.2f}, max {timing.high * 1000:.2f}; "
+                f"{timing.dispatched} ids per dispatch)"
+            )
+        explain(dispatch_token_refresh, "token refresh", "account_refresh_due_idx")
+        explain(dispatch_quota_checks, "quota", "account_quota_due_idx")
+
+        header(f"summary: median of {args.runs} runs, 1% due")
+        sizes = f"{args.small:>10,} {args.large:>10,}"
+        print(f"{'dispatcher':<14} {sizes}   ratio   target < {RATIO_TARGET:g}")
+        lines = []
+        for name in ("token refresh", "quota checks"):
+            small, large = results[args.small][name], results[args.large][name]
+            ratio = large.median / small.median
+            lines.append(
+                f"{name:<14} {small.median * 1000:8.2f}ms {large.median * 1000:8.2f}ms   "
+                f"{ratio:5.2f}   {verdict(ratio < RATIO_TARGET)}"
+            )
+        print("\n".join(lines))
+        print(f"(information, no target: {args.large:,} accounts, {same_ids} ids per dispatch)")
+        for name, timing in capped.items():
+            ratio = timing.median / results[args.small][name].median
+            print(f"{name:<14} {'':>10} {timing.median * 1000:8.2f}ms   {ratio:5.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
