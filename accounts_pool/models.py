@@ -109,7 +109,7 @@ class Pool(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, help_text="When the pool was created.")
 
     class Meta:
-        ordering = ["team__name", "name"]
+        ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
@@ -278,7 +278,8 @@ class Account(models.Model):
     )
 
     class Meta:
-        ordering = ["pool", "priority", "label"]
+        # By column, not by relation: "pool" would join pool and team into every query.
+        ordering = ["pool_id", "priority", "label"]
         indexes = [
             # Due-account queries of the cycle (selectors.accounts_due_*).
             models.Index(
@@ -364,7 +365,7 @@ class QuotaWindow(models.Model):
     )
 
     class Meta:
-        ordering = ["account", "key"]
+        ordering = ["account_id", "key"]
         constraints = [
             models.UniqueConstraint(fields=["account", "key"], name="quota_window_unique_key")
         ]
@@ -467,7 +468,7 @@ class ConsumerKey(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True, help_text="When it was revoked.")
 
     class Meta:
-        ordering = ["pool", "name"]
+        ordering = ["pool_id", "name"]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

@@ -48,7 +48,9 @@ def accounts_due_for_refresh(
         .filter(Q(refresh_claimed_until__isnull=True) | Q(refresh_claimed_until__lte=now))
         .filter(Q(refresh_dispatched_until__isnull=True) | Q(refresh_dispatched_until__lte=now))
         .filter(Q(access_expires_at__isnull=True) | expiring)
-        .order_by(F("access_expires_at").asc(nulls_first=True), "pk")
+        # The partial index's own order, so the scan stops at the batch size instead of
+        # sorting every due row first.
+        .order_by("access_expires_at")
     )
     return list(due.values_list("pk", flat=True)[:limit])
 
@@ -75,7 +77,7 @@ def accounts_due_for_quota(
         .filter(Q(quota_claimed_until__isnull=True) | Q(quota_claimed_until__lte=now))
         .filter(Q(quota_dispatched_until__isnull=True) | Q(quota_dispatched_until__lte=now))
         .filter(policy_ok | policy_recheck)
-        .order_by(F("quota_checked_at").asc(nulls_first=True), "pk")
+        .order_by("quota_checked_at")
     )
     return list(due.values_list("pk", flat=True)[:limit])
 
@@ -142,3 +144,23 @@ def pool_rows(pool: Pool, *, now: datetime) -> list[AccountWithVerdict]:
     """A pool's accounts with verdicts, excluded first, then degraded, then usable."""
     rows = accounts_with_verdicts(Account.objects.filter(pool=pool), now=now)
     return sorted(rows, key=lambda r: (STATUS_ORDER[r.verdict.status], r.account.label.lower()))
+
+
+
+def checkout_candidates(pool: Pool, *, now: datetime) -> QuerySet[Account]:
+    """The pool's accounts that the account row alone cannot rule out for a checkout (enabled,
+    no cooldown, and for OAuth a valid token, policy ok, no re-login), in the routing's order,
+    the refresh token left undecrypted. Their windows decide the rest (state.eligibility)."""
+    oauth = Q(
+        kind=Account.Kind.OAUTH, access_expires_at__gt=now, policy_status=state.PolicyStatus.OK
+    ) & ~Q(relogin_required_for=F("refresh_token_fingerprint"))
+    candidates = (
+        Account.objects.filter(pool=pool, enabled=True)
+        .filter(Q(cooldown_until__isnull=True) | Q(cooldown_until__lte=now))
+        .filter(oauth | Q(kind=Account.Kind.API_KEY))
+        .defer("refresh_token")
+    )
+    least_recent = F("last_used_at").asc(nulls_first=True)
+    if pool.routing == Pool.Routing.PRIORITY:
+        return candidates.order_by("priority", least_recent, "pk")
+    return candidates.order_by(least_recent, "pk")

@@ -77,6 +77,10 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+# Keep connections open between requests and tasks (a new PostgreSQL backend per request costs
+# more than the request); checked before reuse so a restarted database is survived.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE transactions and a generous busy timeout let the web app, a worker and beat
     # share one SQLite file without "database is locked" errors.

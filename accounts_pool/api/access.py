@@ -55,13 +55,14 @@ def team_for(principal: Principal, slug: str, *, lead: bool = False) -> Team:
 
 
 def pool_for(principal: Principal, slug: str, *, lead: bool = False, key_ok: bool = False) -> Pool:
-    pool = Pool.objects.select_related("team").filter(slug=slug).first()
     if principal.key is not None:
-        if pool is None or pool.pk != principal.key.pool_id:
+        # A key knows its one pool (loaded with it): any other slug is not found.
+        if principal.key.pool.slug != slug:
             raise NotFound("Pool")
         if not key_ok:
             raise Forbidden(FORBIDDEN_FOR_KEYS)
-        return pool
+        return principal.key.pool
+    pool = Pool.objects.select_related("team").filter(slug=slug).first()
     if pool is None:
         raise NotFound("Pool")
     _require(principal, pool.team, lead=lead, what="Pool")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.contrib.auth.models import User
 from django.utils import timezone
 
 from ..models import ApiToken, ConsumerKey, Pool
 
+LAST_USED_GRANULARITY = timedelta(minutes=1)
 TOKEN_PREFIX = "apt_"
 CONSUMER_KEY_PREFIX = "apk_"
 
@@ -40,7 +41,7 @@ def api_token_authenticate(secret: str) -> ApiToken | None:
         .first()
     )
     if token is not None:
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+        _touch(ApiToken, token)
     return token
 
 
@@ -63,6 +64,14 @@ def consumer_key_revoke(*, key: ConsumerKey, now: datetime | None = None) -> Non
     )
 
 
+def _touch(model: type[ApiToken] | type[ConsumerKey], row: ApiToken | ConsumerKey) -> None:
+    """Record the use, at most once a minute: a write per request would cost more than the
+    request (checkout is on every tool's hot path)."""
+    now = timezone.now()
+    if row.last_used_at is None or row.last_used_at < now - LAST_USED_GRANULARITY:
+        model.objects.filter(pk=row.pk).update(last_used_at=now)
+
+
 def consumer_key_authenticate(secret: str) -> ConsumerKey | None:
     key = (
         ConsumerKey.objects.select_related("pool", "pool__team")
@@ -70,5 +79,5 @@ def consumer_key_authenticate(secret: str) -> ConsumerKey | None:
         .first()
     )
     if key is not None:
-        ConsumerKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+        _touch(ConsumerKey, key)
     return key
