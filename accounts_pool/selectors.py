@@ -146,7 +146,6 @@ def pool_rows(pool: Pool, *, now: datetime) -> list[AccountWithVerdict]:
     return sorted(rows, key=lambda r: (STATUS_ORDER[r.verdict.status], r.account.label.lower()))
 
 
-
 def checkout_candidates(pool: Pool, *, now: datetime) -> QuerySet[Account]:
     """The pool's accounts that the account row alone cannot rule out for a checkout (enabled,
     no cooldown, and for OAuth a valid token, policy ok, no re-login), in the routing's order,

@@ -199,7 +199,10 @@ def account_refresh(
     calls the provider; with `wait`, losers wait for the winner and report its result. `now` is
     for tests: without it every timestamp is read when it is written."""
     started = now or timezone.now()
-    account = Account.objects.select_related("pool").get(pk=account_id)
+    # Only the refresh token is needed: leave the other secrets undecrypted.
+    account = (
+        Account.objects.select_related("pool").defer("access_token", "api_key").get(pk=account_id)
+    )
     if account.kind != Account.Kind.OAUTH or not account.refresh_token_fingerprint:
         return RefreshResult(account.pk, NOT_REFRESHABLE, "no refresh token")
     if access_rejected_version is not None:
