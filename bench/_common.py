@@ -58,9 +58,9 @@ def bench_database(
 ) -> Iterator[dict[str, str]]:
     """Create `accounts_pool_bench_<name>`, point Django at it, migrate it, set Django up; drop
     the database and the temporary var dir afterwards. `extra_env` (e.g. the simulator's
-    ANTHROPIC_* URLs) is set too; `conn_max_age` adds `?conn_max_age=N` to DATABASE_URL (a
-    deployment setting: persistent connections; None keeps Django's default, 0). Yields the
-    environment it set (for subprocesses such as gunicorn)."""
+    ANTHROPIC_* URLs) is set too; `conn_max_age` sets DB_CONN_MAX_AGE (seconds a database
+    connection is kept; None keeps the settings' default, 60; 0 closes it after each request
+    or task). Yields the environment it set (for subprocesses such as gunicorn)."""
     dbname = f"accounts_pool_bench_{name}"
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     _drop(dbname)
@@ -69,8 +69,7 @@ def bench_database(
     var_dir = tempfile.mkdtemp(prefix=f"accounts-pool-bench-{name}-")
     env = {
         "DJANGO_SETTINGS_MODULE": "config.settings",
-        "DATABASE_URL": f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{dbname}"
-        + ("" if conn_max_age is None else f"?conn_max_age={conn_max_age}"),
+        "DATABASE_URL": f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{dbname}",
         "SECRET_KEY": secrets.token_urlsafe(50),
         "ACCOUNTS_POOL_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
         "CELERY_BROKER_URL": REDIS_URL,
@@ -80,6 +79,10 @@ def bench_database(
         "LOG_LEVEL": "WARNING",
         **(extra_env or {}),
     }
+    if conn_max_age is not None:
+        env["DB_CONN_MAX_AGE"] = str(conn_max_age)  # settings.py reads it, not the URL's option
+    else:
+        os.environ.pop("DB_CONN_MAX_AGE", None)  # the settings' default, whatever the shell says
     os.environ.update(env)
     try:
         started = time.perf_counter()

@@ -414,8 +414,8 @@ def main() -> int:
         type=int,
         default=None,
         metavar="SECONDS",
-        help="deployment setting: DATABASE_URL ?conn_max_age=SECONDS (persistent database "
-        "connections); default: not set, Django's 0 (a new connection per request or task)",
+        help="sets DB_CONN_MAX_AGE=SECONDS, how long a database connection is kept (0: a new "
+        "one per request or task); default: not set, the settings' 60 s (persistent)",
     )
     parser.add_argument(
         "--profile",
@@ -439,7 +439,7 @@ def main() -> int:
     try:
         seeded = sim.seed(args.accounts)
         if args.conn_max_age is not None:
-            print(f"DATABASE_URL with conn_max_age={args.conn_max_age} (persistent connections)")
+            print(f"DB_CONN_MAX_AGE={args.conn_max_age} (default: the settings' 60 s)")
         with _common.bench_database("cycle", extra_env=sim.env(), conn_max_age=args.conn_max_age):
             run(args, sim, seeded)
     finally:
