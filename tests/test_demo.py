@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import urllib.request
 
 import pytest
@@ -30,7 +31,7 @@ def _codes(url: str, token: str) -> set[str]:
 def test_the_demo_shows_every_reason_code(tmp_path):
     port = processes.free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE",)}
-    env.update(PORT=str(port), ACCOUNTS_POOL_VAR_DIR=str(tmp_path / "demo"))
+    env.update(PORT=str(port), ACCOUNTS_POOL_DEMO_DIR=str(tmp_path / "demo"))
     env.pop("ACCOUNTS_POOL_ENCRYPTION_KEYS", None)  # the demo makes its own
     log = tmp_path / "demo.log"
     demo = processes.start([str(processes.ROOT / "scripts" / "demo")], env, log)
@@ -53,3 +54,20 @@ def test_the_demo_shows_every_reason_code(tmp_path):
         processes.wait_for(all_seen, 180, "quota_stale", log)
     finally:
         processes.stop(demo, timeout=40)
+
+
+def test_the_demo_never_replaces_a_folder_that_is_not_its_own(tmp_path):
+    precious = tmp_path / "var"
+    precious.mkdir()
+    (precious / "db.sqlite3").write_text("production data")
+    env = {**os.environ, "ACCOUNTS_POOL_DEMO_DIR": str(precious)}
+    done = subprocess.run(
+        [str(processes.ROOT / "scripts" / "demo")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "is not a demo folder" in done.stderr
+    assert (precious / "db.sqlite3").read_text() == "production data"
