@@ -42,13 +42,14 @@ def _status(url: str) -> int:
 def test_the_run_command_serves_the_app_and_the_cycle_refreshes(tmp_path):
     port = processes.free_port()
     with fake_anthropic({REFRESH}) as fake:
-        env = {
-            k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")
-        }
+        env = dict(os.environ)
         env.update(
             fake.env(),
             DJANGO_SETTINGS_MODULE="config.settings",
             ACCOUNTS_POOL_VAR_DIR=str(tmp_path / "var"),
+            # The embedded defaults, spelled out so a developer's .env cannot redirect them.
+            DATABASE_URL=f"sqlite:///{tmp_path / 'var' / 'db.sqlite3'}",
+            CELERY_BROKER_URL="filesystem://",
             SECRET_KEY="run-command-test",
             ACCOUNTS_POOL_ENCRYPTION_KEYS=os.environ["ACCOUNTS_POOL_ENCRYPTION_KEYS"],
             DEBUG="true",
