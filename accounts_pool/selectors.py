@@ -146,6 +146,39 @@ def pool_rows(pool: Pool, *, now: datetime) -> list[AccountWithVerdict]:
     return sorted(rows, key=lambda r: (STATUS_ORDER[r.verdict.status], r.account.label.lower()))
 
 
+# What eligibility, routing and the handed-out credential read; nothing else is loaded (every
+# column costs parsing on the hottest path).
+CHECKOUT_FIELDS = (
+    "pool_id",
+    "label",
+    "kind",
+    "enabled",
+    "disabled_reason",
+    "disabled_at",
+    "priority",
+    "last_used_at",
+    "access_token",
+    "api_key",
+    "access_expires_at",
+    "refresh_token_fingerprint",
+    "relogin_required_for",
+    "refresh_failures",
+    "refresh_backoff_until",
+    "refresh_error_status",
+    "refresh_error_message",
+    "refresh_error_at",
+    "quota_checked_at",
+    "quota_backoff_until",
+    "quota_error_message",
+    "policy_status",
+    "policy_message",
+    "policy_since",
+    "policy_checked_at",
+    "cooldown_until",
+    "cooldown_reason",
+)
+
+
 def checkout_candidates(pool: Pool, *, now: datetime) -> QuerySet[Account]:
     """The pool's accounts that the account row alone cannot rule out for a checkout (enabled,
     no cooldown, and for OAuth a valid token, policy ok, no re-login), in the routing's order,
@@ -157,7 +190,7 @@ def checkout_candidates(pool: Pool, *, now: datetime) -> QuerySet[Account]:
         Account.objects.filter(pool=pool, enabled=True)
         .filter(Q(cooldown_until__isnull=True) | Q(cooldown_until__lte=now))
         .filter(oauth | Q(kind=Account.Kind.API_KEY))
-        .defer("refresh_token")
+        .only(*CHECKOUT_FIELDS)
     )
     least_recent = F("last_used_at").asc(nulls_first=True)
     if pool.routing == Pool.Routing.PRIORITY:

@@ -57,7 +57,7 @@ def reasons_payload(verdict: state.Verdict) -> list[dict[str, Any]]:
     ]
 
 
-FIRST_ROUND = 8  # most checkouts find a usable account among the routing's first few
+FIRST_ROUND = 3  # most checkouts find a usable account among the routing's first few
 
 
 def _verdict(account: Account, pool: Pool, now: datetime) -> state.Verdict:
