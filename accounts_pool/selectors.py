@@ -10,7 +10,7 @@ from django.db.models import DateTimeField, ExpressionWrapper, F, Max, Min, Q, Q
 from django.db.models.expressions import CombinedExpression
 
 from . import state
-from .models import Account, AccountEvent, Membership, Pool, Team
+from .models import Account, Membership, Pool, Team
 
 
 def _shifted(now: datetime, field: str, sign: int) -> ExpressionWrapper[CombinedExpression]:
@@ -104,10 +104,6 @@ def accounts_with_verdicts(
         )
         for account in rows
     ]
-
-
-def account_latest_events(account: Account, *, limit: int = 20) -> QuerySet[AccountEvent]:
-    return AccountEvent.objects.filter(account=account).order_by("-at", "-id")[:limit]
 
 
 def user_role(user: User | AnonymousUser, team: Team) -> str | None:
