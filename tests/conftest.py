@@ -124,14 +124,23 @@ def provider() -> Iterator[Provider]:
         yield Provider(router)
 
 
+CHROMIUM = "/usr/bin/chromium"
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Tests marked `postgres` prove behaviour under real concurrency: on SQLite they are
-    skipped, unless ACCOUNTS_POOL_REQUIRE_SERVICES=1 (as in .ci/run), where that is a failure."""
-    if item.get_closest_marker("postgres") is None:
+    """Tests marked `postgres` prove behaviour under real concurrency, and tests marked
+    `browser` drive Debian's chromium. Without them they are skipped, unless
+    ACCOUNTS_POOL_REQUIRE_SERVICES=1 (as in .ci/run, which provides both): then it is a failure."""
+    missing = None
+    if (
+        item.get_closest_marker("postgres") is not None
+        and settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql"
+    ):
+        missing = "needs PostgreSQL: set DATABASE_URL=postgres://… (CI does)"
+    if item.get_closest_marker("browser") is not None and not os.path.exists(CHROMIUM):
+        missing = f"needs {CHROMIUM} (apt-get install chromium; CI installs it)"
+    if missing is None:
         return
-    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        return
-    message = "needs PostgreSQL: set DATABASE_URL=postgres://… (CI does)"
     if os.environ.get("ACCOUNTS_POOL_REQUIRE_SERVICES") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
+        pytest.fail(missing)
+    pytest.skip(missing)

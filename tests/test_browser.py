@@ -20,12 +20,10 @@ from accounts_pool.models import Account, Membership, Pool, Team
 from accounts_pool.services.invites import invite_create
 from accounts_pool.templatetags.pool_tags import absolute
 
-from .conftest import POLICY_MESSAGE, make_account
+from .conftest import CHROMIUM, POLICY_MESSAGE, make_account
 from .fake_provider import FakeAnthropic, fake_anthropic
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM = "/usr/bin/chromium"
+pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM_ARGS = [
     "--no-sandbox",
