@@ -307,6 +307,19 @@ def quota_due(state: AccountState, policy: PoolPolicy, now: datetime) -> bool:
     return state.quota_checked_at is None or state.quota_checked_at <= now - policy.quota_interval
 
 
+def quota_next_check_at(state: AccountState, policy: PoolPolicy, now: datetime) -> datetime | None:
+    """When the cycle checks this account's quota next (the mirror of quota_due); None when it
+    cannot be said: disabled, no valid token (a refresh comes first), never checked."""
+    if not (state.is_oauth and state.enabled and access_token_valid(state, now)):
+        return None
+    if _active(state.quota_backoff_until, now):
+        return state.quota_backoff_until
+    if state.policy_status == PolicyStatus.BLOCKED:
+        checked = state.policy_checked_at
+        return checked + policy.policy_recheck if checked else None
+    return state.quota_checked_at + policy.quota_interval if state.quota_checked_at else None
+
+
 # --- Eligibility (DESIGN.md 3.3) ----------------------------------------------------------------
 
 

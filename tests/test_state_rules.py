@@ -23,6 +23,7 @@ from accounts_pool.state import (
     parse_retry_after,
     quota_due,
     quota_failure_effect,
+    quota_next_check_at,
     refresh_due,
     refresh_failure_effect,
 )
@@ -365,3 +366,18 @@ def test_the_policy_reason_says_when_it_is_rechecked():
         policy_status=PolicyStatus.BLOCKED, policy_message="no", policy_checked_at=NOW - MIN
     ).first_reason
     assert "rechecked after 2026-11-29 12:29 UTC" in reason.message
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, NOW - MIN + 5 * MIN),
+        ({"quota_backoff_until": NOW + 3 * MIN}, NOW + 3 * MIN),
+        ({"policy_status": PolicyStatus.BLOCKED}, NOW - MIN + 30 * MIN),
+        ({"access_expires_at": NOW - MIN}, None),  # a refresh comes first
+        ({"enabled": False}, None),
+        ({"quota_checked_at": None}, None),
+    ],
+)
+def test_the_next_quota_check_mirrors_due_ness(changes, expected):
+    assert quota_next_check_at(replace(HEALTHY, **changes), POLICY, NOW) == expected

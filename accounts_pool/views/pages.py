@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from .. import selectors, state
-from ..models import AccountEvent, Membership
+from ..models import Account, AccountEvent, Membership, Pool, QuotaWindow
 from ..state import Operation
 from .access import account_or_404, pool_or_404, team_or_404
 
@@ -79,7 +79,9 @@ def _pool_context(request: HttpRequest, pool_slug: str) -> dict[str, Any]:
                 "account": row.account,
                 "verdict": row.verdict,
                 "windows": list(row.account.quota_windows.all()),
-                "next_quota_check": _next_quota_check(row.account, pool),
+                "next_quota_check": _next_quota_check(
+                    row.account, pool, list(row.account.quota_windows.all())
+                ),
             }
             for row in rows
         ],
@@ -89,18 +91,9 @@ def _pool_context(request: HttpRequest, pool_slug: str) -> dict[str, Any]:
     }
 
 
-def _next_quota_check(account: Any, pool: Any) -> Any:
-    if account.kind != "oauth" or not account.enabled:
-        return None
-    if account.access_expires_at is None or account.access_expires_at <= timezone.now():
-        return None  # no check without a valid token: the refresh comes first
-    if account.quota_backoff_until:
-        return account.quota_backoff_until
-    if account.policy_status == state.PolicyStatus.BLOCKED and account.policy_checked_at:
-        return account.policy_checked_at + pool.policy_recheck_interval
-    if account.quota_checked_at:
-        return account.quota_checked_at + pool.quota_interval
-    return None
+def _next_quota_check(account: Account, pool: Pool, windows: list[QuotaWindow]) -> Any:
+    snapshot = account.state_snapshot(windows=windows)
+    return state.quota_next_check_at(snapshot, pool.policy, timezone.now())
 
 
 @login_required
@@ -145,6 +138,6 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
             "page": page,
             "operation": operation,
             "operations": operations,
-            "next_quota_check": _next_quota_check(account, account.pool),
+            "next_quota_check": _next_quota_check(account, account.pool, windows),
         },
     )
