@@ -84,6 +84,12 @@ class TokenGrant:
     def __repr__(self) -> str:  # never print tokens, even in a traceback
         return f"TokenGrant(expires_in={self.expires_in!r}, account_uuid={self.account_uuid!r})"
 
+    def identity(self) -> dict[str, str]:
+        """The account fields this answer names (empty values left out)."""
+        return _identity(
+            self.account_uuid, self.email, self.organization_uuid, self.organization_name
+        )
+
 
 @dataclass(frozen=True)
 class UsageWindow:
@@ -104,6 +110,21 @@ class Profile:
     email: str
     organization_uuid: str
     organization_name: str
+
+    def identity(self) -> dict[str, str]:
+        return _identity(
+            self.account_uuid, self.email, self.organization_uuid, self.organization_name
+        )
+
+
+def _identity(account_uuid: str, email: str, org_uuid: str, org_name: str) -> dict[str, str]:
+    fields = {
+        "provider_account_uuid": account_uuid,
+        "email": email,
+        "organization_uuid": org_uuid,
+        "organization_name": org_name,
+    }
+    return {name: value for name, value in fields.items() if value}
 
 
 # --- Parsing helpers ----------------------------------------------------------------------------

@@ -113,15 +113,6 @@ def _create(
     return account
 
 
-def _grant_identity(grant: anthropic.TokenGrant) -> dict[str, str]:
-    return {
-        "provider_account_uuid": grant.account_uuid,
-        "email": grant.email,
-        "organization_uuid": grant.organization_uuid,
-        "organization_name": grant.organization_name,
-    }
-
-
 def account_create_oauth(
     *,
     pool: Pool,
@@ -171,12 +162,7 @@ def _onboard_with_access_token(
                 raise _refused(failure, "access token") from None
         try:
             profile = provider.profile(access_token)
-            identity = {
-                "provider_account_uuid": profile.account_uuid,
-                "email": profile.email,
-                "organization_uuid": profile.organization_uuid,
-                "organization_name": profile.organization_name,
-            }
+            identity = profile.identity()
         except anthropic.ProfileEndpointError:
             pass  # identity stays empty; the next refresh answer may fill it
     _refuse_duplicate(pool, identity.get("provider_account_uuid", ""))
@@ -232,7 +218,7 @@ def _onboard_by_refresh(
         refresh_token=grant.refresh_token or refresh_token,
         access_token=grant.access_token,
         expires_at=now + grant.expires_in,
-        identity=_grant_identity(grant),
+        identity=grant.identity(),
         actor=actor,
         now=now,
         how="refresh",
@@ -472,7 +458,7 @@ def oauth_login_complete(
             refresh_token=grant.refresh_token,
             access_token=grant.access_token,
             expires_at=expires_at,
-            identity=_grant_identity(grant),
+            identity=grant.identity(),
             actor=actor,
             now=now,
         )
@@ -484,7 +470,7 @@ def oauth_login_complete(
         refresh_token=grant.refresh_token,
         access_token=grant.access_token,
         expires_at=expires_at,
-        identity=_grant_identity(grant),
+        identity=grant.identity(),
         actor=actor,
         now=now,
         how="PKCE login",

@@ -107,14 +107,7 @@ def _store_grant(
     if grant.refresh_token:  # rotated; an answer without one keeps the old token
         updates["refresh_token"] = grant.refresh_token
         updates["refresh_token_fingerprint"] = fingerprint(grant.refresh_token)
-    for field, value in (
-        ("provider_account_uuid", grant.account_uuid),
-        ("email", grant.email),
-        ("organization_uuid", grant.organization_uuid),
-        ("organization_name", grant.organization_name),
-    ):
-        if value:
-            updates[field] = value
+    updates.update(grant.identity())
     stored = Account.objects.filter(
         pk=account.pk, credential_version=account.credential_version
     ).update(**updates)

@@ -9,6 +9,11 @@ from ..models import Account, Membership, Pool, Team
 from ..selectors import user_role
 
 
+def actor_of(request: HttpRequest) -> str:
+    """Who pulled a lever from a page, as the history records it."""
+    return f"user:{request.user.get_username()}"
+
+
 def _check(request: HttpRequest, team: Team, *, lead: bool) -> str:
     role = user_role(request.user, team)
     if role is None:

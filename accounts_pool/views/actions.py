@@ -12,7 +12,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from ..forms import ConsumerKeyForm, DisableForm
 from ..models import ConsumerKey
 from ..services import keys, levers
-from .access import account_or_404, pool_or_404
+from .access import account_or_404, actor_of, pool_or_404
 
 OUTCOME_MESSAGES = {
     "refreshed": "Tokens refreshed.",
@@ -25,10 +25,6 @@ OUTCOME_MESSAGES = {
 }
 
 
-def _actor(request: HttpRequest) -> str:
-    return f"user:{request.user.get_username()}"
-
-
 def _report(request: HttpRequest, action: str, outcome: str) -> None:
     text = OUTCOME_MESSAGES.get(outcome, f"{action}: {outcome.replace('_', ' ')}.")
     good = outcome in ("refreshed", "refreshed_elsewhere", "checked", "cleared", "enabled")
@@ -39,7 +35,7 @@ def _report(request: HttpRequest, action: str, outcome: str) -> None:
 @require_POST
 def account_action(request: HttpRequest, account_id: int, action: str) -> HttpResponse:
     account, _ = account_or_404(request, account_id, lead=True)
-    actor = _actor(request)
+    actor = actor_of(request)
     if action == "refresh":
         _report(request, "Refresh", levers.account_refresh_now(account=account, actor=actor))
     elif action == "check-quota":
@@ -69,7 +65,7 @@ def account_disable(request: HttpRequest, account_id: int) -> HttpResponse:
         messages.error(request, "Say why the account is disabled.")
         return redirect("account", account_id=account.pk)
     levers.account_disable(
-        account=account, reason=form.cleaned_data["reason"], actor=_actor(request)
+        account=account, reason=form.cleaned_data["reason"], actor=actor_of(request)
     )
     messages.success(request, "Account disabled.")
     return redirect("account", account_id=account.pk)

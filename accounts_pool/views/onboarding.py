@@ -18,13 +18,9 @@ from ..forms import PasteCodeForm, PasteTokensForm, UploadCredentialsForm
 from ..models import Account, Pool
 from ..services import invites, onboarding
 from ..services.errors import ServiceError
-from .access import account_or_404, pool_or_404
+from .access import account_or_404, actor_of, pool_or_404
 
 PENDING = "pending_logins"
-
-
-def _actor(request: HttpRequest) -> str:
-    return f"user:{request.user.get_username()}"
 
 
 def _user(request: HttpRequest) -> User:
@@ -73,7 +69,7 @@ def add_by_tokens(request: HttpRequest, pool: str) -> HttpResponse:
                 refresh_token=form.cleaned_data["refresh_token"],
                 access_token=form.cleaned_data["access_token"] or "",
                 expires_at=form.cleaned_data["expires_at"],
-                actor=_actor(request),
+                actor=actor_of(request),
             )
         except ServiceError as exc:
             form.add_error("refresh_token", exc.message)
@@ -96,7 +92,7 @@ def add_by_file(request: HttpRequest, pool: str) -> HttpResponse:
                 pool=found,
                 document=form.cleaned_data["file"],
                 label=form.cleaned_data["label"],
-                actor=_actor(request),
+                actor=actor_of(request),
             )
         except ServiceError as exc:
             form.add_error("file", exc.message)
@@ -173,7 +169,7 @@ def login_complete(request: HttpRequest, pool: str) -> HttpResponse:
                     pasted_code=form.cleaned_data["code"],
                     label=form.cleaned_data["label"],
                     account=account,
-                    actor=_actor(request),
+                    actor=actor_of(request),
                 )
             except ServiceError as exc:
                 form.add_error("code", exc.message)
