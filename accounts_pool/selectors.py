@@ -88,6 +88,20 @@ class AccountWithVerdict:
     verdict: state.Verdict
 
 
+def status_counts(rows: list[AccountWithVerdict]) -> dict[str, int]:
+    """How many accounts are usable, degraded, excluded (every status present, zero or not)."""
+    counts = {status.value: 0 for status in state.Status}
+    for row in rows:
+        counts[row.verdict.status.value] += 1
+    return counts
+
+
+def next_change(rows: list[AccountWithVerdict]) -> datetime | None:
+    """The earliest moment any of these accounts' verdicts changes."""
+    changes = [r.verdict.next_change_at for r in rows if r.verdict.next_change_at is not None]
+    return min(changes) if changes else None
+
+
 def accounts_with_verdicts(
     accounts: QuerySet[Account], *, now: datetime
 ) -> list[AccountWithVerdict]:

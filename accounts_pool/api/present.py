@@ -95,10 +95,6 @@ def account_detail(account: Account, now: datetime) -> dict[str, Any]:
 
 
 def pool_detail(pool: Pool, rows: list[selectors.AccountWithVerdict]) -> dict[str, Any]:
-    counts = {status.value: 0 for status in state.Status}
-    for row in rows:
-        counts[row.verdict.status.value] += 1
-    changes = [r.verdict.next_change_at for r in rows if r.verdict.next_change_at is not None]
     return {
         "slug": pool.slug,
         "name": pool.name,
@@ -110,8 +106,8 @@ def pool_detail(pool: Pool, rows: list[selectors.AccountWithVerdict]) -> dict[st
         "policy_recheck_seconds": int(pool.policy_recheck_interval.total_seconds()),
         "min_remaining_percent": pool.min_remaining_percent,
         "fail_closed_on_unknown_quota": pool.fail_closed_on_unknown_quota,
-        "counts": counts,
-        "next_change_at": min(changes) if changes else None,
+        "counts": selectors.status_counts(rows),
+        "next_change_at": selectors.next_change(rows),
         "accounts": [account_summary(row) for row in rows],
     }
 

@@ -19,18 +19,6 @@ from .access import account_or_404, pool_or_404, team_or_404
 EVENTS_PER_PAGE = 25
 
 
-def _counts(rows: list[selectors.AccountWithVerdict]) -> dict[str, int]:
-    counts = {status.value: 0 for status in state.Status}
-    for row in rows:
-        counts[row.verdict.status.value] += 1
-    return counts
-
-
-def _next_change(rows: list[selectors.AccountWithVerdict]) -> Any:
-    changes = [r.verdict.next_change_at for r in rows if r.verdict.next_change_at]
-    return min(changes) if changes else None
-
-
 @login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
@@ -47,8 +35,8 @@ def team_pools(request: HttpRequest, team: str) -> HttpResponse:
     overview = [
         {
             "pool": pool,
-            "counts": _counts(rows),
-            "next_change": _next_change(rows),
+            "counts": selectors.status_counts(rows),
+            "next_change": selectors.next_change(rows),
             "total": len(rows),
         }
         for pool, rows in selectors.team_overview(found, now=timezone.now())
@@ -85,8 +73,8 @@ def _pool_context(request: HttpRequest, pool_slug: str) -> dict[str, Any]:
             }
             for row in rows
         ],
-        "counts": _counts(rows),
-        "next_change": _next_change(rows),
+        "counts": selectors.status_counts(rows),
+        "next_change": selectors.next_change(rows),
         "now": now,
     }
 
