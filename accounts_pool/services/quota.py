@@ -148,19 +148,26 @@ def quota_record_policy_blocked(
 ) -> QuotaResult:
     """403: the organisation's policy. No quota backoff, no quota error, refresh untouched."""
     message = (failure.message or "usage endpoint answered 403")[:300]
-    changed = account.policy_status != state.PolicyStatus.BLOCKED or (
-        account.policy_message != message
-    )
-    since = account.policy_since if account.policy_status == state.PolicyStatus.BLOCKED else now
-    Account.objects.filter(pk=account.pk).update(
-        policy_status=state.PolicyStatus.BLOCKED.value,
-        policy_message=message,
-        policy_since=since,
-        policy_checked_at=now,
-    )
+    changed = policy_block(account, message, now, checked=True)
     if changed:
         _event(account, now, POLICY_BLOCKED, failure=failure, actor=actor)
     return QuotaResult(account.pk, POLICY_BLOCKED, message)
+
+
+def policy_block(account: Account, message: str, now: datetime, *, checked: bool) -> bool:
+    """Mark the account blocked by its organisation's policy (the quota-policy group only),
+    keeping the original `since` while it stays blocked. `checked`: the usage endpoint itself
+    said so (a poll), rather than a tool's report. Returns whether anything changed."""
+    already = account.policy_status == state.PolicyStatus.BLOCKED
+    updates: dict[str, object] = {
+        "policy_status": state.PolicyStatus.BLOCKED.value,
+        "policy_message": message[:300],
+        "policy_since": account.policy_since if already else now,
+    }
+    if checked:
+        updates["policy_checked_at"] = now
+    Account.objects.filter(pk=account.pk).update(**updates)
+    return not already or account.policy_message != message[:300]
 
 
 def _record_quota_failure(

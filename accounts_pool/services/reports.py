@@ -15,6 +15,7 @@ from .. import metrics, state
 from ..models import Account, Checkout, ConsumerKey, QuotaWindow
 from ..providers import anthropic
 from .events import event_record
+from .quota import policy_block
 from .refresh import refresh_mark_access_rejected
 
 COOLDOWN_CAP = timedelta(minutes=30)
@@ -132,12 +133,7 @@ def _apply(
         return ReportOutcome("access_rejected", queue_refresh=True)
     if status == 403 and anthropic.is_policy_message(message):
         already = account.policy_status == state.PolicyStatus.BLOCKED
-        since = account.policy_since if already else now
-        Account.objects.filter(pk=account.pk).update(
-            policy_status=state.PolicyStatus.BLOCKED.value,
-            policy_message=message[:300],
-            policy_since=since,
-        )
+        policy_block(account, message, now, checked=False)
         # Only a change queues a check: repeated reports must not hammer the usage endpoint.
         return ReportOutcome("policy_blocked", queue_quota_check=not already)
     return ReportOutcome("recorded")
