@@ -29,8 +29,20 @@ def _cycle_candidates(
     return accounts
 
 
+def _locked(due: QuerySet[Account], lock: bool) -> QuerySet[Account]:
+    """With `lock` (inside a transaction), the rows are locked and rows another transaction
+    holds are skipped: concurrent dispatchers take disjoint ids. No-op on SQLite, which has
+    one writer at a time anyway."""
+    return due.select_for_update(skip_locked=True, of=("self",)) if lock else due
+
+
 def accounts_due_for_refresh(
-    *, now: datetime, limit: int, pool: Pool | None = None, account_id: int | None = None
+    *,
+    now: datetime,
+    limit: int,
+    pool: Pool | None = None,
+    account_id: int | None = None,
+    lock: bool = False,
 ) -> list[int]:
     """Ids of accounts whose token refresh is due (state.refresh_due, as a query).
 
@@ -52,11 +64,16 @@ def accounts_due_for_refresh(
         # sorting every due row first.
         .order_by("access_expires_at")
     )
-    return list(due.values_list("pk", flat=True)[:limit])
+    return list(_locked(due, lock).values_list("pk", flat=True)[:limit])
 
 
 def accounts_due_for_quota(
-    *, now: datetime, limit: int, pool: Pool | None = None, account_id: int | None = None
+    *,
+    now: datetime,
+    limit: int,
+    pool: Pool | None = None,
+    account_id: int | None = None,
+    lock: bool = False,
 ) -> list[int]:
     """Ids of accounts whose quota check is due (state.quota_due, as a query)."""
     min_interval = Pool.objects.aggregate(i=Min("quota_interval"))["i"] or timedelta(0)
@@ -79,7 +96,7 @@ def accounts_due_for_quota(
         .filter(policy_ok | policy_recheck)
         .order_by("quota_checked_at")
     )
-    return list(due.values_list("pk", flat=True)[:limit])
+    return list(_locked(due, lock).values_list("pk", flat=True)[:limit])
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,20 @@
 """Dispatch: does selecting the due accounts stay cheap as the table grows?
 
-Times `services.cycle.dispatch_token_refresh` (and `dispatch_quota_checks`) with 1,000 and with
+Times one dispatcher run (`services.cycle.dispatch_token_refresh`, and `dispatch_quota_checks`,
+asked for one chunk, ACCOUNTS_POOL_DISPATCH_CHUNK, as beat's tick task asks) with 1,000 and with
 100,000 accounts, 1% of them due (refresh: access token expiring within the pool's refresh lead;
 quota: a different 1%, last checked 10 minutes ago), enqueueing into a no-op that only collects
 the ids. Each run is rolled back (a transaction ended with set_rollback) so that every run sees
 the same due accounts even when dispatch marks what it queued (then VACUUM, untimed, removes
-the dead row versions the rollback left); 20 runs per size (after 2
-warm-ups), the median counts. Target: median at 100k / median at 1k < 3. Also prints, per size,
-each query's median time (where the time goes), both sizes again with the batch lowered to 10
-(`--same-batch`: the same number of ids at both sizes, so the ratio shows the table's size
-alone), and the EXPLAIN ANALYZE of the due queries at 100k so a reader sees which index serves
-them.
+the dead row versions the rollback left); 20 runs per size (after 2 warm-ups), the median
+counts. Target: median at 100k / median at 1k < 3.
+
+Also prints, per size: each query's median time (where the time goes); a whole tick (the chained
+runs until nothing more is due or the tick's budget, ACCOUNTS_POOL_DISPATCH_BATCH, is spent) and
+its cost per queued id, which grows with the number due by nature; both sizes with the same
+small limit (`--same-batch`: the same number of ids at both sizes, so the ratio shows the
+table's size alone); and the EXPLAIN ANALYZE of the due queries at 100k so a reader sees which
+index serves them.
 
     .venv/bin/python bench/dispatch.py [--small 1000] [--large 100000] [--runs 20]
                                        [--same-batch 10]
@@ -80,6 +84,33 @@ def load(start: int, stop: int, *, per_pool: int, team: Any, now: datetime) -> N
         lambda: _common.analyze("accounts_pool_account", "accounts_pool_pool")
     )
     print(f"  ANALYZE in {t_analyze:.2f} s")
+
+
+def one_run(dispatch: Callable[..., int], limit: int) -> Callable[..., int]:
+    """A dispatcher run as beat's tick task makes it: one chunk."""
+
+    def run(*, enqueue: Callable[[int], object], now: datetime) -> int:
+        return dispatch(enqueue=enqueue, now=now, limit=limit)
+
+    return run
+
+
+def whole_tick(dispatch: Callable[..., int], chunk: int) -> Callable[..., int]:
+    """Every run of one tick, chained as the tick task chains them (accounts_pool.tasks)."""
+    from accounts_pool.services.cycle import dispatch_budget_left
+
+    def run(*, enqueue: Callable[[int], object], now: datetime) -> int:
+        budget: int | None = None
+        total = 0
+        while True:
+            asked = min(chunk, budget or chunk)
+            got = dispatch(enqueue=enqueue, now=now, limit=asked)
+            total += got
+            budget = dispatch_budget_left(budget=budget, asked=asked, dispatched=got)
+            if not budget:
+                return total
+
+    return run
 
 
 def vacuum() -> None:
@@ -188,7 +219,7 @@ def main() -> int:
         type=int,
         default=10,
         metavar="N",
-        help="also time both sizes with the dispatch batch lowered to N (default 10, what 1%% "
+        help="also time both sizes with a run's limit lowered to N (default 10, what 1%% "
         "of 1,000 accounts dispatch), so the ratio shows the table's size alone",
     )
     args = parser.parse_args()
@@ -202,14 +233,23 @@ def main() -> int:
         from django.conf import settings
         from django.utils import timezone
 
-        from accounts_pool.services.cycle import dispatch_quota_checks, dispatch_token_refresh
+        from accounts_pool.services.cycle import (
+            dispatch_chunk,
+            dispatch_quota_checks,
+            dispatch_token_refresh,
+        )
 
         team, _ = _common.make_team()
-        batch = settings.ACCOUNTS_POOL_DISPATCH_BATCH
-        print(f"dispatch batch (ACCOUNTS_POOL_DISPATCH_BATCH): {batch}")
-        from django.test.utils import override_settings
+        batch, chunk = settings.ACCOUNTS_POOL_DISPATCH_BATCH, dispatch_chunk()
+        print(f"one dispatcher run queues up to {chunk} (ACCOUNTS_POOL_DISPATCH_CHUNK); a tick up")
+        print(f"to {batch} (ACCOUNTS_POOL_DISPATCH_BATCH), in chained runs")
+        dispatchers = {
+            "token refresh": dispatch_token_refresh,
+            "quota checks": dispatch_quota_checks,
+        }
 
         results: dict[int, dict[str, Timing]] = {}
+        ticks: dict[int, dict[str, Timing]] = {}
         same: dict[int, dict[str, Timing]] = {}
         loaded = 0
         for size in (args.small, args.large):
@@ -219,58 +259,59 @@ def main() -> int:
             idle = _common.background_load()
             print(f"  machine {idle * 100:.0f}% busy just before (other work on this machine)")
             results[size] = {
-                "token refresh": time_dispatch(dispatch_token_refresh, args.runs),
-                "quota checks": time_dispatch(dispatch_quota_checks, args.runs),
+                n: time_dispatch(one_run(f, chunk), args.runs) for n, f in dispatchers.items()
             }
-            # The same small batch at both sizes: only the table's size differs between them.
-            with override_settings(ACCOUNTS_POOL_DISPATCH_BATCH=args.same_batch):
-                same[size] = {
-                    "token refresh": time_dispatch(dispatch_token_refresh, args.runs),
-                    "quota checks": time_dispatch(dispatch_quota_checks, args.runs),
-                }
+            ticks[size] = {
+                n: time_dispatch(whole_tick(f, chunk), args.runs) for n, f in dispatchers.items()
+            }
+            # The same small limit at both sizes: only the table's size differs between them.
+            same[size] = {
+                n: time_dispatch(one_run(f, args.same_batch), args.runs)
+                for n, f in dispatchers.items()
+            }
             for label, timings in (
-                (f"batch {batch}", results[size]),
-                (f"batch {args.same_batch}", same[size]),
+                ("one run", results[size]),
+                ("whole tick", ticks[size]),
+                (f"limit {args.same_batch}", same[size]),
             ):
                 for name, timing in timings.items():
+                    per_id = timing.median / max(timing.dispatched, 1) * 1e6
                     print(
                         f"  {label:<10} {name:<14} median {timing.median * 1000:7.2f} ms  "
                         f"(min {timing.low * 1000:.2f}, max {timing.high * 1000:.2f}; "
-                        f"{timing.dispatched} ids per dispatch)"
+                        f"{timing.dispatched} ids, {per_id:.0f} µs per id)"
                     )
-            for name, function in (
-                ("token refresh", dispatch_token_refresh),
-                ("quota checks", dispatch_quota_checks),
-            ):
-                print(f"  {name}: median time per query")
-                for query, ms in breakdown(function):
+            for name, function in dispatchers.items():
+                print(f"  {name}: median time per query of one run")
+                for query, ms in breakdown(one_run(function, chunk)):
                     print(f"    {ms:7.2f} ms  {query}")
-        explain(dispatch_token_refresh, "token refresh", "account_refresh_due_idx")
-        explain(dispatch_quota_checks, "quota", "account_quota_due_idx")
+        explain(one_run(dispatch_token_refresh, chunk), "token refresh", "account_refresh_due_idx")
+        explain(one_run(dispatch_quota_checks, chunk), "quota", "account_quota_due_idx")
 
         header(f"summary: median of {args.runs} runs, 1% due")
         sizes = f"{args.small:>10,} {args.large:>10,}"
-        print(f"{'dispatcher':<14} {sizes}   ratio   target < {RATIO_TARGET:g}")
-        lines = []
-        for name in ("token refresh", "quota checks"):
+        print(f"{'one run':<14} {sizes}   ratio   target < {RATIO_TARGET:g}")
+        for name in dispatchers:
             small, large = results[args.small][name], results[args.large][name]
             ratio = large.median / small.median
-            lines.append(
+            print(
                 f"{name:<14} {small.median * 1000:8.2f}ms {large.median * 1000:8.2f}ms   "
                 f"{ratio:5.2f}   {verdict(ratio < RATIO_TARGET)}"
             )
-        print("\n".join(lines))
-        print(
-            f"(information, no target: batch {args.same_batch} at both sizes, so only the "
-            "table's size differs)"
-        )
-        for name in ("token refresh", "quota checks"):
-            small, large = same[args.small][name], same[args.large][name]
-            print(
-                f"{name:<14} {small.median * 1000:8.2f}ms {large.median * 1000:8.2f}ms   "
-                f"{large.median / small.median:5.2f}   "
-                f"({small.dispatched} and {large.dispatched} ids per dispatch)"
-            )
+        for title, table in (
+            ("(information: a whole tick, every chained run; it queues 1% of the table)", ticks),
+            (f"(information: limit {args.same_batch} at both sizes: the table's size alone)", same),
+        ):
+            print(title)
+            for name in dispatchers:
+                small, large = table[args.small][name], table[args.large][name]
+                print(
+                    f"{name:<14} {small.median * 1000:8.2f}ms {large.median * 1000:8.2f}ms   "
+                    f"{large.median / small.median:5.2f}   "
+                    f"({small.dispatched} and {large.dispatched} ids; "
+                    f"{small.median / max(small.dispatched, 1) * 1e6:.0f} and "
+                    f"{large.median / max(large.dispatched, 1) * 1e6:.0f} µs per id)"
+                )
     return 0
 
 

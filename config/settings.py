@@ -179,7 +179,10 @@ ANTHROPIC_HTTP_TIMEOUT = env.float("ANTHROPIC_HTTP_TIMEOUT", default=20.0)
 # How long a refresh claim holds before another worker may take the account over (a killed
 # worker never blocks an account for longer than this).
 ACCOUNTS_POOL_CLAIM_SECONDS = env.int("ACCOUNTS_POOL_CLAIM_SECONDS", default=120)
+# Per beat tick, at most BATCH accounts are queued, CHUNK per dispatcher run: a full run hands
+# the rest of the tick to the next run, so a run's time does not grow with the number due.
 ACCOUNTS_POOL_DISPATCH_BATCH = env.int("ACCOUNTS_POOL_DISPATCH_BATCH", default=500)
+ACCOUNTS_POOL_DISPATCH_CHUNK = env.int("ACCOUNTS_POOL_DISPATCH_CHUNK", default=50)
 ACCOUNTS_POOL_EVENT_RETENTION_DAYS = env.int("ACCOUNTS_POOL_EVENT_RETENTION_DAYS", default=30)
 
 # --- Celery --------------------------------------------------------------------------------

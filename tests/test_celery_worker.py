@@ -18,27 +18,31 @@ from .fake_provider import fake_anthropic
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
+def _worker(log, **env: str):
+    return processes.start(
+        [
+            str(processes.VENV_BIN / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "2",
+            "--purge",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        processes.child_env(**env),
+        log,
+    )
+
+
 def test_a_dispatched_refresh_completes_in_a_real_worker(pool, tmp_path):
     account = make_account(pool, access_expires_at=timezone.now() + timedelta(minutes=5))
     log = tmp_path / "worker.log"
     with fake_anthropic({REFRESH}) as fake:
-        worker = processes.start(
-            [
-                str(processes.VENV_BIN / "celery"),
-                "-A",
-                "config",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                "2",
-                "--purge",
-                "--without-gossip",
-                "--without-mingle",
-            ],
-            processes.child_env(**fake.env()),
-            log,
-        )
+        worker = _worker(log, **fake.env())
         try:
             processes.wait_for(lambda: "ready." in log.read_text(), 60, "the worker", log)
             dispatch_token_refresh_task.delay()  # beat's task: select due, enqueue per account
@@ -56,3 +60,30 @@ def test_a_dispatched_refresh_completes_in_a_real_worker(pool, tmp_path):
     assert account.refresh_token == "sk-ant-ort01-fake-rotated-1"
     assert account.refresh_failures == 0
     assert "accounts_pool.refresh_account" in log.read_text()
+
+
+def test_one_tick_queues_every_due_account_in_chained_dispatcher_runs(pool, tmp_path):
+    """Chunks of 2, a tick's budget of 500: one beat tick's dispatcher runs 3 times (2 + 2 + 1)
+    and every one of the 5 due accounts is refreshed once."""
+    tokens = [f"{REFRESH}-{n}" for n in range(5)]
+    for n, token in enumerate(tokens):
+        expires = timezone.now() + timedelta(minutes=5)
+        make_account(pool, label=f"a{n}", refresh_token=token, access_expires_at=expires)
+    log = tmp_path / "worker.log"
+    with fake_anthropic(set(tokens)) as fake:
+        worker = _worker(log, ACCOUNTS_POOL_DISPATCH_CHUNK="2", **fake.env())
+        try:
+            processes.wait_for(lambda: "ready." in log.read_text(), 60, "the worker", log)
+            dispatch_token_refresh_task.delay()
+            processes.wait_for(
+                lambda: not Account.objects.filter(credential_version=1).exists(),
+                60,
+                "every refresh to complete",
+                log,
+            )
+        finally:
+            processes.stop(worker)
+    assert fake.calls["token"] == len(tokens)
+    assert not Account.objects.filter(refresh_failures__gt=0).exists()
+    runs = [line for line in log.read_text().splitlines() if "dispatch_token_refresh[" in line]
+    assert len([line for line in runs if "succeeded" in line]) == 3

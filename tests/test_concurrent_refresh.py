@@ -15,6 +15,7 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts_pool.models import Account
+from accounts_pool.services.cycle import dispatch_token_refresh
 from accounts_pool.services.refresh import account_refresh
 
 from .conftest import REFRESH, make_account, token_answer
@@ -97,3 +98,34 @@ def test_a_lapsed_claim_is_taken_over(pool, provider):
     assert account_refresh(account_id=blocked.pk, now=now).outcome == "claimed_elsewhere"
     assert provider.token.call_count == 1
     assert Account.objects.get(pk=blocked.pk).refresh_token == REFRESH
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_dispatchers_never_queue_an_account_twice(pool):
+    """Dispatchers running at once (a tick's chained runs on several workers) take disjoint
+    accounts: on PostgreSQL each locks what it marks and skips what another holds."""
+    due = {
+        make_account(pool, label=f"a{n}", access_expires_at=timezone.now()).pk for n in range(40)
+    }
+    barrier = threading.Barrier(CALLERS)
+    queued: list[int] = []
+    lock = threading.Lock()
+
+    def dispatcher() -> None:
+        try:
+            barrier.wait()
+            while True:
+                mine: list[int] = []
+                if not dispatch_token_refresh(enqueue=mine.append, limit=3):
+                    return
+                with lock:
+                    queued.extend(mine)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=dispatcher) for _ in range(CALLERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(queued) == sorted(due)  # every due account once, none twice

@@ -9,8 +9,12 @@ import pytest
 from django_celery_beat.models import PeriodicTask
 
 from accounts_pool import selectors, state
-from accounts_pool.models import AccountEvent
-from accounts_pool.services.cycle import dispatch_quota_checks, dispatch_token_refresh
+from accounts_pool.models import Account, AccountEvent
+from accounts_pool.services.cycle import (
+    dispatch_budget_left,
+    dispatch_quota_checks,
+    dispatch_token_refresh,
+)
 from accounts_pool.services.events import event_record, events_prune
 
 from .conftest import NOW, make_account
@@ -135,3 +139,21 @@ def test_a_queued_account_is_not_queued_again_by_the_next_tick(pool):
     assert dispatch_token_refresh(enqueue=second.append, now=NOW + MIN) == 0
     later: list[int] = []  # a task lost with its worker is queued again once the mark lapses
     assert dispatch_token_refresh(enqueue=later.append, now=NOW + 3 * MIN) == 1
+
+
+def test_a_full_dispatcher_run_hands_the_rest_of_the_tick_on(settings):
+    settings.ACCOUNTS_POOL_DISPATCH_BATCH = 120
+    assert dispatch_budget_left(budget=None, asked=50, dispatched=50) == 70
+    assert dispatch_budget_left(budget=70, asked=50, dispatched=50) == 20
+    assert dispatch_budget_left(budget=20, asked=20, dispatched=20) == 0  # the tick is spent
+    assert dispatch_budget_left(budget=None, asked=50, dispatched=49) == 0  # nothing more due
+
+
+def test_dispatch_takes_at_most_its_limit_and_the_next_run_takes_the_rest(pool):
+    for n in range(5):
+        make_account(pool, label=f"a{n}", access_expires_at=NOW - n * MIN, quota_checked_at=None)
+    first: list[int] = []
+    second: list[int] = []
+    assert dispatch_token_refresh(enqueue=first.append, now=NOW, limit=3) == 3
+    assert dispatch_token_refresh(enqueue=second.append, now=NOW, limit=3) == 2
+    assert sorted(first + second) == sorted(Account.objects.values_list("pk", flat=True))

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from .. import selectors
@@ -18,30 +19,69 @@ def _batch() -> int:
     return int(settings.ACCOUNTS_POOL_DISPATCH_BATCH)
 
 
+def dispatch_chunk() -> int:
+    return int(settings.ACCOUNTS_POOL_DISPATCH_CHUNK)
+
+
 def _hold() -> timedelta:
     return timedelta(seconds=settings.ACCOUNTS_POOL_CLAIM_SECONDS)
 
 
-def dispatch_token_refresh(*, enqueue: Callable[[int], object], now: datetime | None = None) -> int:
-    """Enqueue one refresh per due account (a bounded batch); returns how many. Each is marked
-    as queued so the next tick does not queue it again while it waits for a worker (the mark
-    lapses, so a lost task is queued again later)."""
+def dispatch_budget_left(*, budget: int | None, asked: int, dispatched: int) -> int:
+    """How many more accounts this tick may still queue after a dispatcher run that asked for
+    `asked` and got `dispatched`: none once a run comes back short (nothing more is due) or
+    the tick's budget (ACCOUNTS_POOL_DISPATCH_BATCH) is spent."""
+    total = _batch() if budget is None else budget
+    return total - dispatched if dispatched >= asked and total > dispatched else 0
+
+
+def _dispatch(
+    select: Callable[..., list[int]],
+    mark: str,
+    *,
+    enqueue: Callable[[int], object],
+    now: datetime | None,
+    limit: int | None,
+) -> int:
+    """Claim up to `limit` due accounts and enqueue one task each. The rows are locked while
+    they are marked as queued, and rows locked by a concurrent dispatcher are skipped, so two
+    dispatchers never queue the same account. The marks commit before anything is queued; a
+    task lost after that is queued again once its mark lapses."""
     now = now or timezone.now()
-    ids = selectors.accounts_due_for_refresh(now=now, limit=_batch())
-    Account.objects.filter(pk__in=ids).update(refresh_dispatched_until=now + _hold())
+    with transaction.atomic():
+        ids = select(now=now, limit=limit or _batch(), lock=True)
+        Account.objects.filter(pk__in=ids).update(**{mark: now + _hold()})
     for account_id in ids:
         enqueue(account_id)
     return len(ids)
 
 
-def dispatch_quota_checks(*, enqueue: Callable[[int], object], now: datetime | None = None) -> int:
-    """Enqueue one quota check per due account (a bounded batch, marked like refreshes)."""
-    now = now or timezone.now()
-    ids = selectors.accounts_due_for_quota(now=now, limit=_batch())
-    Account.objects.filter(pk__in=ids).update(quota_dispatched_until=now + _hold())
-    for account_id in ids:
-        enqueue(account_id)
-    return len(ids)
+def dispatch_token_refresh(
+    *, enqueue: Callable[[int], object], now: datetime | None = None, limit: int | None = None
+) -> int:
+    """Enqueue one refresh per due account, at most `limit` (default: the tick's batch);
+    returns how many. Each is marked as queued, so the next tick does not queue it again while
+    it waits for a worker."""
+    return _dispatch(
+        selectors.accounts_due_for_refresh,
+        "refresh_dispatched_until",
+        enqueue=enqueue,
+        now=now,
+        limit=limit,
+    )
+
+
+def dispatch_quota_checks(
+    *, enqueue: Callable[[int], object], now: datetime | None = None, limit: int | None = None
+) -> int:
+    """Enqueue one quota check per due account, at most `limit` (marked like refreshes)."""
+    return _dispatch(
+        selectors.accounts_due_for_quota,
+        "quota_dispatched_until",
+        enqueue=enqueue,
+        now=now,
+        limit=limit,
+    )
 
 
 def cycle_run(
