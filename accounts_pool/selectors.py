@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -9,8 +10,8 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import DateTimeField, ExpressionWrapper, F, Max, Min, Q, QuerySet, Value
 from django.db.models.expressions import CombinedExpression
 
-from . import state
-from .models import Account, Membership, Pool, Team
+from . import rawsql, state
+from .models import Account, ConsumerKey, Membership, Pool, QuotaWindow, Team
 
 
 def _shifted(now: datetime, field: str, sign: int) -> ExpressionWrapper[CombinedExpression]:
@@ -204,22 +205,111 @@ CHECKOUT_FIELDS = (
     "cooldown_until",
     "cooldown_reason",
 )
+_ACCOUNT = rawsql.Columns.of(Account, "a", CHECKOUT_FIELDS)
+_WINDOW = rawsql.Columns.of(QuotaWindow, "w")
+_KEY = rawsql.Columns.of(ConsumerKey, "k")
+_POOL = rawsql.Columns.of(Pool, "p")
 
 
-def checkout_candidates(pool: Pool, *, now: datetime) -> QuerySet[Account]:
-    """The pool's accounts that the account row alone cannot rule out for a checkout (enabled,
-    no cooldown, and for OAuth a valid token, policy ok, no re-login), in the routing's order,
-    the refresh token left undecrypted. Their windows decide the rest (state.eligibility)."""
-    oauth = Q(
-        kind=Account.Kind.OAUTH, access_expires_at__gt=now, policy_status=state.PolicyStatus.OK
-    ) & ~Q(relogin_required_for=F("refresh_token_fingerprint"))
-    candidates = (
-        Account.objects.filter(pool=pool, enabled=True)
-        .filter(Q(cooldown_until__isnull=True) | Q(cooldown_until__lte=now))
-        .filter(oauth | Q(kind=Account.Kind.API_KEY))
-        .only(*CHECKOUT_FIELDS)
+NO_LIMIT = 2**31 - 1  # LIMIT takes a number on every database
+
+
+@dataclass(frozen=True)
+class CheckoutCandidate:
+    account: Account
+    windows: list[QuotaWindow]
+
+
+@functools.cache
+def _candidates_sql(vendor: str, routing: str, *, skip: int, only: bool) -> str:
+    """The pool's accounts that the row alone cannot rule out for a checkout (enabled, no
+    cooldown, and for OAuth a valid token, policy ok, no re-login), in the routing's order, one
+    page of them, each joined with its windows (LEFT JOIN: one row per window)."""
+    a = _ACCOUNT
+
+    def order(alias: str) -> str:
+        def col(name: str) -> str:
+            return f"{alias}.{rawsql.quote(name)}"
+
+        first = [col("priority")] if routing == Pool.Routing.PRIORITY else []
+        return ", ".join([*first, f"{col('last_used_at')} ASC NULLS FIRST", col("id")])
+
+    where = [
+        f"{a.col('pool')} = %s",
+        f"{a.col('enabled')} = %s",
+        f"({a.col('cooldown_until')} IS NULL OR {a.col('cooldown_until')} <= %s)",
+        f"(({a.col('kind')} = %s AND {a.col('access_expires_at')} > %s"
+        f" AND {a.col('policy_status')} = %s"
+        f" AND NOT ({a.col('relogin_required_for')} = {a.col('refresh_token_fingerprint')}))"
+        f" OR {a.col('kind')} = %s)",
+    ]
+    if skip:
+        where.append(f"{a.col('id')} NOT IN ({', '.join(['%s'] * skip)})")
+    if only:
+        where.append(f"{a.col('id')} = %s")
+    page = (
+        # Identifiers come from the models' metadata, quoted; every value is a parameter.
+        f"SELECT {a.select()} FROM {a.table} WHERE {' AND '.join(where)}"  # noqa: S608
+        f" ORDER BY {order(a.alias)} LIMIT %s OFFSET %s"
     )
-    least_recent = F("last_used_at").asc(nulls_first=True)
-    if pool.routing == Pool.Routing.PRIORITY:
-        return candidates.order_by("priority", least_recent, "pk")
-    return candidates.order_by(least_recent, "pk")
+    account_columns = ", ".join(f"c.{rawsql.quote(f.column)}" for f in a.fields)
+    window = _WINDOW
+    return (
+        f"SELECT {account_columns}, {window.select()} FROM ({page}) c"  # noqa: S608
+        f" LEFT JOIN {window.table} ON {window.col('account')} = c.{rawsql.quote('id')}"
+        f" ORDER BY {order('c')}, {window.col('key')}"
+    )
+
+
+def checkout_candidates(
+    pool: Pool,
+    *,
+    now: datetime,
+    limit: int | None = None,
+    offset: int = 0,
+    skip: set[int] | frozenset[int] = frozenset(),
+    only: int | None = None,
+) -> list[CheckoutCandidate]:
+    """A page of checkout candidates with their windows, in the routing's order, in one query
+    (written as SQL: rawsql). Their windows decide the rest (state.eligibility); `only` narrows
+    to one account (a session's), `skip` leaves some out. The refresh token stays undecrypted."""
+    on = rawsql.db()
+    sql = _candidates_sql(on.vendor, pool.routing, skip=len(skip), only=only is not None)
+    at = rawsql.param(now, on)
+    params: list[object] = [pool.pk, True, at, Account.Kind.OAUTH.value, at]
+    params += [state.PolicyStatus.OK.value, Account.Kind.API_KEY.value, *sorted(skip)]
+    if only is not None:
+        params.append(only)
+    params += [NO_LIMIT if limit is None else limit, offset]
+    width = len(_ACCOUNT.fields)
+    found: dict[int, CheckoutCandidate] = {}
+    for row in rawsql.fetch(on, sql, params):
+        account_id = row[0]
+        candidate = found.get(account_id)
+        if candidate is None:
+            candidate = found[account_id] = CheckoutCandidate(_ACCOUNT.build(row[:width], on), [])
+        if row[width] is not None:
+            candidate.windows.append(_WINDOW.build(row[width:], on))
+    return list(found.values())
+
+
+@functools.cache
+def _key_sql(vendor: str) -> str:
+    return (
+        # Identifiers come from the models' metadata, quoted; the hash is a parameter.
+        f"SELECT {_KEY.select()}, {_POOL.select()} FROM {_KEY.table}"  # noqa: S608
+        f" INNER JOIN {_POOL.table} ON {_POOL.col('id')} = {_KEY.col('pool')}"
+        f" WHERE {_KEY.col('key_hash')} = %s AND {_KEY.col('revoked_at')} IS NULL"
+    )
+
+
+def consumer_key_with_pool(key_hash: str) -> ConsumerKey | None:
+    """The unrevoked key with this hash and its pool, in one query (every tool request)."""
+    on = rawsql.db()
+    rows = rawsql.fetch(on, _key_sql(on.vendor), [key_hash])
+    if not rows:
+        return None
+    width = len(_KEY.fields)
+    key = _KEY.build(rows[0][:width], on)
+    key.pool = _POOL.build(rows[0][width:], on)
+    return key

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
+from accounts_pool import selectors
 from accounts_pool.models import Account, AccountEvent, Checkout, QuotaWindow
 from accounts_pool.services.keys import consumer_key_create
 
@@ -222,3 +224,61 @@ def test_a_retry_after_date_far_in_the_future_is_capped(tool, pool, now):
     assert body["outcome"] == "rate_limited"
     account.refresh_from_db()
     assert account.cooldown_until <= timezone.now() + timedelta(minutes=30)
+
+
+def test_the_sql_prefilter_never_rules_out_an_account_eligibility_would_use(pool, now):
+    """checkout_candidates (SQL) may only leave out accounts that state.eligibility excludes;
+    every usable or degraded account is among them, with its windows, in the routing's order."""
+    minute = timedelta(minutes=1)
+    usable(pool, now, "fresh", last_used_at=now - minute)
+    usable(pool, now, "never used")
+    usable(pool, now, "cooldown over", cooldown_until=now - minute)
+    usable(pool, now, "backing off", refresh_backoff_until=now + 9 * minute)  # degraded
+    usable(pool, now, "window full", five_hour=100.0)  # excluded by its window, not by SQL
+    usable(pool, now, "cooling", cooldown_until=now + minute)
+    usable(pool, now, "expired", access_expires_at=now - minute)
+    usable(pool, now, "blocked", policy_status="blocked")
+    usable(pool, now, "disabled", enabled=False)
+    relogin = usable(pool, now, "relogin")
+    Account.objects.filter(pk=relogin.pk).update(
+        relogin_required_for=relogin.refresh_token_fingerprint
+    )
+    make_account(pool, label="api key", kind="api_key", api_key="sk-ant-api03-x", refresh_token="")
+
+    candidates = selectors.checkout_candidates(pool, now=now)
+    verdicts = {
+        row.account.label: row.verdict.status
+        for row in selectors.accounts_with_verdicts(Account.objects.filter(pool=pool), now=now)
+    }
+    chosen = [c.account.label for c in candidates]
+    assert {label for label, status in verdicts.items() if status != "excluded"} <= set(chosen)
+    assert set(chosen) == {
+        "fresh",
+        "never used",
+        "cooldown over",
+        "backing off",
+        "window full",
+        "api key",
+    }
+    assert chosen.index("never used") < chosen.index("fresh")  # least recently used first
+    windows = {c.account.label: [w.key for w in c.windows] for c in candidates}
+    assert windows["window full"] == ["five_hour"]
+    assert windows["api key"] == []
+    page = selectors.checkout_candidates(pool, now=now, limit=2, offset=2)
+    assert [c.account.label for c in page] == chosen[2:4]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_recording_a_checkout_relaxes_only_its_own_commit(pool, alice):
+    """One statement writes the checkout and the last use without waiting for the disk; the
+    connection's later transactions (a token refresh, say) still wait for it."""
+    tool = Api(consumer_key_create(pool=pool, name="laptop", created_by=alice)[1])
+    account = usable(pool, timezone.now(), "a")
+    body = _checkout(tool)
+    assert Checkout.objects.filter(pk=body["checkout_id"], account=account).exists()
+    account.refresh_from_db()
+    assert account.last_used_at is not None
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone() == ("on",)

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from django.contrib.auth.models import User
 from django.utils import timezone
 
+from .. import selectors
 from ..models import ApiToken, ConsumerKey, Pool
 
 LAST_USED_GRANULARITY = timedelta(minutes=1)
@@ -73,11 +74,7 @@ def _touch(model: type[ApiToken] | type[ConsumerKey], row: ApiToken | ConsumerKe
 
 
 def consumer_key_authenticate(secret: str) -> ConsumerKey | None:
-    key = (
-        ConsumerKey.objects.select_related("pool", "pool__team")
-        .filter(key_hash=secret_hash(secret), revoked_at__isnull=True)
-        .first()
-    )
+    key = selectors.consumer_key_with_pool(secret_hash(secret))
     if key is not None:
         _touch(ConsumerKey, key)
     return key

@@ -1,0 +1,113 @@
+"""Hand-written SELECTs that still give model instances, for the checkout's hot path.
+
+Building a query through the ORM costs more Python time than PostgreSQL takes to answer it
+(about 0.3-0.7 ms per query; bench/checkout.py). On the few queries every checkout runs, the SQL
+is written once here instead, from the models' own table and column names, and each row becomes
+model instances through the same converters the ORM applies (decryption of encrypted fields,
+SQLite's datetimes and booleans), so callers see ordinary models. Columns left out are deferred.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
+from typing import Any, Generic, TypeVar
+
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field, Model
+from django.db.models.sql import Query
+
+M = TypeVar("M", bound=Model)
+
+
+@dataclass(frozen=True)
+class Columns(Generic[M]):
+    """Some columns of one model under a table alias: their SELECT list, and instances back."""
+
+    model: type[M]
+    alias: str
+    fields: tuple[Field[Any, Any], ...]
+
+    @classmethod
+    def of(cls, model: type[M], alias: str, names: Iterable[str] | None = None) -> Columns[M]:
+        meta = model._meta
+        wanted = None if names is None else {*names, meta.pk.name}
+        fields = tuple(
+            f
+            for f in meta.concrete_fields
+            if wanted is None or f.name in wanted or f.attname in wanted
+        )
+        return cls(model, alias, fields)
+
+    @property
+    def table(self) -> str:
+        return f"{quote(self.model._meta.db_table)} {self.alias}"
+
+    def col(self, name: str) -> str:
+        """alias.column of a field by name."""
+        field = self.model._meta.get_field(name)
+        assert isinstance(field, Field)
+        assert field.column
+        return f"{self.alias}.{quote(field.column)}"
+
+    def select(self) -> str:
+        return ", ".join(f"{self.alias}.{quote(f.column)}" for f in self.fields)
+
+    @cached_property
+    def attnames(self) -> list[str]:
+        return [f.attname for f in self.fields]
+
+    def build(self, values: Sequence[Any], db: BaseDatabaseWrapper) -> M:
+        """A model instance from this part of a row, converted as the ORM converts."""
+        return self.model.from_db(db.alias, self.attnames, _convert(self, values, db))
+
+
+def db() -> BaseDatabaseWrapper:
+    """The default connection itself (django.db.connection is a proxy: each attribute read
+    looks the connection up again)."""
+    return connections[DEFAULT_DB_ALIAS]
+
+
+def quote(name: str) -> str:
+    return db().ops.quote_name(name)
+
+
+def param(value: datetime, on: BaseDatabaseWrapper) -> Any:
+    """A datetime as the database driver takes it (SQLite stores naive UTC text)."""
+    return on.ops.adapt_datetimefield_value(value)
+
+
+def fetch(on: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    with on.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+        return rows
+
+
+def _convert(columns: Columns[Any], values: Sequence[Any], on: BaseDatabaseWrapper) -> list[Any]:
+    out = list(values)
+    for index, functions in _converters(columns, on):
+        value = out[index]
+        for function, expression in functions:
+            value = function(value, expression, on)
+        out[index] = value
+    return out
+
+
+_CACHE: dict[tuple[str, type[Model], tuple[str, ...]], list[tuple[int, list[Any]]]] = {}
+
+
+def _converters(columns: Columns[Any], on: BaseDatabaseWrapper) -> list[tuple[int, list[Any]]]:
+    key = (on.vendor, columns.model, tuple(columns.attnames))
+    found = _CACHE.get(key)
+    if found is None:
+        compiler = Query(columns.model).get_compiler(connection=on)
+        table = columns.model._meta.db_table
+        expressions = [f.get_col(table) for f in columns.fields]
+        by_index = compiler.get_converters(expressions)
+        found = [(i, [(fn, expr) for fn in fns]) for i, (fns, expr) in sorted(by_index.items())]
+        _CACHE[key] = found
+    return found
