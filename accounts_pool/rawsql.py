@@ -1,10 +1,12 @@
-"""Hand-written SELECTs that still give model instances, for the checkout's hot path.
+"""Hand-written statements that still read and write like the ORM, for the hottest paths.
 
 Building a query through the ORM costs more Python time than PostgreSQL takes to answer it
-(about 0.3-0.7 ms per query; bench/checkout.py). On the few queries every checkout runs, the SQL
-is written once here instead, from the models' own table and column names, and each row becomes
-model instances through the same converters the ORM applies (decryption of encrypted fields,
-SQLite's datetimes and booleans), so callers see ordinary models. Columns left out are deferred.
+(about 0.3-0.7 ms per query; bench/checkout.py, bench/cycle.py). On the few statements every
+checkout and every refresh runs, the SQL is written out instead, from the models' own table and
+column names. Rows become model instances through the same converters the ORM applies
+(decryption of encrypted fields, SQLite's datetimes and booleans), so callers see ordinary
+models; columns left out are deferred. Values written are prepared as the ORM prepares them
+(encryption, datetimes).
 """
 
 from __future__ import annotations
@@ -32,13 +34,23 @@ class Columns(Generic[M]):
     fields: tuple[Field[Any, Any], ...]
 
     @classmethod
-    def of(cls, model: type[M], alias: str, names: Iterable[str] | None = None) -> Columns[M]:
+    def of(
+        cls,
+        model: type[M],
+        alias: str,
+        names: Iterable[str] | None = None,
+        *,
+        exclude: Iterable[str] = (),
+    ) -> Columns[M]:
+        """`names` (default: every column; the primary key always), less `exclude`."""
         meta = model._meta
         wanted = None if names is None else {*names, meta.pk.name}
+        left_out = set(exclude)
         fields = tuple(
             f
             for f in meta.concrete_fields
-            if wanted is None or f.name in wanted or f.attname in wanted
+            if (wanted is None or f.name in wanted or f.attname in wanted)
+            and f.name not in left_out
         )
         return cls(model, alias, fields)
 
@@ -73,6 +85,13 @@ def db() -> BaseDatabaseWrapper:
 
 def quote(name: str) -> str:
     return db().ops.quote_name(name)
+
+
+def column(model: type[Model], name: str) -> str:
+    """A field's column, quoted."""
+    field = model._meta.get_field(name)
+    assert isinstance(field, Field)
+    return quote(field.column)
 
 
 def param(value: datetime, on: BaseDatabaseWrapper) -> Any:
@@ -111,3 +130,40 @@ def _converters(columns: Columns[Any], on: BaseDatabaseWrapper) -> list[tuple[in
         found = [(i, [(fn, expr) for fn in fns]) for i, (fns, expr) in sorted(by_index.items())]
         _CACHE[key] = found
     return found
+
+
+@dataclass(frozen=True)
+class Sql:
+    """A raw SQL fragment with its parameters, as a value in `update`."""
+
+    text: str
+    params: tuple[Any, ...] = ()
+
+
+def update(
+    on: BaseDatabaseWrapper,
+    model: type[Model],
+    values: dict[str, Any],
+    where: Sql,
+) -> int:
+    """UPDATE model SET field = value, ... WHERE where; returns the rows changed. Values are
+    prepared by their fields (get_db_prep_save); an Sql value is written as it is."""
+    meta = model._meta
+    assignments: list[str] = []
+    params: list[Any] = []
+    for name, value in values.items():
+        field = meta.get_field(name)
+        assert isinstance(field, Field)
+        if isinstance(value, Sql):
+            assignments.append(f"{on.ops.quote_name(field.column)} = {value.text}")
+            params.extend(value.params)
+        else:
+            assignments.append(f"{on.ops.quote_name(field.column)} = %s")
+            params.append(field.get_db_prep_save(value, on))
+    table = on.ops.quote_name(meta.db_table)
+    # Identifiers from the model's metadata, quoted; values are parameters; `where` and Sql
+    # values are the caller's own text, never input.
+    sql = f"UPDATE {table} SET {', '.join(assignments)} WHERE {where.text}"  # noqa: S608
+    with on.cursor() as cursor:
+        cursor.execute(sql, [*params, *where.params])
+        return int(cursor.rowcount)

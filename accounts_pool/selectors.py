@@ -313,3 +313,30 @@ def consumer_key_with_pool(key_hash: str) -> ConsumerKey | None:
     key = _KEY.build(rows[0][:width], on)
     key.pool = _POOL.build(rows[0][width:], on)
     return key
+
+
+_REFRESH_ACCOUNT = rawsql.Columns.of(Account, "a", exclude=("access_token", "api_key"))
+_REFRESH_POOL = rawsql.Columns.of(Pool, "p")
+
+
+@functools.cache
+def _refresh_account_sql(vendor: str) -> str:
+    a, p = _REFRESH_ACCOUNT, _REFRESH_POOL
+    return (
+        # Identifiers come from the models' metadata, quoted; the id is a parameter.
+        f"SELECT {a.select()}, {p.select()} FROM {a.table}"  # noqa: S608
+        f" INNER JOIN {p.table} ON {p.col('id')} = {a.col('pool')} WHERE {a.col('id')} = %s"
+    )
+
+
+def account_for_refresh(account_id: int) -> Account:
+    """The account with its pool, in one query, the refresh token decrypted and the other
+    secrets not read (every refresh starts here). Account.DoesNotExist when it is gone."""
+    on = rawsql.db()
+    rows = rawsql.fetch(on, _refresh_account_sql(on.vendor), [account_id])
+    if not rows:
+        raise Account.DoesNotExist(f"Account {account_id} does not exist.")
+    width = len(_REFRESH_ACCOUNT.fields)
+    account = _REFRESH_ACCOUNT.build(rows[0][:width], on)
+    account.pool = _REFRESH_POOL.build(rows[0][width:], on)
+    return account

@@ -11,10 +11,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
-from .. import metrics, state
+from .. import metrics, rawsql, selectors, state
 from ..crypto import fingerprint
 from ..models import Account
 from ..providers import anthropic
@@ -55,21 +54,28 @@ def _claim(account: Account, now: datetime, *, respect_backoff: bool) -> datetim
     end, which also serves as its token: later writes only land while the claim is still theirs.
 
     The credential version in the WHERE makes a worker that read an older credential lose, so
-    a refresh token is never sent twice."""
-    candidates = Account.objects.filter(
-        pk=account.pk, credential_version=account.credential_version
-    ).filter(Q(refresh_claimed_until__isnull=True) | Q(refresh_claimed_until__lte=now))
-    candidates = candidates.exclude(relogin_required_for=F("refresh_token_fingerprint"))
+    a refresh token is never sent twice. (Written as SQL: every refresh runs it; rawsql.)"""
+    on = rawsql.db()
+    at = rawsql.param(now, on)
+    claimed, backoff = _col("refresh_claimed_until"), _col("refresh_backoff_until")
+    where = (
+        f"{_col('id')} = %s AND {_col('credential_version')} = %s"
+        f" AND ({claimed} IS NULL OR {claimed} <= %s)"
+        f" AND NOT ({_col('relogin_required_for')} = {_col('refresh_token_fingerprint')})"
+    )
+    params: tuple[object, ...] = (account.pk, account.credential_version, at)
     if respect_backoff:
-        candidates = candidates.filter(
-            Q(refresh_backoff_until__isnull=True) | Q(refresh_backoff_until__lte=now)
-        )
+        where += f" AND ({backoff} IS NULL OR {backoff} <= %s)"
+        params += (at,)
     until = now + _claim_seconds()
-    return until if candidates.update(refresh_claimed_until=until) == 1 else None
+    changed = rawsql.update(
+        on, Account, {"refresh_claimed_until": until}, rawsql.Sql(where, params)
+    )
+    return until if changed == 1 else None
 
 
-def _release_if_mine(claim: datetime) -> Case:
-    return Case(When(refresh_claimed_until=claim, then=None), default=F("refresh_claimed_until"))
+def _col(name: str) -> str:
+    return rawsql.column(Account, name)
 
 
 def _wait_for_winner(account: Account) -> Account:
@@ -89,13 +95,18 @@ def _store_grant(
     account: Account, grant: anthropic.TokenGrant, now: datetime, claim: datetime
 ) -> bool:
     """Save the provider's answer at once. Kept whatever became of the claim (the provider has
-    already rotated the token), unless a re-login replaced the credential meanwhile."""
+    already rotated the token), unless a re-login replaced the credential meanwhile; the claim
+    is released only if it is still ours. (Written as SQL: every refresh runs it; rawsql.)"""
+    on = rawsql.db()
+    claimed = _col("refresh_claimed_until")
     updates: dict[str, object] = {
         "access_token": grant.access_token,
         "access_expires_at": now + grant.expires_in,
         "last_refreshed_at": now,
-        "credential_version": F("credential_version") + 1,
-        "refresh_claimed_until": _release_if_mine(claim),
+        "credential_version": rawsql.Sql(f"{_col('credential_version')} + 1"),
+        "refresh_claimed_until": rawsql.Sql(
+            f"CASE WHEN {claimed} = %s THEN NULL ELSE {claimed} END", (rawsql.param(claim, on),)
+        ),
         "refresh_failures": 0,
         "refresh_backoff_until": None,
         "refresh_error_kind": "",
@@ -108,10 +119,11 @@ def _store_grant(
         updates["refresh_token"] = grant.refresh_token
         updates["refresh_token_fingerprint"] = fingerprint(grant.refresh_token)
     updates.update(grant.identity())
-    stored = Account.objects.filter(
-        pk=account.pk, credential_version=account.credential_version
-    ).update(**updates)
-    return stored == 1
+    unchanged = rawsql.Sql(
+        f"{_col('id')} = %s AND {_col('credential_version')} = %s",
+        (account.pk, account.credential_version),
+    )
+    return rawsql.update(on, Account, updates, unchanged) == 1
 
 
 def refresh_record_failure(
@@ -193,9 +205,7 @@ def account_refresh(
     for tests: without it every timestamp is read when it is written."""
     started = now or timezone.now()
     # Only the refresh token is needed: leave the other secrets undecrypted.
-    account = (
-        Account.objects.select_related("pool").defer("access_token", "api_key").get(pk=account_id)
-    )
+    account = selectors.account_for_refresh(account_id)
     if account.kind != Account.Kind.OAUTH or not account.refresh_token_fingerprint:
         return RefreshResult(account.pk, NOT_REFRESHABLE, "no refresh token")
     if access_rejected_version is not None:
