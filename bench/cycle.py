@@ -2,17 +2,20 @@
 
 10,000 accounts, 1,000 of them due for refresh (access token expiring within the pool's refresh
 lead), the other 9,000 fresh; a simulated Anthropic at 50 ms latency holds all 10,000 refresh
-tokens. The pass runs the way the Celery workers do, in this process: the dispatcher's selector
-(`selectors.accounts_due_for_refresh`) in batches, then `services.refresh.account_refresh` per
-account on C threads (each with its own database connection, closed when it is done).
+tokens. The pass runs the way the Celery workers do: the product's dispatcher
+(`services.cycle.dispatch_token_refresh`, one chunk after another, marking what it queues)
+feeds one queue, and worker processes (default: one per core) with C threads in all take ids
+from it and run `services.refresh.account_refresh`, each thread keeping its database
+connection, as a worker's pool thread does.
 
-Figures: wall time against the bound due x latency / C (target: ratio <= 1.5), queries per
-refreshed account (target: <= 4), and correctness: exactly one refresh per due account at the
-simulator, no reused or rejected refresh token, and the database holding every account's current
-tokens.
+Figures: wall time from the first dispatch to the last refresh, against the bound
+due x latency / C (target: ratio <= 1.5), queries per refreshed account (target: <= 4), and
+correctness: exactly one refresh per due account at the simulator, no reused or rejected refresh
+token, and the database holding every account's current tokens.
 
     .venv/bin/python bench/cycle.py [--accounts 10000] [--due 1000] [--threads 16]
-                                    [--latency 0.05] [--sim-process] [--profile 40]
+                                    [--processes 2] [--latency 0.05] [--sim-process]
+                                    [--profile 40]
     .venv/bin/python bench/cycle.py --celery 16     # optional: a real Celery worker instead
 """
 
@@ -26,7 +29,6 @@ import io
 import multiprocessing
 import os
 import pstats
-import queue
 import sys
 import threading
 import time
@@ -175,6 +177,7 @@ class QueryCounter:
 class PassResult:
     wall: float = 0.0
     cpu: float = 0.0
+    workers_cpu: float = 0.0
     batches: int = 0
     submitted: int = 0
     queries: int = 0
@@ -183,17 +186,20 @@ class PassResult:
     errors: list[str] = field(default_factory=list)
 
 
-def refresh_pass(*, threads: int, batch: int, expected_due: int) -> PassResult:
-    """Select due ids in batches; refresh each on `threads` threads; wait per batch."""
-    from django.db import connection
-    from django.utils import timezone
+def _worker_process(work: Any, results: Any, threads: int) -> None:
+    """A worker process of the pass, like a Celery worker with a thread pool: Django on the
+    benchmark's database (inherited environment), `threads` threads taking account ids from the
+    shared queue until each gets None, each keeping its database connection, as a worker
+    thread does. Sends back its outcomes, query count, errors and CPU seconds."""
+    import django
 
-    from accounts_pool import selectors
+    django.setup()
+    from django.db import connection
+
     from accounts_pool.services.refresh import account_refresh
 
     result = PassResult()
     lock = threading.Lock()
-    work: queue.Queue[int | None] = queue.Queue()
 
     def worker() -> None:
         counter = QueryCounter()
@@ -201,16 +207,11 @@ def refresh_pass(*, threads: int, batch: int, expected_due: int) -> PassResult:
         errors: list[str] = []
         try:
             with connection.execute_wrapper(counter):
-                while True:
-                    account_id = work.get()
+                while (account_id := work.get()) is not None:
                     try:
-                        if account_id is None:
-                            return
                         outcomes[account_refresh(account_id=account_id).outcome] += 1
                     except Exception as exc:
                         errors.append(f"{account_id}: {type(exc).__name__}: {exc}")
-                    finally:
-                        work.task_done()
         finally:
             connection.close()
             with lock:
@@ -218,34 +219,65 @@ def refresh_pass(*, threads: int, batch: int, expected_due: int) -> PassResult:
                 result.outcomes.update(outcomes)
                 result.errors.extend(errors)
 
-    pool = [
-        threading.Thread(target=worker, name=f"refresh-{i}", daemon=True) for i in range(threads)
-    ]
+    pool = [threading.Thread(target=worker, name=f"refresh-{i}") for i in range(threads)]
+    results.put("ready")
+    cpu_started = time.process_time()
     for thread in pool:
         thread.start()
+    for thread in pool:
+        thread.join()
+    result.workers_cpu = time.process_time() - cpu_started
+    results.put(result)
+
+
+def refresh_pass(*, processes: int, threads: int, expected_due: int) -> PassResult:
+    """The product's dispatcher (`dispatch_token_refresh`, chunk after chunk, marking what it
+    queues) feeds one queue; `processes` worker processes of `threads / processes` threads each
+    take ids from it and run `account_refresh`, the way Celery workers with thread pools take
+    tasks from the broker. Wall: from the first dispatch until the last refresh is done."""
+    from django.db import connection, connections
+
+    from accounts_pool.services.cycle import dispatch_chunk, dispatch_token_refresh
+
+    result = PassResult()
     selector_counter = QueryCounter()
-    seen: set[int] = set()
-    started, cpu_started = time.perf_counter(), time.process_time()
+    per_process = max(threads // processes, 1)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited sockets
+    work, results = context.Queue(), context.Queue()
+    connections.close_all()
+    children = [
+        context.Process(target=_worker_process, args=(work, results, per_process))
+        for _ in range(processes)
+    ]
+    for child in children:
+        child.start()
     try:
+        for _ in children:
+            if results.get(timeout=120) != "ready":
+                raise RuntimeError("a worker process did not start")
+        started, cpu_started = time.perf_counter(), time.process_time()
         with connection.execute_wrapper(selector_counter):
-            for _ in range(expected_due // max(batch, 1) + 3):  # bounded: a stuck pass ends
-                ids = selectors.accounts_due_for_refresh(now=timezone.now(), limit=batch)
-                fresh_ids = [i for i in ids if i not in seen]
-                if not fresh_ids:
+            for _ in range(expected_due // dispatch_chunk() + 3):  # bounded: a stuck pass ends
+                dispatched = dispatch_token_refresh(enqueue=work.put, limit=dispatch_chunk())
+                result.submitted += dispatched
+                result.batches += dispatched > 0
+                if dispatched < dispatch_chunk():
                     break
-                seen.update(fresh_ids)
-                result.batches += 1
-                for account_id in fresh_ids:
-                    work.put(account_id)
-                work.join()
+        for _ in range(processes * per_process):
+            work.put(None)
+        for _ in children:
+            part = results.get(timeout=600)
+            result.queries += part.queries
+            result.outcomes.update(part.outcomes)
+            result.errors.extend(part.errors)
+            result.workers_cpu += part.workers_cpu
         result.wall = time.perf_counter() - started
         result.cpu = time.process_time() - cpu_started
     finally:
-        for _ in pool:
-            work.put(None)
-        for thread in pool:
-            thread.join(timeout=60)
-    result.submitted = len(seen)
+        for child in children:
+            child.join(timeout=30)
+            if child.is_alive():
+                child.terminate()
     result.selector_queries = selector_counter.count
     result.queries += selector_counter.count
     return result
@@ -387,12 +419,18 @@ def main() -> int:
     )
     parser.add_argument("--accounts", type=int, default=10_000, help="accounts in total")
     parser.add_argument("--due", type=int, default=1_000, help="accounts due for refresh")
-    parser.add_argument("--threads", "-C", type=int, default=16, help="refresh threads (C)")
     parser.add_argument(
-        "--latency", type=float, default=0.05, help="simulated provider latency, seconds"
+        "--threads", "-C", type=int, default=16, help="refresh threads in all (C, the concurrency)"
     )
     parser.add_argument(
-        "--batch", type=int, default=0, help="selector batch (default: settings' dispatch batch)"
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes sharing the C threads (default: one per core, as Celery workers "
+        "on this machine would be)",
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.05, help="simulated provider latency, seconds"
     )
     parser.add_argument("--per-pool", type=int, default=50, help="accounts per pool")
     parser.add_argument(
@@ -452,13 +490,11 @@ def run(
     sim: InProcessSim | ChildProcessSim,
     seeded: list[tuple[str, str, str]],
 ) -> None:
-    from django.conf import settings
     from django.utils import timezone
 
     from accounts_pool import selectors
     from accounts_pool.models import Account
 
-    batch = args.batch or int(settings.ACCOUNTS_POOL_DISPATCH_BATCH)
     now = timezone.now()
     team, _ = _common.make_team()
     pools = _common.make_pools(team, -(-args.accounts // args.per_pool))
@@ -494,8 +530,9 @@ def run(
         result = celery_pass(concurrency=args.celery, expected_due=due_now, env=dict(os.environ))
         concurrency, how = args.celery, f"Celery prefork worker, concurrency {args.celery}"
     else:
-        result = refresh_pass(threads=args.threads, batch=batch, expected_due=due_now)
-        concurrency, how = args.threads, f"in-process, C={args.threads} threads"
+        result = refresh_pass(processes=args.processes, threads=args.threads, expected_due=due_now)
+        concurrency = args.threads
+        how = f"{args.processes} worker processes, C={args.threads} threads in all"
     stats = sim.stats()
 
     bound = due_now * args.latency / concurrency
@@ -505,9 +542,9 @@ def run(
 
     header(
         f"refresh pass: {due_now:,} due of {args.accounts:,}, {how}, "
-        f"latency {args.latency * 1000:.0f} ms, batch {batch}"
+        f"latency {args.latency * 1000:.0f} ms"
     )
-    print(f"batches             {result.batches}")
+    print(f"dispatcher runs     {result.batches}")
     print(f"submitted           {result.submitted:,}")
     print(f"outcomes            {dict(result.outcomes)}")
     print(f"errors              {len(result.errors)}")
@@ -524,9 +561,12 @@ def run(
         print(f"machine CPU busy    {result.cpu * 100:.0f}% of {os.cpu_count()} cores")
         print("queries/refreshed   not counted in this variant (other processes)")
     else:
+        cores = result.workers_cpu / result.wall
+        per_refresh = result.workers_cpu / max(refreshed, 1) * 1000
+        here = "selector" if args.sim_process else "selector, simulator"
         print(
-            f"CPU of this process {result.cpu:.2f} s ({result.cpu / result.wall:.2f} cores; "
-            f"{result.cpu / max(refreshed, 1) * 1000:.1f} ms per refresh)"
+            f"CPU of the workers  {result.workers_cpu:.2f} s ({cores:.2f} cores; "
+            f"{per_refresh:.1f} ms per refresh); this process ({here}) {result.cpu:.2f} s"
         )
         print(f"queries             {result.queries:,} ({result.selector_queries} by the selector)")
         print(
