@@ -369,7 +369,7 @@ def breakdown(keys: list[tuple[str, str]], n: int) -> None:
         ("  consumer_key_authenticate (key and pool)", lambda i: authenticate(keys[i][1])),
         ("  checkout_create (the service)", lambda i: checkout_create(key=key_rows[i % n])),
         (
-            f"    checkout_candidates: first {FIRST_ROUND} accounts with their windows",
+            f"    checkout_candidates: first {FIRST_ROUND} account(s) with their windows",
             first_round,
         ),
         (

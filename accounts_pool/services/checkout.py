@@ -57,7 +57,9 @@ def reasons_payload(verdict: state.Verdict) -> list[dict[str, Any]]:
     ]
 
 
-FIRST_ROUND = 3  # most checkouts find a usable account among the routing's first few
+# Pages of candidates read in the routing's order: most checkouts take the very first one.
+ROUNDS = ((1, 0), (8, 1), (None, 9))
+FIRST_ROUND = ROUNDS[0][0]
 
 
 def _verdict(candidate: selectors.CheckoutCandidate, pool: Pool, now: datetime) -> state.Verdict:
@@ -108,7 +110,7 @@ def _pick(pool: Pool, now: datetime, *, sticky_id: int | None, skip: set[int]) -
         rows = selectors.checkout_candidates(pool, now=now, skip=skip)
         return _balanced(pool, rows, now) or fallback
     first_degraded = None
-    for limit, offset in ((FIRST_ROUND, 0), (None, FIRST_ROUND)):
+    for limit, offset in ROUNDS:
         rows = selectors.checkout_candidates(pool, now=now, skip=skip, limit=limit, offset=offset)
         for row in rows:
             status = _verdict(row, pool, now).status
@@ -116,7 +118,7 @@ def _pick(pool: Pool, now: datetime, *, sticky_id: int | None, skip: set[int]) -
                 return row.account
             if status == state.Status.DEGRADED and first_degraded is None:
                 first_degraded = row.account
-        if len(rows) < FIRST_ROUND:
+        if limit is None or len(rows) < limit:
             break
     return fallback or first_degraded
 
