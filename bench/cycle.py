@@ -283,10 +283,13 @@ def refresh_pass(*, processes: int, threads: int, expected_due: int) -> PassResu
     return result
 
 
-def celery_pass(*, concurrency: int, expected_due: int, env: dict[str, str]) -> PassResult:
-    """Start a Celery worker (prefork, `concurrency` processes), then run the product's
-    dispatcher (`dispatch_token_refresh` enqueueing `refresh_account.delay`) until nothing is
-    due, and wait until every due account is refreshed. Wall: first dispatch to last refresh."""
+def celery_pass(
+    *, concurrency: int, workers: int, pool: str, expected_due: int, env: dict[str, str]
+) -> PassResult:
+    """Start `workers` Celery workers (`pool` prefork or threads, `concurrency` in all), then
+    run the product's dispatcher (`dispatch_token_refresh` enqueueing `refresh_account.delay`)
+    until nothing is due, and wait until every due account is refreshed. Wall: first dispatch
+    to last refresh."""
     import signal
     import subprocess
     import tempfile
@@ -299,45 +302,50 @@ def celery_pass(*, concurrency: int, expected_due: int, env: dict[str, str]) -> 
     from config.celery import app
 
     app.control.purge()  # this benchmark's broker db only (redis db 14)
-    fd, log_path = tempfile.mkstemp(prefix="bench-celery-", suffix=".log")
-    command = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "config",
-        "worker",
-        "--pool",
-        "prefork",
-        "--concurrency",
-        str(concurrency),
-        "--loglevel",
-        "WARNING",
-        "--without-gossip",
-        "--without-mingle",
-        "--hostname",
-        f"bench-cycle-{os.getpid()}@%h",
-    ]
-    with open(fd, "wb") as log:
-        worker = subprocess.Popen(
-            command,
-            cwd=_common.REPO,
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    started_workers: list[tuple[subprocess.Popen[bytes], str]] = []
+    for index in range(workers):
+        fd, log_path = tempfile.mkstemp(prefix="bench-celery-", suffix=".log")
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--pool",
+            pool,
+            "--concurrency",
+            str(max(concurrency // workers, 1)),
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--hostname",
+            f"bench-cycle-{os.getpid()}-{index}@%h",
+        ]
+        with open(fd, "wb") as log:
+            process = subprocess.Popen(
+                command,
+                cwd=_common.REPO,
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        started_workers.append((process, log_path))
     result = PassResult()
     try:
         deadline = time.monotonic() + 90
-        while not app.control.ping(timeout=1.0):
-            if worker.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the Celery worker did not start; see {log_path}")
-        print(f"  Celery worker pid {worker.pid} ready, prefork concurrency {concurrency}")
+        while len(app.control.ping(timeout=1.0) or []) < workers:
+            if any(p.poll() is not None for p, _ in started_workers) or time.monotonic() > deadline:
+                raise RuntimeError(f"a Celery worker did not start; see {started_workers[0][1]}")
+        print(f"  {workers} Celery worker(s) ready, pool {pool}, concurrency {concurrency} in all")
         time.sleep(2)  # let every pool process come up
         started_at = timezone.now()
         started, cpu_started = time.perf_counter(), _common.machine_ticks()
-        worker_cpu, own_cpu = _common.process_tree_seconds(worker.pid), time.process_time()
+        pids = [p.pid for p, _ in started_workers]
+        worker_cpu = sum(_common.process_tree_seconds(pid) for pid in pids)
+        own_cpu = time.process_time()
         deadline = time.monotonic() + 180
         done = 0
         while time.monotonic() < deadline:
@@ -351,7 +359,7 @@ def celery_pass(*, concurrency: int, expected_due: int, env: dict[str, str]) -> 
         result.wall = time.perf_counter() - started
         busy, total = _common.machine_ticks()
         result.cpu = (busy - cpu_started[0]) / max(total - cpu_started[1], 1)  # machine share
-        worker_cpu = _common.process_tree_seconds(worker.pid) - worker_cpu
+        worker_cpu = sum(_common.process_tree_seconds(pid) for pid in pids) - worker_cpu
         own_cpu = time.process_time() - own_cpu
         print(
             f"  CPU: worker processes {worker_cpu / max(done, 1) * 1000:.1f} ms per refresh, "
@@ -360,19 +368,20 @@ def celery_pass(*, concurrency: int, expected_due: int, env: dict[str, str]) -> 
         )
         result.outcomes["refreshed"] = done
     finally:
-        if worker.poll() is None:
-            worker.terminate()  # warm shutdown of the worker and its pool
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)  # the session it was started in
-                worker.wait(timeout=10)
-        with open(log_path, errors="replace") as log_file:
-            problems = [line for line in log_file if "Traceback" in line or "ERROR" in line]
-        if problems:
-            print(f"  worker log has {len(problems)} errors: {log_path}")
-        else:
-            os.unlink(log_path)
+        for process, log_path in started_workers:
+            if process.poll() is None:
+                process.terminate()  # warm shutdown of the worker and its pool
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)  # the session it was started in
+                    process.wait(timeout=10)
+            with open(log_path, errors="replace") as log_file:
+                problems = [line for line in log_file if "Traceback" in line or "ERROR" in line]
+            if problems:
+                print(f"  worker log has {len(problems)} errors: {log_path}")
+            else:
+                os.unlink(log_path)
     return result
 
 
@@ -444,8 +453,20 @@ def main() -> int:
         type=int,
         default=0,
         metavar="N",
-        help="instead of the in-process pass: a real Celery worker (prefork, concurrency N, "
-        "broker redis db 14) fed by the product's dispatcher (0: in-process, the default)",
+        help="instead of worker processes of this script: real Celery workers (concurrency N in "
+        "all, broker redis db 14) fed by the product's dispatcher (0: not, the default)",
+    )
+    parser.add_argument(
+        "--celery-pool",
+        choices=("prefork", "threads"),
+        default="prefork",
+        help="with --celery: the workers' pool (default prefork)",
+    )
+    parser.add_argument(
+        "--celery-workers",
+        type=int,
+        default=1,
+        help="with --celery: worker processes sharing the concurrency (default 1)",
     )
     parser.add_argument(
         "--conn-max-age",
@@ -527,8 +548,18 @@ def run(
     sim.set_latency(args.latency)
     sim.reset_stats()
     if args.celery:
-        result = celery_pass(concurrency=args.celery, expected_due=due_now, env=dict(os.environ))
-        concurrency, how = args.celery, f"Celery prefork worker, concurrency {args.celery}"
+        result = celery_pass(
+            concurrency=args.celery,
+            workers=args.celery_workers,
+            pool=args.celery_pool,
+            expected_due=due_now,
+            env=dict(os.environ),
+        )
+        concurrency = args.celery
+        how = (
+            f"{args.celery_workers} Celery worker(s), pool {args.celery_pool}, "
+            f"concurrency {args.celery} in all"
+        )
     else:
         result = refresh_pass(processes=args.processes, threads=args.threads, expected_due=due_now)
         concurrency = args.threads
