@@ -202,9 +202,9 @@ def _record(account: Account, key: ConsumerKey, session_hash: str, now: datetime
 
 
 # set_config(..., true) lasts to the end of the statement's own transaction, commit included.
-_RECORD_SQL = f"""
-WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
-     touched AS (UPDATE {Account._meta.db_table} SET last_used_at = %s WHERE id = %s)
-INSERT INTO {Checkout._meta.db_table} (id, account_id, consumer_key_id, session_hash, at)
-SELECT %s, %s, %s, %s, %s FROM relaxed
-"""  # noqa: S608 (table names from the models; values are parameters)
+_RECORD_SQL = (
+    "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),"  # noqa: S608
+    f" touched AS (UPDATE {Account._meta.db_table} SET last_used_at = %s WHERE id = %s)"
+    f" INSERT INTO {Checkout._meta.db_table} (id, account_id, consumer_key_id, session_hash, at)"
+    " SELECT %s, %s, %s, %s, %s FROM relaxed"
+)  # table names from the models; every value is a parameter
