@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from accounts_pool.models import Account
-from accounts_pool.tasks import dispatch_token_refresh_task
+from accounts_pool.tasks import dispatch_token_refresh_task, refresh_account
 
 from . import processes
 from .conftest import REFRESH, make_account
@@ -18,7 +19,7 @@ from .fake_provider import fake_anthropic
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def _worker(log, **env: str):
+def _worker(log, *options: str, **env: str):
     return processes.start(
         [
             str(processes.VENV_BIN / "celery"),
@@ -27,8 +28,7 @@ def _worker(log, **env: str):
             "worker",
             "--loglevel",
             "INFO",
-            "--concurrency",
-            "2",
+            *(options or ("--concurrency", "2")),
             "--purge",
             "--without-gossip",
             "--without-mingle",
@@ -87,3 +87,51 @@ def test_one_tick_queues_every_due_account_in_chained_dispatcher_runs(pool, tmp_
     assert not Account.objects.filter(refresh_failures__gt=0).exists()
     runs = [line for line in log.read_text().splitlines() if "dispatch_token_refresh[" in line]
     assert len([line for line in runs if "succeeded" in line]) == 3
+
+
+def _other_backends() -> set[int]:
+    """PostgreSQL backends on this test database other than this test's own connection."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+@pytest.mark.postgres
+def test_a_worker_keeps_its_database_connection_from_task_to_task(pool, tmp_path):
+    """Celery's Django fixup closes every connection after each task; the worker keeps them as
+    Django keeps them across requests (config/celery.py), so tasks do not each pay for a new
+    PostgreSQL backend."""
+    tokens = [f"{REFRESH}-{n}" for n in range(3)]
+    accounts = [
+        make_account(
+            pool,
+            label=f"a{n}",
+            refresh_token=token,
+            access_expires_at=timezone.now() + timedelta(minutes=5),
+        )
+        for n, token in enumerate(tokens)
+    ]
+    log = tmp_path / "worker.log"
+    with fake_anthropic(set(tokens)) as fake:
+        worker = _worker(log, "--pool", "threads", "--concurrency", "1", **fake.env())
+        try:
+            processes.wait_for(lambda: "ready." in log.read_text(), 60, "the worker", log)
+            before = _other_backends()
+            seen = []
+            for account in accounts:
+                refresh_account.delay(account.pk)
+                processes.wait_for(
+                    lambda a=account: Account.objects.get(pk=a.pk).credential_version > 1,
+                    60,
+                    "the refresh",
+                    log,
+                )
+                seen.append(_other_backends() - before)
+        finally:
+            processes.stop(worker)
+    assert fake.calls["token"] == 3
+    assert len(seen[0]) == 1  # the task's connection is still open after it
+    assert seen[0] == seen[1] == seen[2]  # and the next tasks used the same one
