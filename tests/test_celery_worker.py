@@ -3,6 +3,7 @@ the filesystem broker on a bare machine) and a local provider server."""
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 
 import pytest
@@ -89,6 +90,10 @@ def test_one_tick_queues_every_due_account_in_chained_dispatcher_runs(pool, tmp_
     assert len([line for line in runs if "succeeded" in line]) == 3
 
 
+def _refreshed(account_id: int) -> bool:
+    return Account.objects.get(pk=account_id).credential_version > 1
+
+
 def _other_backends() -> set[int]:
     """PostgreSQL backends on this test database other than this test's own connection."""
     with connection.cursor() as cursor:
@@ -124,10 +129,7 @@ def test_a_worker_keeps_its_database_connection_from_task_to_task(pool, tmp_path
             for account in accounts:
                 refresh_account.delay(account.pk)
                 processes.wait_for(
-                    lambda a=account: Account.objects.get(pk=a.pk).credential_version > 1,
-                    60,
-                    "the refresh",
-                    log,
+                    functools.partial(_refreshed, account.pk), 60, "the refresh", log
                 )
                 seen.append(_other_backends() - before)
         finally:
