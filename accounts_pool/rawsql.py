@@ -72,9 +72,9 @@ class Columns(Generic[M]):
     def attnames(self) -> list[str]:
         return [f.attname for f in self.fields]
 
-    def build(self, values: Sequence[Any], db: BaseDatabaseWrapper) -> M:
+    def build(self, values: Sequence[Any], on: BaseDatabaseWrapper) -> M:
         """A model instance from this part of a row, converted as the ORM converts."""
-        return self.model.from_db(db.alias, self.attnames, _convert(self, values, db))
+        return self.model.from_db(on.alias, self.attnames, _convert(self, values, on))
 
 
 def db() -> BaseDatabaseWrapper:
