@@ -309,3 +309,37 @@ def machine() -> str:
     import platform
 
     return f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores"
+
+
+def start_logged(command: list[str], env: dict[str, str], prefix: str) -> tuple[Any, str]:
+    """Start a server process of this repo in its own session, its output in a temporary log;
+    returns the process and the log's path."""
+    fd, log_path = tempfile.mkstemp(prefix=f"bench-{prefix}-", suffix=".log")
+    with open(fd, "wb") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return process, log_path
+
+
+def stop_logged(process: Any, log_path: str, *, what: str, grace: float = 20) -> None:
+    """SIGTERM (a warm shutdown), SIGKILL to its session after `grace` seconds; keep the log
+    only if it shows a traceback or an error, and say where it is."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+    with open(log_path, errors="replace") as log_file:
+        problems = [line for line in log_file if "Traceback" in line or "ERROR" in line]
+    if problems:
+        print(f"  {what} log has {len(problems)} errors: {log_path}")
+    else:
+        os.unlink(log_path)

@@ -23,10 +23,8 @@ import http.client
 import io
 import os
 import pstats
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -53,7 +51,6 @@ Request = tuple[str, str, bytes | None, dict[str, str]]
 @contextlib.contextmanager
 def gunicorn(env: dict[str, str], *, workers: int, port: int) -> Iterator[subprocess.Popen[bytes]]:
     """gunicorn with the production settings on 127.0.0.1:port; stopped (by its pid) on exit."""
-    fd, log_path = tempfile.mkstemp(prefix="bench-gunicorn-", suffix=".log")
     command = [
         sys.executable,
         "-m",
@@ -64,15 +61,7 @@ def gunicorn(env: dict[str, str], *, workers: int, port: int) -> Iterator[subpro
         "--bind",
         f"127.0.0.1:{port}",
     ]
-    with open(fd, "wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=_common.REPO,
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process, log_path = _common.start_logged(command, env, "gunicorn")
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -90,18 +79,7 @@ def gunicorn(env: dict[str, str], *, workers: int, port: int) -> Iterator[subpro
         print(f"gunicorn pid {process.pid}, {workers} sync workers, http://127.0.0.1:{port}")
         yield process
     finally:
-        if process.poll() is None:
-            process.terminate()  # SIGTERM: the master stops its workers
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)  # the session it was started in
-                process.wait(timeout=10)
-        errors = [line for line in _tail(log_path, 200).splitlines() if "Traceback" in line]
-        if errors:
-            print(f"gunicorn log has {len(errors)} tracebacks: {log_path}")
-        else:
-            os.unlink(log_path)
+        _common.stop_logged(process, log_path, what="gunicorn")
 
 
 def _tail(path: str, lines: int = 20) -> str:
@@ -366,7 +344,7 @@ def breakdown(keys: list[tuple[str, str]], n: int) -> None:
 
     parts: list[tuple[str, Callable[[int], object]]] = [
         ("whole request (Django test client, no HTTP)", request),
-        ("  consumer_key_authenticate (key and pool)", lambda i: authenticate(keys[i][1])),
+        ("  consumer_key_authenticate (key and pool)", lambda i: authenticate(keys[i % n][1])),
         ("  checkout_create (the service)", lambda i: checkout_create(key=key_rows[i % n])),
         (
             f"    checkout_candidates: first {FIRST_ROUND} account(s) with their windows",

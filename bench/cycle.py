@@ -290,9 +290,7 @@ def celery_pass(
     run the product's dispatcher (`dispatch_token_refresh` enqueueing `refresh_account.delay`)
     until nothing is due, and wait until every due account is refreshed. Wall: first dispatch
     to last refresh."""
-    import signal
     import subprocess
-    import tempfile
 
     from django.utils import timezone
 
@@ -304,7 +302,6 @@ def celery_pass(
     app.control.purge()  # this benchmark's broker db only (redis db 14)
     started_workers: list[tuple[subprocess.Popen[bytes], str]] = []
     for index in range(workers):
-        fd, log_path = tempfile.mkstemp(prefix="bench-celery-", suffix=".log")
         command = [
             sys.executable,
             "-m",
@@ -323,16 +320,7 @@ def celery_pass(
             "--hostname",
             f"bench-cycle-{os.getpid()}-{index}@%h",
         ]
-        with open(fd, "wb") as log:
-            process = subprocess.Popen(
-                command,
-                cwd=_common.REPO,
-                env={**os.environ, **env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        started_workers.append((process, log_path))
+        started_workers.append(_common.start_logged(command, env, "celery"))
     result = PassResult()
     try:
         deadline = time.monotonic() + 90
@@ -369,19 +357,7 @@ def celery_pass(
         result.outcomes["refreshed"] = done
     finally:
         for process, log_path in started_workers:
-            if process.poll() is None:
-                process.terminate()  # warm shutdown of the worker and its pool
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)  # the session it was started in
-                    process.wait(timeout=10)
-            with open(log_path, errors="replace") as log_file:
-                problems = [line for line in log_file if "Traceback" in line or "ERROR" in line]
-            if problems:
-                print(f"  worker log has {len(problems)} errors: {log_path}")
-            else:
-                os.unlink(log_path)
+            _common.stop_logged(process, log_path, what="worker", grace=30)
     return result
 
 
