@@ -10,12 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import metrics
-from .services.cycle import (
-    dispatch_budget_left,
-    dispatch_chunk,
-    dispatch_quota_checks,
-    dispatch_token_refresh,
-)
+from .services.cycle import dispatch_quota_checks, dispatch_tick_run, dispatch_token_refresh
 from .services.events import events_prune
 from .services.quota import account_check_quota
 from .services.refresh import account_refresh
@@ -42,27 +37,26 @@ def enqueue_quota_check(account_id: int, *, force: bool = False) -> None:
 
 @shared_task(name="accounts_pool.dispatch_token_refresh")
 def dispatch_token_refresh_task(budget: int | None = None) -> int:
-    """Beat's tick: queue one chunk of due refreshes; when it was full, hand the rest of the
-    tick's budget to another dispatcher run, so no run grows with the number due."""
-    asked = min(dispatch_chunk(), budget or dispatch_chunk())
+    """Beat's tick, and its chained runs: one chunk of due refreshes each."""
     with metrics.CYCLE_SECONDS.labels("dispatch_token_refresh").time():
-        dispatched = dispatch_token_refresh(enqueue=refresh_account.delay, limit=asked)
-    left = dispatch_budget_left(budget=budget, asked=asked, dispatched=dispatched)
-    if left:
-        dispatch_token_refresh_task.delay(left)
-    return dispatched
+        return dispatch_tick_run(
+            dispatch_token_refresh,
+            enqueue=refresh_account.delay,
+            continue_with=dispatch_token_refresh_task.delay,
+            budget=budget,
+        )
 
 
 @shared_task(name="accounts_pool.dispatch_quota_checks")
 def dispatch_quota_checks_task(budget: int | None = None) -> int:
     """Beat's tick for quota checks, in chunks like the refreshes."""
-    asked = min(dispatch_chunk(), budget or dispatch_chunk())
     with metrics.CYCLE_SECONDS.labels("dispatch_quota_checks").time():
-        dispatched = dispatch_quota_checks(enqueue=check_account_quota.delay, limit=asked)
-    left = dispatch_budget_left(budget=budget, asked=asked, dispatched=dispatched)
-    if left:
-        dispatch_quota_checks_task.delay(left)
-    return dispatched
+        return dispatch_tick_run(
+            dispatch_quota_checks,
+            enqueue=check_account_quota.delay,
+            continue_with=dispatch_quota_checks_task.delay,
+            budget=budget,
+        )
 
 
 @shared_task(name="accounts_pool.prune_events")

@@ -86,29 +86,39 @@ def load(start: int, stop: int, *, per_pool: int, team: Any, now: datetime) -> N
     print(f"  ANALYZE in {t_analyze:.2f} s")
 
 
-def one_run(dispatch: Callable[..., int], limit: int) -> Callable[..., int]:
-    """A dispatcher run as beat's tick task makes it: one chunk."""
+def one_run(dispatch: Callable[..., int], limit: int | None = None) -> Callable[..., int]:
+    """A dispatcher run as beat's tick task makes it (one chunk; the chained run it would queue
+    is not made); with `limit`, one run asking for that many."""
+    from accounts_pool.services.cycle import dispatch_tick_run
 
     def run(*, enqueue: Callable[[int], object], now: datetime) -> int:
-        return dispatch(enqueue=enqueue, now=now, limit=limit)
+        if limit is not None:
+            return dispatch(enqueue=enqueue, now=now, limit=limit)
+        return dispatch_tick_run(dispatch, enqueue=enqueue, continue_with=_ignore, now=now)
 
     return run
 
 
-def whole_tick(dispatch: Callable[..., int], chunk: int) -> Callable[..., int]:
-    """Every run of one tick, chained as the tick task chains them (accounts_pool.tasks)."""
-    from accounts_pool.services.cycle import dispatch_budget_left
+def _ignore(_: int) -> None:
+    return None
+
+
+def whole_tick(dispatch: Callable[..., int]) -> Callable[..., int]:
+    """Every run of one tick, each chained run made here in turn instead of on a worker."""
+    from accounts_pool.services.cycle import dispatch_tick_run
 
     def run(*, enqueue: Callable[[int], object], now: datetime) -> int:
-        budget: int | None = None
+        pending: list[int | None] = [None]
         total = 0
-        while True:
-            asked = min(chunk, budget or chunk)
-            got = dispatch(enqueue=enqueue, now=now, limit=asked)
-            total += got
-            budget = dispatch_budget_left(budget=budget, asked=asked, dispatched=got)
-            if not budget:
-                return total
+        while pending:
+            total += dispatch_tick_run(
+                dispatch,
+                enqueue=enqueue,
+                continue_with=pending.append,
+                budget=pending.pop(),
+                now=now,
+            )
+        return total
 
     return run
 
@@ -259,10 +269,10 @@ def main() -> int:
             idle = _common.background_load()
             print(f"  machine {idle * 100:.0f}% busy just before (other work on this machine)")
             results[size] = {
-                n: time_dispatch(one_run(f, chunk), args.runs) for n, f in dispatchers.items()
+                n: time_dispatch(one_run(f), args.runs) for n, f in dispatchers.items()
             }
             ticks[size] = {
-                n: time_dispatch(whole_tick(f, chunk), args.runs) for n, f in dispatchers.items()
+                n: time_dispatch(whole_tick(f), args.runs) for n, f in dispatchers.items()
             }
             # The same small limit at both sizes: only the table's size differs between them.
             same[size] = {
@@ -283,10 +293,10 @@ def main() -> int:
                     )
             for name, function in dispatchers.items():
                 print(f"  {name}: median time per query of one run")
-                for query, ms in breakdown(one_run(function, chunk)):
+                for query, ms in breakdown(one_run(function)):
                     print(f"    {ms:7.2f} ms  {query}")
-        explain(one_run(dispatch_token_refresh, chunk), "token refresh", "account_refresh_due_idx")
-        explain(one_run(dispatch_quota_checks, chunk), "quota", "account_quota_due_idx")
+        explain(one_run(dispatch_token_refresh), "token refresh", "account_refresh_due_idx")
+        explain(one_run(dispatch_quota_checks), "quota", "account_quota_due_idx")
 
         header(f"summary: median of {args.runs} runs, 1% due")
         sizes = f"{args.small:>10,} {args.large:>10,}"

@@ -13,6 +13,7 @@ from accounts_pool.models import Account, AccountEvent
 from accounts_pool.services.cycle import (
     dispatch_budget_left,
     dispatch_quota_checks,
+    dispatch_tick_run,
     dispatch_token_refresh,
 )
 from accounts_pool.services.events import event_record, events_prune
@@ -157,3 +158,22 @@ def test_dispatch_takes_at_most_its_limit_and_the_next_run_takes_the_rest(pool):
     assert dispatch_token_refresh(enqueue=first.append, now=NOW, limit=3) == 3
     assert dispatch_token_refresh(enqueue=second.append, now=NOW, limit=3) == 2
     assert sorted(first + second) == sorted(Account.objects.values_list("pk", flat=True))
+
+
+def test_a_tick_queues_chunks_until_its_budget_is_spent(pool, settings):
+    settings.ACCOUNTS_POOL_DISPATCH_BATCH = 4
+    settings.ACCOUNTS_POOL_DISPATCH_CHUNK = 3
+    for n in range(10):
+        make_account(pool, label=f"a{n}", access_expires_at=NOW - n * MIN, quota_checked_at=None)
+    queued: list[int] = []
+    runs: list[int | None] = [None]
+    while runs:
+        budget = runs.pop()
+        dispatch_tick_run(
+            dispatch_token_refresh,
+            enqueue=queued.append,
+            continue_with=runs.append,
+            budget=budget,
+            now=NOW,
+        )
+    assert len(queued) == len(set(queued)) == 4  # 3, then the tick's last 1

@@ -35,6 +35,25 @@ def dispatch_budget_left(*, budget: int | None, asked: int, dispatched: int) -> 
     return total - dispatched if dispatched >= asked and total > dispatched else 0
 
 
+def dispatch_tick_run(
+    dispatch: Callable[..., int],
+    *,
+    enqueue: Callable[[int], object],
+    continue_with: Callable[[int], object],
+    budget: int | None = None,
+    now: datetime | None = None,
+) -> int:
+    """One dispatcher run of a beat tick: `dispatch` queues one chunk; when the chunk was full
+    and the tick's budget (default ACCOUNTS_POOL_DISPATCH_BATCH) is not spent, the rest goes to
+    `continue_with` (the next run, on any worker). No run grows with the number due."""
+    asked = min(dispatch_chunk(), _batch() if budget is None else budget)
+    dispatched = dispatch(enqueue=enqueue, now=now, limit=asked)
+    left = dispatch_budget_left(budget=budget, asked=asked, dispatched=dispatched)
+    if left:
+        continue_with(left)
+    return dispatched
+
+
 def _dispatch(
     select: Callable[..., list[int]],
     mark: str,
