@@ -256,3 +256,19 @@ def test_no_page_shows_a_token_or_a_key(lead, pool, alice):
             secrets.append(token)
         for secret in secrets:
             assert secret not in body, (url, secret[:12])
+
+
+def test_an_action_always_returns_to_its_account_whatever_next_says(lead, account):
+    action = reverse("account_action", args=[account.pk, "clear-backoff"])
+    response = lead.post(action, {"next": "https://evil.example/"})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("account", args=[account.pk])
+
+
+@pytest.mark.parametrize("chosen", ["abc", "other pool"])
+def test_a_re_login_of_an_account_outside_the_pool_is_not_found(lead, pool, team, chosen):
+    other = Pool.objects.create(team=team, name="Other", slug="other")
+    elsewhere = make_account(other, label="elsewhere")
+    account_id = str(elsewhere.pk) if chosen == "other pool" else chosen
+    response = lead.post(reverse("login_start", args=["claude"]), {"account_id": account_id})
+    assert response.status_code == 404

@@ -27,7 +27,7 @@ OUTCOME_MESSAGES = {
 
 def _report(request: HttpRequest, action: str, outcome: str) -> None:
     text = OUTCOME_MESSAGES.get(outcome, f"{action}: {outcome.replace('_', ' ')}.")
-    good = outcome in ("refreshed", "refreshed_elsewhere", "checked", "cleared", "enabled")
+    good = outcome in ("refreshed", "refreshed_elsewhere", "checked")
     (messages.success if good else messages.warning)(request, text)
 
 
@@ -53,7 +53,7 @@ def account_action(request: HttpRequest, account_id: int, action: str) -> HttpRe
         messages.success(request, "Account enabled.")
     else:
         messages.error(request, "Unknown action.")
-    return redirect(request.POST.get("next") or "account", account_id=account.pk)
+    return redirect("account", account_id=account.pk)
 
 
 @login_required
