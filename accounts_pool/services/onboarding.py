@@ -30,7 +30,7 @@ from .quota import (
     quota_record_policy_blocked,
     quota_record_usage,
 )
-from .refresh import refresh_record_failure
+from .refresh import refresh_record_failure, refresh_state_cleared
 
 LOGIN_TTL = timedelta(minutes=10)
 TRANSIENT = (
@@ -103,8 +103,7 @@ def _create(
             kind=Account.Kind.OAUTH,
             refresh_token=refresh_token,
             refresh_token_fingerprint=fingerprint(refresh_token),
-            access_token=access_token if expires_at else "",
-            access_expires_at=expires_at if access_token else None,
+            **_access_fields(access_token, expires_at),
             last_refreshed_at=now if how in ("refresh", "PKCE login") else None,
             credential_version=1,
             **identity,
@@ -290,6 +289,13 @@ def account_create_api_key(
     return account
 
 
+def _access_fields(access_token: str, expires_at: datetime | None) -> dict[str, object]:
+    """An access token is stored with its expiry or not at all (state_snapshot relies on it)."""
+    if access_token and expires_at:
+        return {"access_token": access_token, "access_expires_at": expires_at}
+    return {"access_token": "", "access_expires_at": None}
+
+
 def account_store_tokens(
     *,
     account: Account,
@@ -306,15 +312,8 @@ def account_store_tokens(
     Account.objects.filter(pk=account.pk).update(
         refresh_token=refresh_token,
         refresh_token_fingerprint=fingerprint(refresh_token),
-        access_token=access_token if expires_at else "",
-        access_expires_at=expires_at if access_token else None,
-        relogin_required_for="",
-        refresh_failures=0,
-        refresh_backoff_until=None,
-        refresh_error_kind="",
-        refresh_error_status=None,
-        refresh_error_message="",
-        refresh_error_at=None,
+        **_access_fields(access_token, expires_at),
+        **refresh_state_cleared(),
         credential_version=F("credential_version") + 1,
         **{k: v for k, v in (identity or {}).items() if v},
     )

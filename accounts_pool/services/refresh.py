@@ -91,6 +91,20 @@ def _wait_for_winner(account: Account) -> Account:
         time.sleep(WAIT_POLL_SECONDS)
 
 
+def refresh_state_cleared() -> dict[str, object]:
+    """The refresh-state group as a new working credential leaves it: no failures, no backoff,
+    no error, no re-login needed (a successful refresh, or a re-login's new tokens)."""
+    return {
+        "refresh_failures": 0,
+        "refresh_backoff_until": None,
+        "refresh_error_kind": "",
+        "refresh_error_status": None,
+        "refresh_error_message": "",
+        "refresh_error_at": None,
+        "relogin_required_for": "",
+    }
+
+
 def _store_grant(
     account: Account, grant: anthropic.TokenGrant, now: datetime, claim: datetime
 ) -> bool:
@@ -107,13 +121,7 @@ def _store_grant(
         "refresh_claimed_until": rawsql.Sql(
             f"CASE WHEN {claimed} = %s THEN NULL ELSE {claimed} END", (rawsql.param(claim, on),)
         ),
-        "refresh_failures": 0,
-        "refresh_backoff_until": None,
-        "refresh_error_kind": "",
-        "refresh_error_status": None,
-        "refresh_error_message": "",
-        "refresh_error_at": None,
-        "relogin_required_for": "",
+        **refresh_state_cleared(),
     }
     if grant.refresh_token:  # rotated; an answer without one keeps the old token
         updates["refresh_token"] = grant.refresh_token
