@@ -157,8 +157,11 @@ def user_teams(user: User | AnonymousUser) -> QuerySet[Team]:
 
 def team_overview(team: Team, *, now: datetime) -> list[tuple[Pool, list[AccountWithVerdict]]]:
     """Each pool of the team with its accounts' verdicts, in a fixed number of queries."""
-    pools = list(Pool.objects.filter(team=team).order_by("name"))
-    rows = accounts_with_verdicts(Account.objects.filter(pool__team=team), now=now)
+    pools = list(Pool.objects.filter(team=team).select_related("team").order_by("name"))
+    accounts = Account.objects.filter(pool__team=team).order_by(
+        "pool_id", "priority", "label", "pk"
+    )
+    rows = accounts_with_verdicts(accounts, now=now)
     by_pool: dict[int, list[AccountWithVerdict]] = {pool.pk: [] for pool in pools}
     for row in rows:
         by_pool[row.account.pool_id].append(row)

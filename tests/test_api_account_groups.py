@@ -93,3 +93,29 @@ def test_patch_disables_with_a_reason_and_enables(lead, account):
     assert off.json()["reasons"][0]["message"] == "Disabled: left"
     on = lead.patch(f"/accounts/{account.pk}", {"enabled": True, "label": "back", "priority": 3})
     assert (on.json()["enabled"], on.json()["label"], on.json()["priority"]) == (True, "back", 3)
+
+
+def test_listing_a_teams_pools_costs_the_same_queries_for_one_pool_or_four(lead, pool, team):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from accounts_pool.models import Pool
+
+    make_account(pool, label="a")
+
+    def listed() -> tuple[int, list[str]]:
+        with CaptureQueriesContext(connection) as queries:
+            response = lead.get("/teams/acme/pools")
+        assert response.status_code == 200
+        return len(queries), [p["slug"] for p in response.json()]
+
+    listed()  # the token's first use in a minute also records that use
+    one, slugs = listed()
+    assert slugs == ["claude"]
+    for n in range(3):
+        other = Pool.objects.create(team=team, name=f"Pool {n}", slug=f"pool-{n}")
+        make_account(other, label="b")
+        make_account(other, label="c")
+    four, slugs = listed()
+    assert slugs == ["claude", "pool-0", "pool-1", "pool-2"]
+    assert four == one

@@ -56,8 +56,8 @@ def _onboarded(result: onboarding.Onboarded) -> dict[str, Any]:
 def list_pools(request: HttpRequest, team: str) -> list[dict[str, Any]]:
     """The team's pools with counts by status and every account's verdict."""
     found = access.team_for(request.auth, team)  # type: ignore[attr-defined]
-    pools = Pool.objects.filter(team=found).select_related("team").order_by("name")
-    return [_pool_out(pool) for pool in pools]
+    overview = selectors.team_overview(found, now=timezone.now())
+    return [present.pool_detail(pool, rows) for pool, rows in overview]
 
 
 @router.post("/teams/{team}/pools", response={201: PoolOut, **ERRORS})
