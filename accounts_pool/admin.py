@@ -21,6 +21,7 @@ from .services.levers import (
     account_disable,
     account_enable,
     account_refresh_now,
+    account_update,
 )
 from .services.onboarding import account_create_oauth
 
@@ -144,6 +145,7 @@ MACHINE_FIELDS = (
     "disabled_at",
     "last_used_at",
     "status_and_reasons",
+    "base_url",  # set when an API-key account is onboarded, like its key
 )
 
 
@@ -244,9 +246,10 @@ class AccountAdmin(admin.ModelAdmin[Account]):
 
     def save_model(self, request: HttpRequest, obj: Account, form: Any, change: bool) -> None:
         if change:
-            # Only what the form changed: a full save would write back machine fields read
-            # before a concurrent refresh or check and undo it.
-            obj.save(update_fields=[f for f in form.changed_data if f in ("label", "priority")])
+            # Only what the form changed, through the service: a full save would write back
+            # machine fields read before a concurrent refresh or check and undo it.
+            changed = {f: form.cleaned_data[f] for f in form.changed_data}
+            account_update(account=obj, actor=_actor(request), **changed)
             return
         created = account_create_oauth(
             pool=form.cleaned_data["pool"],

@@ -217,3 +217,17 @@ def _empty_inlines():
             }
         )
     return management
+
+
+def test_the_change_form_offers_no_field_it_would_not_save(admin_client, account):
+    """Every editable field of the change form is one the account service writes."""
+    url = reverse("admin:accounts_pool_account_change", args=[account.pk])
+    form = admin_client.get(url).context["adminform"].form
+    assert sorted(form.fields) == ["label", "priority"]
+    response = admin_client.post(
+        url,
+        {"label": "x", "priority": 1, "base_url": "https://elsewhere.example", **_empty_inlines()},
+    )
+    assert response.status_code == 302
+    account.refresh_from_db()
+    assert (account.label, account.priority, account.base_url) == ("x", 1, "")
