@@ -274,10 +274,7 @@ class AccountAdmin(admin.ModelAdmin[Account]):
     def _verdict(self, obj: Account) -> state.Verdict:
         cached: state.Verdict | None = getattr(obj, "_verdict_cache", None)
         if cached is None:
-            windows = list(obj.quota_windows.all())
-            cached = state.eligibility(
-                obj.state_snapshot(windows=windows), obj.pool.policy, timezone.now()
-            )
+            cached = obj.verdict(timezone.now())  # windows prefetched by get_queryset
             obj._verdict_cache = cached  # type: ignore[attr-defined]
         return cached
 

@@ -339,8 +339,10 @@ class Account(models.Model):
             windows=tuple(w.as_state() for w in windows),
         )
 
-    def verdict(self, now: datetime) -> state.Verdict:
-        return state.eligibility(self.state_snapshot(), self.pool.policy, now)
+    def verdict(self, now: datetime, windows: list[QuotaWindow] | None = None) -> state.Verdict:
+        """state.eligibility for this account under its pool's policy (windows as in
+        state_snapshot: pass them, or they are read, from a prefetch if there is one)."""
+        return state.eligibility(self.state_snapshot(windows=windows), self.pool.policy, now)
 
 
 class QuotaWindow(models.Model):

@@ -125,17 +125,7 @@ def accounts_with_verdicts(
 ) -> list[AccountWithVerdict]:
     """Accounts with their eligibility, in a fixed number of queries however many rows."""
     rows = accounts.select_related("pool").prefetch_related("quota_windows")
-    return [
-        AccountWithVerdict(
-            account,
-            state.eligibility(
-                account.state_snapshot(windows=list(account.quota_windows.all())),
-                account.pool.policy,
-                now,
-            ),
-        )
-        for account in rows
-    ]
+    return [AccountWithVerdict(account, account.verdict(now)) for account in rows]
 
 
 def user_role(user: User | AnonymousUser, team: Team) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .. import selectors, state
+from .. import selectors
 from ..models import Account, AccountEvent, ConsumerKey, Pool, QuotaWindow
 from ..services.checkout import reasons_payload
 
@@ -43,7 +43,7 @@ def account_summary(row: selectors.AccountWithVerdict) -> dict[str, Any]:
 
 def account_detail(account: Account, now: datetime) -> dict[str, Any]:
     windows = list(account.quota_windows.all())
-    verdict = state.eligibility(account.state_snapshot(windows=windows), account.pool.policy, now)
+    verdict = account.verdict(now, windows=windows)
     return {
         "id": account.pk,
         "pool": account.pool.slug,

@@ -103,7 +103,7 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
     account, role = account_or_404(request, account_id)
     now = timezone.now()
     windows = list(account.quota_windows.all())
-    verdict = state.eligibility(account.state_snapshot(windows=windows), account.pool.policy, now)
+    verdict = account.verdict(now, windows=windows)
     operation = request.GET.get("operation", "")
     operations = [op.value for op in Operation]
     events = AccountEvent.objects.filter(account=account).order_by("-at", "-id")
