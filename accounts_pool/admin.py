@@ -26,7 +26,7 @@ from .services.levers import (
 from .services.onboarding import account_create_oauth
 
 # The credential's secrets never reach an admin page: not as fields, not in a list.
-SECRET_FIELDS = ("access_token", "refresh_token", "api_key")
+SECRET_FIELDS = Account.SECRET_FIELDS
 LATEST_EVENTS = 20
 
 

@@ -7,6 +7,7 @@ only. Secrets are stored encrypted (crypto.EncryptedTextField).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import ClassVar
 
 from django.conf import settings
 from django.core.validators import URLValidator
@@ -129,6 +130,9 @@ class Account(models.Model):
     class Kind(models.TextChoices):
         OAUTH = "oauth", "OAuth subscription"
         API_KEY = "api_key", "API key"
+
+    # Encrypted at rest; reads that do not hand a credential out leave them undecrypted.
+    SECRET_FIELDS: ClassVar[tuple[str, ...]] = ("access_token", "refresh_token", "api_key")
 
     # --- admin (people) ---
     pool = models.ForeignKey(

@@ -124,7 +124,11 @@ def accounts_with_verdicts(
     accounts: QuerySet[Account], *, now: datetime
 ) -> list[AccountWithVerdict]:
     """Accounts with their eligibility, in a fixed number of queries however many rows."""
-    rows = accounts.select_related("pool").prefetch_related("quota_windows")
+    rows = (
+        accounts.select_related("pool")
+        .prefetch_related("quota_windows")
+        .defer(*Account.SECRET_FIELDS)  # nothing here hands a credential out
+    )
     return [AccountWithVerdict(account, account.verdict(now)) for account in rows]
 
 

@@ -261,7 +261,10 @@ def account_check_quota(
     through the refresh service and its backoff. `now` is for tests: without it every
     timestamp is read when it is written."""
     started = now or timezone.now()
-    account = Account.objects.select_related("pool").get(pk=account_id)
+    # The usage call needs the access token only; a refresh reads the refresh token itself.
+    account = (
+        Account.objects.select_related("pool").defer("refresh_token", "api_key").get(pk=account_id)
+    )
     if account.kind != Account.Kind.OAUTH:
         return QuotaResult(account.pk, NOT_CHECKABLE)
     snapshot = account.state_snapshot(windows=[])

@@ -85,7 +85,7 @@ def report_record(
 ) -> ReportOutcome:
     """Record what the provider answered a tool; returns what to queue."""
     now = now or timezone.now()
-    account = Account.objects.select_related("pool").get(pk=checkout.account_id)
+    account = Account.objects.defer(*Account.SECRET_FIELDS).get(pk=checkout.account_id)
     headers = headers or {}
     lowered = {k.lower(): v for k, v in headers.items()}
     retry_after = retry_after or lowered.get("retry-after")
