@@ -325,7 +325,6 @@ class Account(models.Model):
             has_access_token=self.access_expires_at is not None,
             has_refresh_token=bool(self.refresh_token_fingerprint),
             access_expires_at=self.access_expires_at,
-            refresh_failures=self.refresh_failures,
             refresh_backoff_until=self.refresh_backoff_until,
             refresh_error_message=self.refresh_error_message,
             refresh_error_status=self.refresh_error_status,

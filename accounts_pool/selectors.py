@@ -19,9 +19,7 @@ def _shifted(now: datetime, field: str, sign: int) -> ExpressionWrapper[Combined
     return ExpressionWrapper(expression, output_field=DateTimeField())
 
 
-def _cycle_candidates(
-    now: datetime, pool: Pool | None, account_id: int | None
-) -> QuerySet[Account]:
+def _cycle_candidates(pool: Pool | None, account_id: int | None) -> QuerySet[Account]:
     accounts = Account.objects.filter(enabled=True, kind=Account.Kind.OAUTH)
     if pool is not None:
         accounts = accounts.filter(pool=pool)
@@ -54,7 +52,7 @@ def accounts_due_for_refresh(
         access_expires_at__lte=_shifted(now, "pool__refresh_lead", +1)
     )
     due = (
-        _cycle_candidates(now, pool, account_id)
+        _cycle_candidates(pool, account_id)
         .exclude(refresh_token_fingerprint="")
         .exclude(relogin_required_for=F("refresh_token_fingerprint"))
         .filter(Q(refresh_backoff_until__isnull=True) | Q(refresh_backoff_until__lte=now))
@@ -89,7 +87,7 @@ def accounts_due_for_quota(
         | Q(policy_checked_at__lte=_shifted(now, "pool__policy_recheck_interval", -1))
     )
     due = (
-        _cycle_candidates(now, pool, account_id)
+        _cycle_candidates(pool, account_id)
         .filter(access_expires_at__gt=now)
         .filter(Q(quota_backoff_until__isnull=True) | Q(quota_backoff_until__lte=now))
         .filter(Q(quota_claimed_until__isnull=True) | Q(quota_claimed_until__lte=now))
@@ -187,7 +185,6 @@ CHECKOUT_FIELDS = (
     "access_expires_at",
     "refresh_token_fingerprint",
     "relogin_required_for",
-    "refresh_failures",
     "refresh_backoff_until",
     "refresh_error_status",
     "refresh_error_message",

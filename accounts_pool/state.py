@@ -253,7 +253,6 @@ class AccountState:
     has_access_token: bool = True
     has_refresh_token: bool = True
     access_expires_at: datetime | None = None
-    refresh_failures: int = 0
     refresh_backoff_until: datetime | None = None
     refresh_error_message: str = ""
     refresh_error_status: int | None = None
