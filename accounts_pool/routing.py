@@ -1,4 +1,6 @@
-"""Which usable account a checkout gets: pure rules over plain values (no ORM, no clock)."""
+"""Balanced routing: which account spends its quota best. Pure rules over plain values (no ORM,
+no clock). Priority and least-recently-used routing are an ORDER BY
+(selectors.checkout_candidates)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ MIN_HOURS = 0.25
 class Candidate:
     account_id: int
     status: state.Status
-    priority: int
     last_used_at: datetime | None
     windows: tuple[state.Window, ...]
 
@@ -45,29 +46,16 @@ def _lru_key(candidate: Candidate) -> tuple[float, int]:
     return (used, candidate.account_id)
 
 
-def choose(
-    candidates: Sequence[Candidate],
-    *,
-    routing: str,
-    policy: state.PoolPolicy,
-    now: datetime,
-    sticky_account_id: int | None = None,
+def choose_balanced(
+    candidates: Sequence[Candidate], *, policy: state.PoolPolicy, now: datetime
 ) -> Candidate | None:
-    """Usable accounts first, then degraded; within a tier, by the pool's routing. A session
-    stays on its account while that account stays in the best tier available."""
+    """Usable accounts first, then degraded; within a tier, the one with the most quota to spend
+    per hour until its reset (spendable_per_hour), the least recently used on a tie."""
     for tier in (state.Status.USABLE, state.Status.DEGRADED):
         pool = [c for c in candidates if c.status == tier]
-        if not pool:
-            continue
-        for candidate in pool:
-            if candidate.account_id == sticky_account_id:
-                return candidate
-        if routing == "least_recently_used":
-            return min(pool, key=_lru_key)
-        if routing == "balanced":
+        if pool:
             return max(
                 pool,
                 key=lambda c: (spendable_per_hour(c, policy, now), [-x for x in _lru_key(c)]),
             )
-        return min(pool, key=lambda c: (c.priority, *_lru_key(c)))
     return None

@@ -83,13 +83,12 @@ def _balanced(pool: Pool, rows: list[selectors.CheckoutCandidate], now: datetime
         routing.Candidate(
             account_id=row.account.pk,
             status=_verdict(row, pool, now).status,
-            priority=row.account.priority,
             last_used_at=row.account.last_used_at,
             windows=tuple(w.as_state() for w in row.windows),
         )
         for row in rows
     ]
-    chosen = routing.choose(candidates, routing=pool.routing, policy=pool.policy, now=now)
+    chosen = routing.choose_balanced(candidates, policy=pool.policy, now=now)
     return next((r.account for r in rows if chosen and r.account.pk == chosen.account_id), None)
 
 
