@@ -282,6 +282,15 @@ def access_token_valid(state: AccountState, now: datetime) -> bool:
     )
 
 
+# A person's "refresh now" or "check quota now" still waits this long after a failure.
+FORCE_MIN_GAP = timedelta(minutes=1)
+
+
+def force_too_soon(last_error_at: datetime | None, now: datetime) -> bool:
+    """A forced retry within a minute of the operation's last failure is refused."""
+    return last_error_at is not None and last_error_at > now - FORCE_MIN_GAP
+
+
 def refresh_due(state: AccountState, policy: PoolPolicy, now: datetime) -> bool:
     """Token refresh is due ahead of expiry, unless backing off or waiting for a re-login."""
     if not (state.is_oauth and state.enabled and state.has_refresh_token):

@@ -381,3 +381,11 @@ def test_the_policy_reason_says_when_it_is_rechecked():
 )
 def test_the_next_quota_check_mirrors_due_ness(changes, expected):
     assert quota_next_check_at(replace(HEALTHY, **changes), POLICY, NOW) == expected
+
+
+def test_a_forced_retry_waits_a_minute_after_the_last_failure():
+    from accounts_pool.state import force_too_soon
+
+    assert not force_too_soon(None, NOW)
+    assert force_too_soon(NOW - timedelta(seconds=59), NOW)
+    assert not force_too_soon(NOW - timedelta(seconds=61), NOW)

@@ -19,7 +19,7 @@ from .. import metrics, state
 from ..models import Account, QuotaWindow
 from ..providers import anthropic
 from .events import CYCLE_ACTOR, event_record
-from .refresh import FORCE_MIN_GAP, account_refresh
+from .refresh import account_refresh
 
 CHECKED = "checked"
 NOT_DUE = "not_due"
@@ -268,7 +268,7 @@ def account_check_quota(
     if account.kind != Account.Kind.OAUTH:
         return QuotaResult(account.pk, NOT_CHECKABLE)
     snapshot = account.state_snapshot(windows=[])
-    if force and account.quota_error_at and account.quota_error_at > started - FORCE_MIN_GAP:
+    if force and state.force_too_soon(account.quota_error_at, started):
         return QuotaResult(account.pk, BACKING_OFF, "failed less than a minute ago")
     if not state.access_token_valid(snapshot, started):
         if not force:

@@ -29,8 +29,6 @@ BACKING_OFF = "backing_off"
 NEEDS_RELOGIN = "needs_relogin"
 NOT_REFRESHABLE = "not_refreshable"
 WAIT_POLL_SECONDS = 0.1
-# A person's "refresh now" still leaves the token endpoint this long after a failure.
-FORCE_MIN_GAP = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -188,10 +186,6 @@ def refresh_mark_access_rejected(account: Account, now: datetime, *, version: in
         account.access_expires_at = min(account.access_expires_at or now, now)
 
 
-def _too_soon(account: Account, now: datetime) -> bool:
-    return account.refresh_error_at is not None and account.refresh_error_at > now - FORCE_MIN_GAP
-
-
 @metrics.counts_outcome(metrics.REFRESH_OUTCOMES)
 def account_refresh(
     *,
@@ -227,7 +221,7 @@ def account_refresh(
     backing_off = (
         account.refresh_backoff_until is not None and account.refresh_backoff_until > started
     )
-    if force and _too_soon(account, started):
+    if force and state.force_too_soon(account.refresh_error_at, started):
         return RefreshResult(account.pk, BACKING_OFF, "failed less than a minute ago")
     if not force and not state.refresh_due(snapshot, policy, started):
         if backing_off:
