@@ -165,8 +165,8 @@ METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.
 HEALTHZ_BROKER_TIMEOUT = env.float("HEALTHZ_BROKER_TIMEOUT", default=2.0)
 
 # --- Secrets at rest -----------------------------------------------------------------------
-# Comma-separated Fernet keys: the first encrypts, all decrypt (rotation). Checked at start-up
-# by accounts_pool.checks so a bad key fails closed before anything is read or written.
+# Comma-separated Fernet keys: the first encrypts, all decrypt (rotation). Loaded at start-up
+# (AppConfig.ready, crypto.load_keys) so a bad key fails closed before anything is read or written.
 ACCOUNTS_POOL_ENCRYPTION_KEYS = env.list("ACCOUNTS_POOL_ENCRYPTION_KEYS", default=[])
 
 # --- Providers -----------------------------------------------------------------------------

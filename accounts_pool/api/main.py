@@ -8,6 +8,7 @@ from typing import Any
 from django.core.exceptions import RequestDataTooBig
 from django.db import DataError
 from django.http import Http404, HttpRequest, HttpResponse
+from django.utils import timezone
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
@@ -62,8 +63,6 @@ def error_response(
 def _service_error(request: HttpRequest, exc: ServiceError) -> HttpResponse:
     response = error_response(request, exc.status, exc.code, exc.message, exc.details)
     if isinstance(exc, NoUsableAccount) and exc.retry_at is not None:
-        from django.utils import timezone
-
         seconds = max(1, int((exc.retry_at - timezone.now()).total_seconds() + 0.999))
         response["Retry-After"] = str(seconds)
     return response

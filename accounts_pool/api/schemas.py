@@ -289,9 +289,7 @@ OperationName = Literal["token_refresh", "quota_check", "report", "onboarding", 
 class EventFilters(In):
     page: int = Field(1, ge=1, le=100_000)
     page_size: int = Field(50, ge=1, le=200)
-    operation: Literal["token_refresh", "quota_check", "report", "onboarding", "admin"] | None = (
-        None
-    )
+    operation: OperationName | None = None
     outcome: str | None = Field(None, min_length=1, max_length=40)
 
 
