@@ -24,10 +24,10 @@ from ..providers import anthropic
 from .errors import Conflict, Invalid, ProviderRefused, ServiceError
 from .events import event_record
 from .keys import secret_hash
+from .quota import POLICY_BLOCKED as QUOTA_POLICY_BLOCKED
 from .quota import (
     account_check_quota,
     quota_record_failure,
-    quota_record_policy_blocked,
     quota_record_usage,
 )
 from .refresh import refresh_record_failure, refresh_state_cleared
@@ -181,11 +181,9 @@ def _onboard_with_access_token(
         quota_record_usage(account, usage, now, actor)
         return Onboarded(account, "verified")
     assert failure is not None
-    if failure.status == 403:
-        quota_record_policy_blocked(account, failure, now, actor)
-        return Onboarded(account, "policy_blocked")
-    quota_record_failure(account, failure, now, actor)
-    return Onboarded(account, "unverified")
+    recorded = quota_record_failure(account, failure, now, actor)
+    blocked = recorded.outcome == QUOTA_POLICY_BLOCKED
+    return Onboarded(account, "policy_blocked" if blocked else "unverified")
 
 
 def _onboard_by_refresh(

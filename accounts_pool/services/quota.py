@@ -204,6 +204,17 @@ def quota_record_failure(
     effect = state.quota_failure_effect(
         failure, previous_failures=account.quota_failures, retried=True, now=now
     )
+    return _apply_failure(account, effect, failure, now, actor)
+
+
+def _apply_failure(
+    account: Account,
+    effect: state.QuotaFailureEffect,
+    failure: state.ProviderFailure,
+    now: datetime,
+    actor: str,
+) -> QuotaResult:
+    """A failure's effect once no retry follows: the policy block, or the quota backoff."""
     if effect.action == state.QuotaFailureAction.POLICY_BLOCKED:
         return quota_record_policy_blocked(account, failure, now, actor)
     return _record_quota_failure(account, effect, failure, now, actor)
@@ -241,9 +252,7 @@ def _check(
                 return QuotaResult(account.pk, NO_VALID_TOKEN, f"refresh: {refreshed.outcome}")
             account.refresh_from_db()
             return _check(account, fixed_now, retried=True, actor=actor)
-        if effect.action == state.QuotaFailureAction.POLICY_BLOCKED:
-            return quota_record_policy_blocked(account, exc.failure, now, actor)
-        return _record_quota_failure(account, effect, exc.failure, now, actor)
+        return _apply_failure(account, effect, exc.failure, now, actor)
     quota_record_usage(account, usage, fixed_now or timezone.now(), actor)
     return QuotaResult(account.pk, CHECKED)
 
