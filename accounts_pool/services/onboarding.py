@@ -95,6 +95,7 @@ def _create(
     actor: str,
     now: datetime,
     how: str,
+    refreshed: bool = False,
 ) -> Account:
     with transaction.atomic():
         account = Account.objects.create(
@@ -104,7 +105,7 @@ def _create(
             refresh_token=refresh_token,
             refresh_token_fingerprint=fingerprint(refresh_token),
             **_access_fields(access_token, expires_at),
-            last_refreshed_at=now if how in ("refresh", "PKCE login") else None,
+            last_refreshed_at=now if refreshed else None,  # tokens fresh from the provider
             credential_version=1,
             **identity,
         )
@@ -176,7 +177,6 @@ def _onboard_with_access_token(
         now=now,
         how="access token checked",
     )
-    account = Account.objects.select_related("pool").get(pk=account.pk)
     if usage is not None:
         quota_record_usage(account, usage, now, actor)
         return Onboarded(account, "verified")
@@ -219,6 +219,7 @@ def _onboard_by_refresh(
         actor=actor,
         now=now,
         how="refresh",
+        refreshed=True,
     )
     return _with_first_quota_check(account, actor)
 
@@ -471,6 +472,7 @@ def oauth_login_complete(
         actor=actor,
         now=now,
         how="PKCE login",
+        refreshed=True,
     )
     return _with_first_quota_check(created, actor)
 
