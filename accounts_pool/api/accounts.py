@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Query, Router, Status
 
-from ..models import Account, AccountEvent
+from ..models import AccountEvent
 from ..services import levers
 from . import access, present
 from .schemas import AccountOut, AccountPatch, ActionOut, ErrorOut, EventFilters, EventPage
@@ -17,16 +17,11 @@ router = Router(tags=["accounts"])
 ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 422: ErrorOut}
 
 
-def _detail(account_id: int) -> dict[str, Any]:
-    account = Account.objects.select_related("pool").get(pk=account_id)
-    return present.account_detail(account, timezone.now())
-
-
 @router.get("/accounts/{account_id}", response={200: AccountOut, **ERRORS})
 def get_account(request: HttpRequest, account_id: int) -> dict[str, Any]:
     """Status, every reason, and the separate groups `refresh`, `quota`, `policy`, `cooldown`."""
     account = access.account_for(request.auth, account_id)  # type: ignore[attr-defined]
-    return _detail(account.pk)
+    return present.account_detail(account, timezone.now())
 
 
 @router.patch("/accounts/{account_id}", response={200: AccountOut, **ERRORS})
@@ -35,7 +30,7 @@ def patch_account(request: HttpRequest, account_id: int, payload: AccountPatch) 
     principal = request.auth  # type: ignore[attr-defined]
     account = access.account_for(principal, account_id, lead=True)
     levers.account_update(account=account, actor=principal.actor, **payload.model_dump())
-    return _detail(account.pk)
+    return present.account_detail_by_id(account.pk)
 
 
 @router.delete("/accounts/{account_id}", response={204: None, **ERRORS})
@@ -85,4 +80,8 @@ def act(request: HttpRequest, account_id: int, action: Action) -> dict[str, Any]
     else:
         cleared = levers.account_clear_backoff(account=account, actor=principal.actor)
         outcome = "cleared" if cleared else "nothing_to_clear"
-    return {"action": action, "outcome": outcome, "account": _detail(account.pk)}
+    return {
+        "action": action,
+        "outcome": outcome,
+        "account": present.account_detail_by_id(account.pk),
+    }

@@ -48,8 +48,7 @@ def _pool_out(pool: Pool) -> dict[str, Any]:
 
 
 def _onboarded(result: onboarding.Onboarded) -> dict[str, Any]:
-    account = Account.objects.select_related("pool").get(pk=result.account.pk)
-    return {"outcome": result.outcome, "account": present.account_detail(account, timezone.now())}
+    return {"outcome": result.outcome, "account": present.account_detail_by_id(result.account.pk)}
 
 
 @router.get("/teams/{team}/pools", response={200: list[PoolOut], **ERRORS})

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.utils import timezone
+
 from .. import selectors
 from ..models import Account, AccountEvent, ConsumerKey, Pool, QuotaWindow
 from ..services.checkout import reasons_payload
@@ -39,6 +41,12 @@ def account_summary(row: selectors.AccountWithVerdict) -> dict[str, Any]:
         "next_change_at": verdict.next_change_at,
         "windows": [window(w) for w in account.quota_windows.all()],
     }
+
+
+def account_detail_by_id(account_id: int) -> dict[str, Any]:
+    """An account's detail as the database has it now (after a write)."""
+    account = Account.objects.select_related("pool").get(pk=account_id)
+    return account_detail(account, timezone.now())
 
 
 def account_detail(account: Account, now: datetime) -> dict[str, Any]:
