@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
@@ -62,26 +63,29 @@ def _pool_context(request: HttpRequest, pool_slug: str) -> dict[str, Any]:
         "pool": pool,
         "role": role,
         "is_lead": role == Membership.Role.LEAD,
-        "rows": [
-            {
-                "account": row.account,
-                "verdict": row.verdict,
-                "windows": list(row.account.quota_windows.all()),
-                "next_quota_check": _next_quota_check(
-                    row.account, pool, list(row.account.quota_windows.all())
-                ),
-            }
-            for row in rows
-        ],
+        "rows": [_row(row, pool, now) for row in rows],
         "counts": selectors.status_counts(rows),
         "next_change": selectors.next_change(rows),
         "now": now,
     }
 
 
-def _next_quota_check(account: Account, pool: Pool, windows: list[QuotaWindow]) -> Any:
+def _row(row: selectors.AccountWithVerdict, pool: Pool, now: datetime) -> dict[str, Any]:
+    windows = list(row.account.quota_windows.all())
+    return {
+        "account": row.account,
+        "verdict": row.verdict,
+        "windows": windows,
+        "next_quota_check": _next_quota_check(row.account, pool, windows, now),
+    }
+
+
+def _next_quota_check(
+    account: Account, pool: Pool, windows: list[QuotaWindow], now: datetime
+) -> datetime | None:
+    """When the cycle next checks this account's quota, at the same `now` as its verdict."""
     snapshot = account.state_snapshot(windows=windows)
-    return state.quota_next_check_at(snapshot, pool.policy, timezone.now())
+    return state.quota_next_check_at(snapshot, pool.policy, now)
 
 
 @login_required
@@ -126,6 +130,6 @@ def account_detail(request: HttpRequest, account_id: int) -> HttpResponse:
             "page": page,
             "operation": operation,
             "operations": operations,
-            "next_quota_check": _next_quota_check(account, account.pool, windows),
+            "next_quota_check": _next_quota_check(account, account.pool, windows, now),
         },
     )
