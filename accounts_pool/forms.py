@@ -10,21 +10,30 @@ from django import forms
 from .models import Account
 
 
+class SecretField(forms.CharField):
+    """A token typed or pasted by a person: a write-only input that never renders back."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("widget", forms.PasswordInput(render_value=False))
+        kwargs.setdefault("max_length", 4096)
+        super().__init__(strip=True, **kwargs)
+
+
+def _token_with_expiry(form: forms.BaseForm, cleaned: dict[str, Any], expiry: str) -> None:
+    """An access token is given with its expiry, or neither is."""
+    if bool(cleaned.get("access_token")) != bool(cleaned.get(expiry)):
+        form.add_error(expiry, "Give the access token and its expiry together, or neither.")
+
+
 class AccountOnboardForm(forms.ModelForm[Account]):
     """Add an OAuth account from tokens a person already has (e.g. Claude Code's credentials)."""
 
-    refresh_token = forms.CharField(
-        widget=forms.PasswordInput(render_value=False),
-        strip=True,
-        max_length=4096,
+    refresh_token = SecretField(
         help_text="The account's OAuth refresh token (sk-ant-ort01-…). Stored encrypted; it "
         "rotates on first use, so the tool it came from will need to log in again.",
     )
-    access_token = forms.CharField(
-        widget=forms.PasswordInput(render_value=False),
+    access_token = SecretField(
         required=False,
-        strip=True,
-        max_length=4096,
         help_text="Optional: a current access token (sk-ant-oat01-…), with its expiry.",
     )
     access_expires_at = forms.DateTimeField(
@@ -37,20 +46,8 @@ class AccountOnboardForm(forms.ModelForm[Account]):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        if bool(cleaned.get("access_token")) != bool(cleaned.get("access_expires_at")):
-            self.add_error(
-                "access_expires_at", "Give the access token and its expiry together, or neither."
-            )
+        _token_with_expiry(self, cleaned, "access_expires_at")
         return cleaned
-
-
-class SecretField(forms.CharField):
-    """A token typed or pasted by a person: a write-only input that never renders back."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("widget", forms.PasswordInput(render_value=False))
-        kwargs.setdefault("max_length", 4096)
-        super().__init__(strip=True, **kwargs)
 
 
 class PasteTokensForm(forms.Form):
@@ -63,10 +60,7 @@ class PasteTokensForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        if bool(cleaned.get("access_token")) != bool(cleaned.get("expires_at")):
-            self.add_error(
-                "expires_at", "Give the access token and its expiry together, or neither."
-            )
+        _token_with_expiry(self, cleaned, "expires_at")
         return cleaned
 
 
