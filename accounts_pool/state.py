@@ -7,6 +7,7 @@ these answers into writes; the admin, the pages, the API and checkout read `elig
 from __future__ import annotations
 
 import email.utils
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -219,6 +220,35 @@ def quota_failure_effect(
     failures = previous_failures + 1
     until = now + quota_backoff_delay(failures, retry_after)
     return QuotaFailureEffect(QuotaFailureAction.BACKOFF, failures, until, retry_after)
+
+
+# A tool's 429 cools its account down at most this long; a longer limit is the windows' business.
+COOLDOWN_CAP = timedelta(minutes=30)
+
+
+def report_cooldown(
+    retry_after: str | None,
+    windows: Iterable[tuple[float | None, datetime | None]],
+    now: datetime,
+) -> timedelta:
+    """How long a reported 429 cools the account down: Retry-After, else the reported reset
+    (of a full window first), capped at 30 minutes. `windows` are (utilization, resets_at)."""
+    delay = parse_retry_after(retry_after, now)
+    if delay is None:
+        ahead = [(used, at) for used, at in windows if at is not None and at > now]
+        full = [at for used, at in ahead if (used or 0) >= 100]
+        resets = full or [at for _, at in ahead]
+        delay = (min(resets) - now) if resets else COOLDOWN_CAP
+    return min(delay, COOLDOWN_CAP)
+
+
+# Failures that say nothing about the credential: the provider was busy, down or garbled.
+TRANSIENT_FAILURES = (
+    FailureKind.RATE_LIMITED,
+    FailureKind.SERVER_ERROR,
+    FailureKind.NETWORK,
+    FailureKind.MALFORMED,
+)
 
 
 # --- Due-ness (DESIGN.md 3.2) -------------------------------------------------------------------

@@ -389,3 +389,14 @@ def test_a_forced_retry_waits_a_minute_after_the_last_failure():
     assert not force_too_soon(None, NOW)
     assert force_too_soon(NOW - timedelta(seconds=59), NOW)
     assert not force_too_soon(NOW - timedelta(seconds=61), NOW)
+
+
+def test_a_reported_429_cools_down_by_retry_after_else_the_fullest_reset_capped():
+    from accounts_pool.state import report_cooldown
+
+    soon, later = NOW + timedelta(minutes=5), NOW + timedelta(minutes=12)
+    assert report_cooldown("120", [(100.0, soon)], NOW) == timedelta(minutes=2)
+    assert report_cooldown(None, [(40.0, soon), (100.0, later)], NOW) == timedelta(minutes=12)
+    assert report_cooldown(None, [(40.0, soon), (50.0, later)], NOW) == timedelta(minutes=5)
+    assert report_cooldown(None, [(100.0, NOW + timedelta(days=3))], NOW) == timedelta(minutes=30)
+    assert report_cooldown(None, [], NOW) == timedelta(minutes=30)

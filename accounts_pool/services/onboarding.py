@@ -33,12 +33,6 @@ from .quota import (
 from .refresh import refresh_record_failure, refresh_state_cleared
 
 LOGIN_TTL = timedelta(minutes=10)
-TRANSIENT = (
-    state.FailureKind.RATE_LIMITED,
-    state.FailureKind.SERVER_ERROR,
-    state.FailureKind.NETWORK,
-    state.FailureKind.MALFORMED,
-)
 
 
 @dataclass(frozen=True)
@@ -158,7 +152,7 @@ def _onboard_with_access_token(
             usage = provider.usage(access_token)
         except anthropic.UsageEndpointError as exc:
             failure = exc.failure
-            if failure.status != 403 and failure.kind not in TRANSIENT:
+            if failure.status != 403 and failure.kind not in state.TRANSIENT_FAILURES:
                 raise _refused(failure, "access token") from None
         try:
             profile = provider.profile(access_token)
@@ -193,7 +187,7 @@ def _onboard_by_refresh(
         with anthropic.client() as provider:
             grant = provider.refresh(refresh_token)
     except anthropic.TokenEndpointError as exc:
-        if exc.failure.kind not in TRANSIENT:
+        if exc.failure.kind not in state.TRANSIENT_FAILURES:
             raise _refused(exc.failure, "refresh token") from None
         account = _create(
             pool=pool,
@@ -431,7 +425,7 @@ def oauth_login_complete(
         with anthropic.client() as provider:
             grant = provider.exchange_code(code=code, state=login.state, verifier=login.verifier)
     except anthropic.TokenEndpointError as exc:
-        if exc.failure.kind in TRANSIENT:
+        if exc.failure.kind in state.TRANSIENT_FAILURES:
             raise ServiceError(
                 "The provider did not answer the code exchange; start the login again.",
                 code="provider_unavailable",

@@ -6,7 +6,7 @@ the access token as dead. Every report leaves a history row with the consumer ke
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
@@ -17,8 +17,6 @@ from ..providers import anthropic
 from .events import event_record
 from .quota import policy_block
 from .refresh import refresh_mark_access_rejected
-
-COOLDOWN_CAP = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -52,24 +50,6 @@ def _store_report_windows(
         )
         stored.append(window.key)
     return stored
-
-
-def _cooldown_delay(
-    retry_after: str | None, windows: tuple[anthropic.UsageWindow, ...], now: datetime
-) -> timedelta:
-    """Retry-After, else the reported reset (of a full window first), capped at 30 minutes:
-    a longer limit is the windows' business (quota_exhausted until their reset)."""
-    delay = state.parse_retry_after(retry_after, now)
-    if delay is None:
-        resets = [w.resets_at for w in windows if w.resets_at and w.resets_at > now]
-        full = [
-            w.resets_at
-            for w in windows
-            if w.resets_at and w.resets_at > now and (w.utilization or 0) >= 100
-        ]
-        when = min(full or resets) if (full or resets) else None
-        delay = (when - now) if when else COOLDOWN_CAP
-    return min(delay, COOLDOWN_CAP)
 
 
 @metrics.counts_outcome(metrics.REPORTS)
@@ -123,7 +103,8 @@ def _apply(
     now: datetime,
 ) -> ReportOutcome:
     if status == 429:
-        until = now + _cooldown_delay(retry_after, windows, now)
+        reported = [(w.utilization, w.resets_at) for w in windows]
+        until = now + state.report_cooldown(retry_after, reported, now)
         Account.objects.filter(pk=account.pk).update(
             cooldown_until=until, cooldown_reason=f"429 reported by {key.name}"[:200]
         )
