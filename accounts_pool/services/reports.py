@@ -5,7 +5,7 @@ the access token as dead. Every report leaves a history row with the consumer ke
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from django.db import transaction
@@ -32,10 +32,13 @@ def _store_report_windows(
     account: Account, windows: tuple[anthropic.UsageWindow, ...], now: datetime
 ) -> list[str]:
     """Per window the newer observation wins (a poll made later is kept)."""
+    if not windows:
+        return []
+    keys = [w.key for w in windows]
+    checked = dict(account.quota_windows.filter(key__in=keys).values_list("key", "checked_at"))
     stored = []
     for window in windows:
-        existing = QuotaWindow.objects.filter(account=account, key=window.key).first()
-        if existing is not None and existing.checked_at > now:
+        if window.key in checked and checked[window.key] > now:
             continue
         QuotaWindow.objects.update_or_create(
             account=account,
@@ -84,13 +87,7 @@ def report_record(
             until=result.cooldown_until,
             actor=key.actor,
         )
-    return ReportOutcome(
-        result.outcome,
-        result.cooldown_until,
-        result.queue_refresh,
-        result.queue_quota_check,
-        stored,
-    )
+    return replace(result, windows=stored)
 
 
 def _apply(
