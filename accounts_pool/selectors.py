@@ -214,7 +214,7 @@ class CheckoutCandidate:
     windows: list[QuotaWindow]
 
 
-@functools.cache
+@functools.cache  # by vendor too: identifiers are quoted the backend's way
 def _candidates_sql(vendor: str, routing: str, *, skip: int, only: bool) -> str:
     """The pool's accounts that the row alone cannot rule out for a checkout (enabled, no
     cooldown, and for OAuth a valid token, policy ok, no re-login), in the routing's order, one
