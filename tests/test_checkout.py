@@ -9,7 +9,7 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts_pool import selectors
-from accounts_pool.models import Account, AccountEvent, Checkout, QuotaWindow
+from accounts_pool.models import Account, AccountEvent, Checkout, Pool, QuotaWindow
 from accounts_pool.services.keys import consumer_key_create
 
 from .api import Api, error_code
@@ -266,6 +266,55 @@ def test_the_sql_prefilter_never_rules_out_an_account_eligibility_would_use(pool
     assert windows["api key"] == []
     page = selectors.checkout_candidates(pool, now=now, limit=2, offset=2)
     assert [c.account.label for c in page] == chosen[2:4]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_postgresql_plans_the_candidates_statement_once(tool, pool, now):
+    """Every checkout runs the same candidates statement; prepared, it should keep one generic
+    plan rather than be planned again on each run (which cost more than running it). Twenty
+    pools of fifty: with the page's LIMIT passed as a value, PostgreSQL planned all ten runs."""
+    others = Pool.objects.bulk_create(
+        Pool(team=pool.team, name=f"Other {n}", slug=f"other-{n}") for n in range(19)
+    )
+    accounts = Account.objects.bulk_create(
+        Account(
+            pool=owner,
+            label=f"a{n}",
+            access_token="sk-ant-oat01-token",
+            access_expires_at=now + timedelta(hours=7),
+            refresh_token_fingerprint="fp",
+            quota_checked_at=now,
+        )
+        for owner in [pool, *others]
+        for n in range(50)
+    )
+    QuotaWindow.objects.bulk_create(
+        QuotaWindow(
+            account=a,
+            key=key,
+            label=key,
+            utilization=10.0,
+            resets_at=now + timedelta(hours=3),
+            checked_at=now,
+        )
+        for a in accounts
+        for key in ("five_hour", "seven_day")
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")  # what autovacuum would know of a pool among many
+    for _ in range(12):
+        _checkout(tool)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE %s",
+            ["%LEFT JOIN%"],
+        )
+        plans = cursor.fetchall()
+    # Prepared from the third run on (DB_PREPARE_THRESHOLD): PostgreSQL tries five custom plans
+    # before it settles on the generic one for the other five.
+    assert plans == [(5, 5)]
 
 
 @pytest.mark.postgres
