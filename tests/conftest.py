@@ -15,6 +15,7 @@ import pytest
 import respx
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.db import connection
 
 from accounts_pool.crypto import fingerprint
 from accounts_pool.models import Account, Membership, Pool, Team
@@ -132,10 +133,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     `browser` drive Debian's chromium. Without them they are skipped, unless
     ACCOUNTS_POOL_REQUIRE_SERVICES=1 (as in .ci/run, which provides both): then it is a failure."""
     missing = None
-    if (
-        item.get_closest_marker("postgres") is not None
-        and settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql"
-    ):
+    if item.get_closest_marker("postgres") is not None and connection.vendor != "postgresql":
         missing = "needs PostgreSQL: set DATABASE_URL=postgres://… (CI does)"
     if item.get_closest_marker("browser") is not None and not os.path.exists(CHROMIUM):
         missing = f"needs {CHROMIUM} (apt-get install chromium; CI installs it)"
