@@ -9,6 +9,8 @@ import psycopg
 import pytest
 from django.db import close_old_connections, connection
 
+from accounts_pool.postgresql.base import TimestamptzLoader
+
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
@@ -67,3 +69,27 @@ def test_a_connection_inside_a_transaction_gets_the_round_trip_check():
         finally:
             cursor.execute("ROLLBACK")
     assert row == ("SELECT 1", "idle in transaction")
+
+
+def test_timestamps_read_as_django_reads_them():
+    """The compiled timestamptz loader gives the same instants, in the same time zone object,
+    as Django's own loader."""
+    from django.db.backends.postgresql.psycopg_any import register_tzloader
+
+    sql = (
+        "SELECT '2026-11-29 14:05:00.123456+01'::timestamptz,"
+        " '1999-12-31 23:59:59-08'::timestamptz, NULL::timestamptz"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        ours = cursor.fetchone()
+        register_tzloader(connection.timezone, cursor.cursor)  # Django's loader, on this cursor
+        cursor.execute(sql)
+        django = cursor.fetchone()
+    assert ours == django
+    assert [v.tzinfo for v in ours[:2]] == [connection.timezone] * 2
+    assert [v.tzinfo for v in django[:2]] == [connection.timezone] * 2
+    assert ours[0].isoformat() == "2026-11-29T13:05:00.123456+00:00"
+    assert ours[2] is None
+    loader = connection.connection.adapters.get_loader(1184, psycopg.pq.Format.TEXT)
+    assert issubclass(loader, TimestamptzLoader)

@@ -1,4 +1,5 @@
-"""Django's PostgreSQL backend with a health check that needs no round trip.
+"""Django's PostgreSQL backend, with a health check that needs no round trip and compiled
+timestamp parsing.
 
 Django checks a kept connection before a request or task reuses it (CONN_HEALTH_CHECKS) by
 sending `SELECT 1`: one more round trip on every checkout, about a tenth of its cost on both
@@ -6,18 +7,56 @@ sides. An idle connection has nothing to read, while a connection the server has
 (restart, a terminated backend, an idle timeout, a pooler gone away) has its goodbye or the end
 of the stream waiting in the socket. So looking at the socket tells them apart without asking
 the server. A connection that is not idle, or whose socket cannot be read, gets Django's own
-check."""
+check.
+
+Django reads every `timestamptz` through a subclass of psycopg's pure-Python loader, so that
+values carry its time zone; psycopg[binary] compiles that loader, but a subclass does not get
+the compiled one. A checkout reads about a dozen timestamps. The loader here asks the compiled
+one (whichever psycopg has) and sets the time zone the same way."""
 
 from __future__ import annotations
 
 import select
+from datetime import datetime, tzinfo
+from typing import Any
 
 import psycopg
 from django.db.backends.postgresql import base
-from psycopg import pq
+from psycopg import adapters, pq
+from psycopg.abc import AdaptContext, Buffer
+from psycopg.adapt import Loader
+
+TIMESTAMPTZ_OID = 1184
+_PSYCOPG_TIMESTAMPTZ = adapters.get_loader(TIMESTAMPTZ_OID, pq.Format.TEXT)
+
+
+class TimestamptzLoader(Loader):
+    """psycopg's own timestamptz loader, the result in `timezone` as Django's loader gives it
+    (Django compares `timezone` before each cursor to decide whether to register its own)."""
+
+    timezone: tzinfo | None = None
+
+    def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
+        super().__init__(oid, context)
+        assert _PSYCOPG_TIMESTAMPTZ is not None
+        self._load = _PSYCOPG_TIMESTAMPTZ(oid, context).load
+
+    def load(self, data: Buffer) -> datetime:
+        value: datetime = self._load(data)
+        return value.replace(tzinfo=self.timezone)
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        connection = super().get_new_connection(conn_params)
+        loader = type(
+            "TimestamptzLoader",
+            (TimestamptzLoader,),
+            {"timezone": self.timezone, "__module__": __name__},
+        )
+        connection.adapters.register_loader(TIMESTAMPTZ_OID, loader)
+        return connection
+
     def is_usable(self) -> bool:
         connection = self.connection
         if connection is None or connection.closed or connection.broken:
