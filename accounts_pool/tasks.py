@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import metrics
+from .services.checkout import checkouts_prune
 from .services.cycle import dispatch_quota_checks, dispatch_tick_run, dispatch_token_refresh
 from .services.events import events_prune
 from .services.quota import account_check_quota
@@ -61,5 +62,8 @@ def dispatch_quota_checks_task(budget: int | None = None) -> int:
 
 @shared_task(name="accounts_pool.prune_events")
 def prune_events() -> int:
-    retention = timedelta(days=settings.ACCOUNTS_POOL_EVENT_RETENTION_DAYS)
-    return events_prune(now=timezone.now(), older_than=retention)
+    """Daily: account history past its retention, and checkouts past theirs."""
+    now = timezone.now()
+    events = timedelta(days=settings.ACCOUNTS_POOL_EVENT_RETENTION_DAYS)
+    checkouts = timedelta(days=settings.ACCOUNTS_POOL_CHECKOUT_RETENTION_DAYS)
+    return events_prune(now=now, older_than=events) + checkouts_prune(now=now, older_than=checkouts)

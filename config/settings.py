@@ -196,6 +196,8 @@ ACCOUNTS_POOL_CLAIM_SECONDS = env.int("ACCOUNTS_POOL_CLAIM_SECONDS", default=120
 ACCOUNTS_POOL_DISPATCH_BATCH = env.int("ACCOUNTS_POOL_DISPATCH_BATCH", default=500)
 ACCOUNTS_POOL_DISPATCH_CHUNK = env.int("ACCOUNTS_POOL_DISPATCH_CHUNK", default=50)
 ACCOUNTS_POOL_EVENT_RETENTION_DAYS = env.int("ACCOUNTS_POOL_EVENT_RETENTION_DAYS", default=30)
+# Every checkout writes a row; reports and sessions only ever need recent ones.
+ACCOUNTS_POOL_CHECKOUT_RETENTION_DAYS = env.int("ACCOUNTS_POOL_CHECKOUT_RETENTION_DAYS", default=7)
 
 # --- Celery --------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")

@@ -3,13 +3,15 @@ entries exist in the database for operators to see."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from accounts_pool import selectors, state
-from accounts_pool.models import Account, AccountEvent
+from accounts_pool.models import Account, AccountEvent, Checkout
 from accounts_pool.services.cycle import (
     dispatch_budget_left,
     dispatch_quota_checks,
@@ -17,6 +19,8 @@ from accounts_pool.services.cycle import (
     dispatch_token_refresh,
 )
 from accounts_pool.services.events import event_record, events_prune
+from accounts_pool.services.keys import consumer_key_create
+from accounts_pool.tasks import prune_events
 
 from .conftest import NOW, make_account
 
@@ -130,6 +134,22 @@ def test_prune_drops_history_older_than_the_retention(account):
     assert events_prune(now=NOW, older_than=timedelta(days=30)) == 1
     assert list(AccountEvent.objects.values_list("pk", flat=True)) == [kept.pk]
     assert not AccountEvent.objects.filter(pk=old.pk).exists()
+
+
+def test_the_daily_prune_drops_checkouts_past_their_retention(account, alice, settings):
+    """Every tool request writes a checkout; only recent ones are read (reports, sessions)."""
+    settings.ACCOUNTS_POOL_CHECKOUT_RETENTION_DAYS = 7
+    key, _ = consumer_key_create(pool=account.pool, name="laptop", created_by=alice)
+    now = timezone.now()
+    ages = {"old": timedelta(days=8), "recent": timedelta(days=6)}
+    made = {
+        name: Checkout.objects.create(
+            id=uuid.uuid4(), account=account, consumer_key=key, at=now - age
+        )
+        for name, age in ages.items()
+    }
+    assert prune_events() == 1  # the task body, as the daily beat entry runs it
+    assert list(Checkout.objects.values_list("pk", flat=True)) == [made["recent"].pk]
 
 
 def test_a_queued_account_is_not_queued_again_by_the_next_tick(pool):

@@ -176,6 +176,13 @@ def checkout_create(
     return CheckoutResult(checkout, account)
 
 
+def checkouts_prune(*, now: datetime, older_than: timedelta) -> int:
+    """Delete checkouts older than the retention (a report names a recent checkout; a session
+    follows its latest one); returns how many rows went. Every tool request writes one."""
+    deleted, _ = Checkout.objects.filter(at__lt=now - older_than).delete()
+    return deleted
+
+
 def _record(account: Account, key: ConsumerKey, session_hash: str, now: datetime) -> Checkout:
     """Write the checkout and the account's last use together.
 
