@@ -74,7 +74,9 @@ def test_a_connection_inside_a_transaction_gets_the_round_trip_check():
 def test_timestamps_read_as_django_reads_them():
     """The compiled timestamptz loader gives the same instants, in the same time zone object,
     as Django's own loader."""
-    from django.db.backends.postgresql.psycopg_any import register_tzloader
+    from django.db.backends.postgresql.psycopg_any import (  # type: ignore[import-untyped]
+        register_tzloader,
+    )
 
     sql = (
         "SELECT '2026-11-29 14:05:00.123456+01'::timestamptz,"
