@@ -7,7 +7,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from ninja import Schema
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 Label = Field(min_length=1, max_length=100)
@@ -24,7 +24,7 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
-class In(Schema):
+class In(BaseModel):
     """Every input rejects unknown fields, so a typo is a 422, not silently ignored, and NUL
     characters, which no database column can store."""
 
