@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from ninja import Schema
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SLUG = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
@@ -22,6 +21,14 @@ def _has_nul(value: Any) -> bool:
     if isinstance(value, list | tuple):
         return any(_has_nul(v) for v in value)
     return False
+
+
+class Out(BaseModel):
+    """Every output. Views build outputs as plain data (api/present.py), which pydantic
+    validates by itself; ninja's Schema would wrap each nested object in its getter for Django
+    models, in Python, on every response."""
+
+    model_config = ConfigDict(from_attributes=True)
 
 
 class In(BaseModel):
@@ -41,13 +48,13 @@ class In(BaseModel):
 # --- Errors ---------------------------------------------------------------------------------------
 
 
-class ErrorBody(Schema):
+class ErrorBody(Out):
     code: str
     message: str
     details: Any | None = None
 
 
-class ErrorOut(Schema):
+class ErrorOut(Out):
     error: ErrorBody
 
 
@@ -59,7 +66,7 @@ class TeamIn(In):
     slug: str = Field(min_length=1, max_length=50, pattern=SLUG)
 
 
-class TeamOut(Schema):
+class TeamOut(Out):
     slug: str
     name: str
     role: str | None
@@ -71,7 +78,7 @@ class MemberIn(In):
     role: Literal["lead", "member"]
 
 
-class MemberOut(Schema):
+class MemberOut(Out):
     username: str
     role: str
 
@@ -101,7 +108,7 @@ class PoolPatch(PoolPolicyIn):
     routing: Routing | None = None
 
 
-class ReasonOut(Schema):
+class ReasonOut(Out):
     code: str
     message: str
     since: datetime | None
@@ -109,7 +116,7 @@ class ReasonOut(Schema):
     clears_on: str
 
 
-class WindowOut(Schema):
+class WindowOut(Out):
     key: str
     label: str
     utilization: float | None
@@ -118,7 +125,7 @@ class WindowOut(Schema):
     source: str
 
 
-class AccountSummaryOut(Schema):
+class AccountSummaryOut(Out):
     id: int
     label: str
     kind: str
@@ -129,13 +136,13 @@ class AccountSummaryOut(Schema):
     windows: list[WindowOut]
 
 
-class StatusCounts(Schema):
+class StatusCounts(Out):
     usable: int
     degraded: int
     excluded: int
 
 
-class PoolOut(Schema):
+class PoolOut(Out):
     slug: str
     name: str
     team: str
@@ -154,14 +161,14 @@ class PoolOut(Schema):
 # --- Accounts -------------------------------------------------------------------------------------
 
 
-class LastError(Schema):
+class LastError(Out):
     kind: str
     status: int | None
     message: str
     at: datetime | None
 
 
-class RefreshGroup(Schema):
+class RefreshGroup(Out):
     expires_at: datetime | None
     last_refreshed_at: datetime | None
     backoff_until: datetime | None
@@ -170,7 +177,7 @@ class RefreshGroup(Schema):
     needs_relogin: bool
 
 
-class QuotaGroup(Schema):
+class QuotaGroup(Out):
     checked_at: datetime | None
     backoff_until: datetime | None
     failures: int
@@ -178,19 +185,19 @@ class QuotaGroup(Schema):
     windows: list[WindowOut]
 
 
-class PolicyGroup(Schema):
+class PolicyGroup(Out):
     status: str
     message: str
     since: datetime | None
     checked_at: datetime | None
 
 
-class CooldownGroup(Schema):
+class CooldownGroup(Out):
     until: datetime | None
     reason: str
 
 
-class AccountOut(Schema):
+class AccountOut(Out):
     id: int
     pool: str
     label: str
@@ -237,7 +244,7 @@ class AccountCreateIn(In):
         return self
 
 
-class OnboardOut(Schema):
+class OnboardOut(Out):
     outcome: str
     account: AccountOut
 
@@ -249,7 +256,7 @@ class AccountPatch(In):
     priority: int | None = Field(None, ge=0, le=1_000_000)
 
 
-class ImportOut(Schema):
+class ImportOut(Out):
     imported: int
     accounts: list[AccountSummaryOut]
 
@@ -258,7 +265,7 @@ class OAuthStartIn(In):
     account_id: int | None = None
 
 
-class OAuthStartOut(Schema):
+class OAuthStartOut(Out):
     authorize_url: str
     session: str
     expires_at: datetime
@@ -271,7 +278,7 @@ class OAuthCompleteIn(In):
     account_id: int | None = None
 
 
-class EventOut(Schema):
+class EventOut(Out):
     id: int
     at: datetime
     operation: str
@@ -297,14 +304,14 @@ class ImportQuery(In):
     label: str = Field("", max_length=100, description="Label for the imported account(s).")
 
 
-class EventPage(Schema):
+class EventPage(Out):
     items: list[EventOut]
     count: int
     page: int
     page_size: int
 
 
-class ActionOut(Schema):
+class ActionOut(Out):
     action: str
     outcome: str
     account: AccountOut
@@ -317,7 +324,7 @@ class KeyIn(In):
     name: str = Label
 
 
-class KeyOut(Schema):
+class KeyOut(Out):
     id: int
     name: str
     prefix: str
@@ -334,19 +341,19 @@ class CheckoutIn(In):
     session: str | None = Field(None, min_length=1, max_length=200)
 
 
-class CheckoutAccount(Schema):
+class CheckoutAccount(Out):
     id: int
     label: str
 
 
-class Credential(Schema):
+class Credential(Out):
     kind: str
     access_token: str | None = None
     api_key: str | None = None
     expires_at: datetime | None
 
 
-class CheckoutOut(Schema):
+class CheckoutOut(Out):
     checkout_id: UUID
     account: CheckoutAccount
     credential: Credential
@@ -359,7 +366,7 @@ class ReportIn(In):
     message: str | None = Field(None, max_length=2000)
 
 
-class ReportOut(Schema):
+class ReportOut(Out):
     outcome: str
     cooldown_until: datetime | None
     queued: list[str]
