@@ -252,3 +252,41 @@ def test_a_revoked_consumer_key_is_no_credential(world):
     assert revoked.status_code == 204
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "unauthenticated"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Token {secret}",  # another scheme
+        "Bearer",  # no token
+        "{secret}",  # no scheme
+        "Bearer sk-pool-not-a-real-key",
+    ],
+)
+def test_a_malformed_or_unknown_authorization_is_401_and_never_logged(
+    world, header, settings, caplog
+):
+    settings.DEBUG = True  # ninja's own bearer check logs a malformed header under DEBUG
+    secret = world.secrets["own_key"]
+    client = Client()
+    with caplog.at_level("DEBUG"):
+        response = client.post(
+            f"/api/v1/pools/{world.ids['pool']}/checkout",
+            "{}",
+            content_type="application/json",
+            HTTP_AUTHORIZATION=header.format(secret=secret),
+        )
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthenticated"
+    assert secret not in caplog.text
+
+
+def test_the_bearer_scheme_is_case_insensitive(world):
+    client = Client()
+    response = client.post(
+        f"/api/v1/pools/{world.ids['pool']}/checkout",
+        "{}",
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"bearer {world.secrets['own_key']}",
+    )
+    assert response.status_code == 200

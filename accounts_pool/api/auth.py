@@ -28,6 +28,15 @@ class Principal:
 
 
 class BearerAuth(HttpBearer):
+    def __call__(self, request: HttpRequest) -> Principal | None:
+        """ninja's HttpBearer, reading the one header it needs (request.headers copies them
+        all) and never logging it (HttpBearer logs a malformed header, secret and all, under
+        DEBUG)."""
+        scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() != self.openapi_scheme or not token:
+            return None
+        return self.authenticate(request, token)
+
     def authenticate(self, request: HttpRequest, token: str) -> Principal | None:
         if token.startswith(CONSUMER_KEY_PREFIX):
             key = consumer_key_authenticate(token)
