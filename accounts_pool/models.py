@@ -6,6 +6,7 @@ only. Secrets are stored encrypted (crypto.EncryptedTextField).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import ClassVar
 
@@ -312,8 +313,11 @@ class Account(models.Model):
             self.relogin_required_for == self.refresh_token_fingerprint
         )
 
-    def state_snapshot(self, windows: list[QuotaWindow] | None = None) -> state.AccountState:
-        """The plain-value view the pure rules read. Pass windows to avoid a query."""
+    def state_snapshot(
+        self, windows: Sequence[QuotaWindow | state.Window] | None = None
+    ) -> state.AccountState:
+        """The plain-value view the pure rules read. Pass windows (rows, or already the rules'
+        view of them) to avoid a query."""
         if windows is None:
             windows = list(self.quota_windows.all())
         return state.AccountState(
@@ -339,7 +343,7 @@ class Account(models.Model):
             policy_checked_at=self.policy_checked_at,
             cooldown_until=self.cooldown_until,
             cooldown_reason=self.cooldown_reason,
-            windows=tuple(w.as_state() for w in windows),
+            windows=tuple(w if isinstance(w, state.Window) else w.as_state() for w in windows),
         )
 
     def verdict(self, now: datetime, windows: list[QuotaWindow] | None = None) -> state.Verdict:

@@ -76,6 +76,11 @@ class Columns(Generic[M]):
         """A model instance from this part of a row, converted as the ORM converts."""
         return self.model.from_db(on.alias, self.attnames, _convert(self, values, on))
 
+    def values(self, values: Sequence[Any], on: BaseDatabaseWrapper) -> dict[str, Any]:
+        """This part of a row by attribute name, converted as the ORM converts, for a reader
+        that needs the values and not a model instance."""
+        return dict(zip(self.attnames, _convert(self, values, on), strict=True))
+
 
 def db() -> BaseDatabaseWrapper:
     """The default connection itself (django.db.connection is a proxy: each attribute read

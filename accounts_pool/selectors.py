@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -200,7 +201,8 @@ CHECKOUT_FIELDS = (
     "cooldown_reason",
 )
 _ACCOUNT = rawsql.Columns.of(Account, "a", CHECKOUT_FIELDS)
-_WINDOW = rawsql.Columns.of(QuotaWindow, "w")
+WINDOW_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(state.Window))
+_WINDOW = rawsql.Columns.of(QuotaWindow, "w", WINDOW_STATE_FIELDS)
 _KEY = rawsql.Columns.of(ConsumerKey, "k")
 _POOL = rawsql.Columns.of(Pool, "p")
 
@@ -211,7 +213,7 @@ NO_LIMIT = 2**31 - 1  # LIMIT takes a number on every database
 @dataclass(frozen=True)
 class CheckoutCandidate:
     account: Account
-    windows: list[QuotaWindow]
+    windows: list[state.Window]  # the rules' view, read straight from the row
 
 
 @functools.cache  # by vendor too: identifiers are quoted the backend's way
@@ -291,8 +293,9 @@ def checkout_candidates(
         candidate = found.get(account_id)
         if candidate is None:
             candidate = found[account_id] = CheckoutCandidate(_ACCOUNT.build(row[:width], on), [])
-        if row[width] is not None:
-            candidate.windows.append(_WINDOW.build(row[width:], on))
+        if row[width] is not None:  # the window's id: None when the account has none
+            values = _WINDOW.values(row[width:], on)
+            candidate.windows.append(state.Window(**{f: values[f] for f in WINDOW_STATE_FIELDS}))
     return list(found.values())
 
 

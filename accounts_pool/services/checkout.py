@@ -84,7 +84,7 @@ def _balanced(pool: Pool, rows: list[selectors.CheckoutCandidate], now: datetime
             account_id=row.account.pk,
             status=_verdict(row, pool, now).status,
             last_used_at=row.account.last_used_at,
-            windows=tuple(w.as_state() for w in row.windows),
+            windows=tuple(row.windows),
         )
         for row in rows
     ]
