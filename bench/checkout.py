@@ -56,6 +56,8 @@ def gunicorn(env: dict[str, str], *, workers: int, port: int) -> Iterator[subpro
         "-m",
         "gunicorn",
         "config.wsgi:application",
+        "--config",
+        "python:config.gunicorn",
         "--workers",
         str(workers),
         "--bind",

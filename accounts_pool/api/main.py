@@ -110,7 +110,8 @@ def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
     return error_response(request, 413, "payload_too_large", "The request body is too large.")
 
 
+# Tools first: Django tries URL patterns in order, and checkout and reports are most requests.
+api.add_router("", tools.router)
 api.add_router("", teams.router)
 api.add_router("", pools.router)
 api.add_router("", accounts.router)
-api.add_router("", tools.router)
