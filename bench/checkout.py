@@ -2,15 +2,17 @@
 
 10,000 usable accounts in 200 pools (50 each: access token valid for hours, quota just checked
 with a five_hour and a seven_day window well below 100%), one consumer key per pool. gunicorn
-serves the production settings (DEBUG off) on 127.0.0.1 with 2 sync workers; this process drives
-load with a bounded number of client threads (http.client, one connection object per thread) for
-a fixed time after a warm-up: first the floor `GET /livez`, then `POST /api/v1/pools/<slug>/
-checkout` spread over the 200 pools. Also counts the queries of one checkout in-process.
+serves the production settings (DEBUG off, the Procfile's gunicorn config) on 127.0.0.1 with 2
+sync workers; this process drives load with a bounded number of client threads (http.client, one
+connection object per thread) for a fixed time after a warm-up. The floor `GET /livez` and
+`POST /api/v1/pools/<slug>/checkout` (spread over the 200 pools) take turns, a slice each per
+round, so that drift in a shared machine's speed weighs on both. Also counts the queries of one
+checkout in-process.
 
 Targets: checkout p99 < 25 ms and checkout throughput >= 40% of the floor's.
 
     .venv/bin/python bench/checkout.py [--clients 16] [--duration 15] [--warmup 3]
-                                       [--workers 2] [--profile 200]
+                                       [--workers 2] [--rounds 3] [--profile 200]
 """
 
 from __future__ import annotations
@@ -209,6 +211,22 @@ def drive(
     phase.postgres_cpu = marks.get("postgres", 0.0)
     phase.client_cpu = marks.get("client", 0.0)
     phase.machine_busy = marks.get("machine", 0.0)
+    return phase
+
+
+def merged(slices: list[Phase]) -> Phase:
+    """One endpoint's slices as one phase: requests, time and CPU added up."""
+    phase = Phase(slices[0].name, sum(p.duration for p in slices))
+    for part in slices:
+        phase.latencies.extend(part.latencies)
+        phase.statuses.update(part.statuses)
+        phase.errors += part.errors
+        phase.first_error = phase.first_error or part.first_error
+        phase.server_cpu += part.server_cpu
+        phase.postgres_cpu += part.postgres_cpu
+        phase.client_cpu += part.client_cpu
+        phase.machine_busy += part.machine_busy * part.duration / phase.duration
+    phase.latencies.sort()
     return phase
 
 
@@ -411,6 +429,12 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per phase")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn sync workers")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="the endpoints take turns: this many slices of duration/rounds seconds each",
+    )
+    parser.add_argument(
         "--queries", type=int, default=50, help="in-process checkouts whose queries are counted"
     )
     parser.add_argument(
@@ -430,9 +454,13 @@ def main() -> int:
         and 0 < args.duration <= 120
         and 0 <= args.warmup <= 60
         and 0 < args.workers <= 16
+        and 0 < args.rounds <= 20
         and 0 < args.pools * args.per_pool <= 200_000
     ):
-        parser.error("out of range: clients 1-256, duration <= 120 s, workers 1-16, <= 200k rows")
+        parser.error(
+            "out of range: clients 1-256, duration <= 120 s, workers 1-16, rounds 1-20, "
+            "<= 200k rows"
+        )
 
     print(f"bench/checkout.py on {_common.machine()}")
     if args.conn_max_age is not None:
@@ -479,24 +507,34 @@ def main() -> int:
             if response.status != 200:
                 raise RuntimeError(f"preflight checkout: {response.status} {payload[:300]!r}")
             print(f"preflight checkout: {response.status}, {len(payload)} bytes")
-            phases = []
-            for name, request_for in (("livez", livez), ("checkout", checkout)):
-                idle = _common.background_load()
-                print(
-                    f"driving {name}: {args.clients} clients, {args.warmup:g} s warm-up + "
-                    f"{args.duration:g} s (machine {idle * 100:.0f}% busy just before: "
-                    "other work on this machine)"
-                )
-                phases.append(
-                    drive(
-                        name,
-                        port,
-                        request_for,
-                        clients=args.clients,
-                        warmup=args.warmup,
-                        duration=args.duration,
-                        server_pid=server.pid,
+            # Side by side: the two endpoints take turns, `rounds` slices each, so a change in
+            # the machine's speed during the run (this one is shared and noisy) weighs on both.
+            slices: dict[str, list[Phase]] = {"livez": [], "checkout": []}
+            for round_index in range(args.rounds):
+                for name, request_for in (("livez", livez), ("checkout", checkout)):
+                    idle = _common.background_load(0.3)
+                    warmup = args.warmup if round_index == 0 else min(args.warmup, 1.0)
+                    print(
+                        f"round {round_index + 1}/{args.rounds}, {name}: {args.clients} clients, "
+                        f"{warmup:g} s warm-up + {args.duration / args.rounds:g} s "
+                        f"(machine {idle * 100:.0f}% busy just before)"
                     )
+                    slices[name].append(
+                        drive(
+                            name,
+                            port,
+                            request_for,
+                            clients=args.clients,
+                            warmup=warmup,
+                            duration=args.duration / args.rounds,
+                            server_pid=server.pid,
+                        )
+                    )
+            phases = [merged(slices["livez"]), merged(slices["checkout"])]
+            for round_index, (f, c) in enumerate(zip(*slices.values(), strict=True)):
+                print(
+                    f"  round {round_index + 1}: livez {f.rps:.0f} req/s, checkout "
+                    f"{c.rps:.0f} req/s, ratio {c.rps / f.rps if f.rps else 0:.2f}"
                 )
 
         floor, result = phases
