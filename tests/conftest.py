@@ -20,7 +20,12 @@ from django.db import connection
 from accounts_pool.crypto import fingerprint
 from accounts_pool.models import Account, Membership, Pool, Team
 
-NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+# The tests' clock: this run's start, to the minute. Services under test take `now=NOW`, but the
+# cycle, the API and the worker processes read the real clock, so fixtures must sit near it: a
+# fixed date once made every real-clock test depend on the day it ran.
+NOW = datetime.now(UTC).replace(second=0, microsecond=0)
+FIVE_HOUR_RESET = NOW + timedelta(hours=4)
+SEVEN_DAY_RESET = NOW + timedelta(days=3, hours=20)
 ACCESS = "sk-ant-oat01-access-token-of-the-test-account-0001"
 REFRESH = "sk-ant-ort01-refresh-token-of-the-test-account-0001"
 POLICY_MESSAGE = "OAuth authentication is currently not allowed for this organization."
@@ -90,15 +95,15 @@ def token_answer(
 
 def usage_answer(five_hour: float = 25.0, seven_day: float = 61.0) -> dict[str, Any]:
     return {
-        "five_hour": {"utilization": five_hour, "resets_at": "2026-11-29T16:00:00+00:00"},
-        "seven_day": {"utilization": seven_day, "resets_at": "2026-12-03T08:00:00+00:00"},
+        "five_hour": {"utilization": five_hour, "resets_at": FIVE_HOUR_RESET.isoformat()},
+        "seven_day": {"utilization": seven_day, "resets_at": SEVEN_DAY_RESET.isoformat()},
         "seven_day_opus": None,
         "limits": [
             {
                 "kind": "weekly_scoped",
                 "group": "weekly",
                 "percent": 40,
-                "resets_at": "2026-12-03T08:00:00+00:00",
+                "resets_at": SEVEN_DAY_RESET.isoformat(),
                 "is_active": False,
                 "scope": {"model": {"id": "claude-opus-4", "display_name": "Opus"}},
             }

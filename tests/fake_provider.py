@@ -10,6 +10,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -82,9 +83,10 @@ class FakeAnthropic:
     def usage(self) -> tuple[int, dict[str, Any]]:
         with self.lock:
             self.calls["usage"] += 1
+        now = datetime.now(UTC).replace(microsecond=0)
         return 200, {
-            "five_hour": {"utilization": 12.0, "resets_at": "2026-11-29T16:00:00+00:00"},
-            "seven_day": {"utilization": 30.0, "resets_at": "2026-12-03T08:00:00+00:00"},
+            "five_hour": {"utilization": 12.0, "resets_at": (now + timedelta(hours=4)).isoformat()},
+            "seven_day": {"utilization": 30.0, "resets_at": (now + timedelta(days=4)).isoformat()},
         }
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

@@ -11,7 +11,7 @@ import pytest
 from accounts_pool.providers import anthropic
 from accounts_pool.state import FailureKind
 
-from .conftest import ACCESS, REFRESH, policy_403, token_answer, usage_answer
+from .conftest import ACCESS, FIVE_HOUR_RESET, REFRESH, policy_403, token_answer, usage_answer
 
 
 def _client():
@@ -108,7 +108,7 @@ def test_usage_sends_the_bearer_token_and_beta_header_and_parses_windows(provide
     assert request.headers["anthropic-beta"] == "oauth-2025-04-20"
     windows = {w.key: w for w in usage.windows}
     assert windows["five_hour"].utilization == 25.0
-    assert windows["five_hour"].resets_at.isoformat() == "2026-11-29T16:00:00+00:00"
+    assert windows["five_hour"].resets_at == FIVE_HOUR_RESET
     assert windows["model:claude-opus-4"].utilization == 40.0
     assert windows["model:claude-opus-4"].label == "7-day Opus"
 

@@ -12,7 +12,15 @@ from accounts_pool.services.cycle import cycle_run
 from accounts_pool.services.quota import account_check_quota
 from accounts_pool.state import PolicyStatus, ReasonCode, Status
 
-from .conftest import NOW, POLICY_MESSAGE, make_account, policy_403, token_answer, usage_answer
+from .conftest import (
+    FIVE_HOUR_RESET,
+    NOW,
+    POLICY_MESSAGE,
+    make_account,
+    policy_403,
+    token_answer,
+    usage_answer,
+)
 
 MIN = timedelta(minutes=1)
 DUE = {"quota_checked_at": NOW - 10 * MIN}
@@ -54,7 +62,7 @@ def test_a_full_window_excludes_until_its_reset_and_records_it(pool, provider):
     verdict = account.verdict(NOW)
     assert verdict.status == Status.EXCLUDED
     assert verdict.first_reason.code == ReasonCode.QUOTA_EXHAUSTED
-    assert verdict.first_reason.until.isoformat() == "2026-11-29T16:00:00+00:00"
+    assert verdict.first_reason.until == FIVE_HOUR_RESET
     event = AccountEvent.objects.get(account=account)
     assert (event.outcome, event.until) == ("quota_exhausted", verdict.first_reason.until)
 
