@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 import httpx
@@ -41,14 +42,14 @@ def _single_use_token_endpoint(provider):
     provider.token.side_effect = answer
 
 
-def _run_at_once(account_id: int) -> list:
+def _at_once(work: Callable[[], None]) -> None:
+    """Run `work` on CALLERS threads released together, each with its own connection."""
     barrier = threading.Barrier(CALLERS)
-    results: list = []
 
     def caller() -> None:
         try:
             barrier.wait()
-            results.append(account_refresh(account_id=account_id, now=timezone.now(), wait=True))
+            work()
         finally:
             connection.close()
 
@@ -57,6 +58,15 @@ def _run_at_once(account_id: int) -> list:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
+
+
+def _run_at_once(account_id: int) -> list:
+    results: list = []
+    _at_once(
+        lambda: results.append(
+            account_refresh(account_id=account_id, now=timezone.now(), wait=True)
+        )
+    )
     return results
 
 
@@ -107,25 +117,16 @@ def test_concurrent_dispatchers_never_queue_an_account_twice(pool):
     due = {
         make_account(pool, label=f"a{n}", access_expires_at=timezone.now()).pk for n in range(40)
     }
-    barrier = threading.Barrier(CALLERS)
     queued: list[int] = []
     lock = threading.Lock()
 
     def dispatcher() -> None:
-        try:
-            barrier.wait()
-            while True:
-                mine: list[int] = []
-                if not dispatch_token_refresh(enqueue=mine.append, limit=3):
-                    return
-                with lock:
-                    queued.extend(mine)
-        finally:
-            connection.close()
+        while True:
+            mine: list[int] = []
+            if not dispatch_token_refresh(enqueue=mine.append, limit=3):
+                return
+            with lock:
+                queued.extend(mine)
 
-    threads = [threading.Thread(target=dispatcher) for _ in range(CALLERS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    _at_once(dispatcher)
     assert sorted(queued) == sorted(due)  # every due account once, none twice
