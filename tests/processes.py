@@ -48,6 +48,22 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def celery_worker(*options: str) -> list[str]:
+    """The command of a Celery worker of this project (no gossip or mingle: tests start and
+    stop workers quickly), with `options` such as --concurrency or --purge."""
+    return [
+        str(VENV_BIN / "celery"),
+        "-A",
+        "config",
+        "worker",
+        "--loglevel",
+        "INFO",
+        *options,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     handle = log.open("wb")
     return subprocess.Popen(

@@ -22,18 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 def _worker(log, *options: str, **env: str):
     return processes.start(
-        [
-            str(processes.VENV_BIN / "celery"),
-            "-A",
-            "config",
-            "worker",
-            "--loglevel",
-            "INFO",
-            *(options or ("--concurrency", "2")),
-            "--purge",
-            "--without-gossip",
-            "--without-mingle",
-        ],
+        processes.celery_worker(*(options or ("--concurrency", "2")), "--purge"),
         processes.child_env(**env),
         log,
     )

@@ -68,22 +68,8 @@ def _workers(sim, tmp_path, count: int, **env: str) -> list:
     started = []
     for n in range(count):
         log = tmp_path / f"worker-{n}.log"
-        args = [
-            str(processes.VENV_BIN / "celery"),
-            "-A",
-            "config",
-            "worker",
-            "--loglevel",
-            "INFO",
-            "--concurrency",
-            "4",
-            "--hostname",
-            f"w{n}@%h",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-        if n == 0:
-            args.append("--purge")
+        purge = ("--purge",) if n == 0 else ()
+        args = processes.celery_worker("--concurrency", "4", "--hostname", f"w{n}@%h", *purge)
         started.append((processes.start(args, processes.child_env(**sim.env(), **env), log), log))
     for _, log in started:
         processes.wait_for(_ready(log), 60, "a worker", log)
