@@ -6,9 +6,20 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import DateTimeField, ExpressionWrapper, F, Max, Min, Q, QuerySet, Value
+from django.db.models import (
+    DateTimeField,
+    ExpressionWrapper,
+    F,
+    Max,
+    Min,
+    Model,
+    Q,
+    QuerySet,
+    Value,
+)
 from django.db.models.expressions import CombinedExpression
 
 from . import rawsql, state
@@ -207,6 +218,8 @@ _KEY = rawsql.Columns.of(ConsumerKey, "k")
 _POOL = rawsql.Columns.of(Pool, "p")
 
 
+M = TypeVar("M", bound=Model)
+
 NO_LIMIT = 2**31 - 1  # LIMIT takes a number on every database
 
 
@@ -229,13 +242,13 @@ def _candidates_sql(
     values. With `LIMIT $1` it guessed a tenth of the pool and planned every run again, which
     cost more than running it."""
     a = _ACCOUNT
+    page_row = dataclasses.replace(a, alias="c")  # the same columns, read from the page
 
-    def order(alias: str) -> str:
-        def col(name: str) -> str:
-            return f"{alias}.{rawsql.quote(name)}"
-
-        first = [col("priority")] if routing == Pool.Routing.PRIORITY else []
-        return ", ".join([*first, f"{col('last_used_at')} ASC NULLS FIRST", col("id")])
+    def order(columns: rawsql.Columns[Account]) -> str:
+        first = [columns.col("priority")] if routing == Pool.Routing.PRIORITY else []
+        return ", ".join(
+            [*first, f"{columns.col('last_used_at')} ASC NULLS FIRST", columns.col("id")]
+        )
 
     where = [
         f"{a.col('pool')} = %s",
@@ -253,15 +266,14 @@ def _candidates_sql(
     page = (
         # Identifiers come from the models' metadata, quoted; every value is a parameter.
         f"SELECT {a.select()} FROM {a.table} WHERE {' AND '.join(where)}"  # noqa: S608
-        f" ORDER BY {order(a.alias)} LIMIT {NO_LIMIT if limit is None else int(limit)}"
+        f" ORDER BY {order(a)} LIMIT {NO_LIMIT if limit is None else int(limit)}"
         f" OFFSET {int(offset)}"
     )
-    account_columns = ", ".join(f"c.{rawsql.quote(f.column)}" for f in a.fields)
     window = _WINDOW
     return (
-        f"SELECT {account_columns}, {window.select()} FROM ({page}) c"  # noqa: S608
-        f" LEFT JOIN {window.table} ON {window.col('account')} = c.{rawsql.quote('id')}"
-        f" ORDER BY {order('c')}, {window.col('key')}"
+        f"SELECT {page_row.select()}, {window.select()} FROM ({page}) c"  # noqa: S608
+        f" LEFT JOIN {window.table} ON {window.col('account')} = {page_row.col('id')}"
+        f" ORDER BY {order(page_row)}, {window.col('key')}"
     )
 
 
@@ -309,25 +321,29 @@ def _key_sql(vendor: str) -> str:
     )
 
 
-def consumer_key_with_pool(key_hash: str) -> ConsumerKey | None:
-    """The unrevoked key with this hash and its pool, in one query (every tool request)."""
+def _one_with_pool(columns: rawsql.Columns[M], sql: str, param: object) -> M | None:
+    """The one row of `sql` as a `columns` instance with its pool (the row's last columns)."""
     on = rawsql.db()
-    rows = rawsql.fetch(on, _key_sql(on.vendor), [key_hash])
+    rows = rawsql.fetch(on, sql, [param])
     if not rows:
         return None
-    width = len(_KEY.fields)
-    key = _KEY.build(rows[0][:width], on)
-    key.pool = _POOL.build(rows[0][width:], on)
-    return key
+    width = len(columns.fields)
+    found = columns.build(rows[0][:width], on)
+    found.pool = _POOL.build(rows[0][width:], on)  # type: ignore[attr-defined]
+    return found
+
+
+def consumer_key_with_pool(key_hash: str) -> ConsumerKey | None:
+    """The unrevoked key with this hash and its pool, in one query (every tool request)."""
+    return _one_with_pool(_KEY, _key_sql(rawsql.db().vendor), key_hash)
 
 
 _REFRESH_ACCOUNT = rawsql.Columns.of(Account, "a", exclude=("access_token", "api_key"))
-_REFRESH_POOL = rawsql.Columns.of(Pool, "p")
 
 
 @functools.cache
 def _refresh_account_sql(vendor: str) -> str:
-    a, p = _REFRESH_ACCOUNT, _REFRESH_POOL
+    a, p = _REFRESH_ACCOUNT, _POOL
     return (
         # Identifiers come from the models' metadata, quoted; the id is a parameter.
         f"SELECT {a.select()}, {p.select()} FROM {a.table}"  # noqa: S608
@@ -338,11 +354,7 @@ def _refresh_account_sql(vendor: str) -> str:
 def account_for_refresh(account_id: int) -> Account:
     """The account with its pool, in one query, the refresh token decrypted and the other
     secrets not read (every refresh starts here). Account.DoesNotExist when it is gone."""
-    on = rawsql.db()
-    rows = rawsql.fetch(on, _refresh_account_sql(on.vendor), [account_id])
-    if not rows:
+    account = _one_with_pool(_REFRESH_ACCOUNT, _refresh_account_sql(rawsql.db().vendor), account_id)
+    if account is None:
         raise Account.DoesNotExist(f"Account {account_id} does not exist.")
-    width = len(_REFRESH_ACCOUNT.fields)
-    account = _REFRESH_ACCOUNT.build(rows[0][:width], on)
-    account.pool = _REFRESH_POOL.build(rows[0][width:], on)
     return account
