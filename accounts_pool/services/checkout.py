@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -201,16 +202,24 @@ def _record(account: Account, key: ConsumerKey, session_hash: str, now: datetime
     at = rawsql.param(now, on)
     with on.cursor() as cursor:
         cursor.execute(
-            _RECORD_SQL,
-            [at, account.pk, checkout.pk, account.pk, key.pk, session_hash, at],
+            _record_sql(), [at, account.pk, checkout.pk, account.pk, key.pk, session_hash, at]
         )
     return checkout
 
 
-# set_config(..., true) lasts to the end of the statement's own transaction, commit included.
-_RECORD_SQL = (
-    "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),"  # noqa: S608
-    f" touched AS (UPDATE {Account._meta.db_table} SET last_used_at = %s WHERE id = %s)"
-    f" INSERT INTO {Checkout._meta.db_table} (id, account_id, consumer_key_id, session_hash, at)"
-    " SELECT %s, %s, %s, %s, %s FROM relaxed"
-)  # table names from the models; every value is a parameter
+@functools.cache
+def _record_sql() -> str:
+    """PostgreSQL only: set_config(..., true) lasts to the end of the statement's own
+    transaction, commit included."""
+    a, c = Account, Checkout
+    columns = ", ".join(
+        rawsql.column(c, name) for name in ("id", "account", "consumer_key", "session_hash", "at")
+    )
+    return (
+        # Identifiers come from the models' metadata, quoted; every value is a parameter.
+        "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),"  # noqa: S608
+        f" touched AS (UPDATE {rawsql.quote(a._meta.db_table)}"
+        f" SET {rawsql.column(a, 'last_used_at')} = %s WHERE {rawsql.column(a, 'id')} = %s)"
+        f" INSERT INTO {rawsql.quote(c._meta.db_table)} ({columns})"
+        " SELECT %s, %s, %s, %s, %s FROM relaxed"
+    )
