@@ -26,7 +26,6 @@ from .services.levers import (
 from .services.onboarding import account_create_oauth
 
 # The credential's secrets never reach an admin page: not as fields, not in a list.
-SECRET_FIELDS = Account.SECRET_FIELDS
 LATEST_EVENTS = 20
 
 
@@ -164,7 +163,7 @@ class AccountAdmin(admin.ModelAdmin[Account]):
     list_filter = (StatusFilter, "pool", "kind", "enabled", "policy_status")
     search_fields = ("label", "email", "pool__name")
     list_select_related = ("pool",)
-    exclude = (*SECRET_FIELDS, "refresh_token_fingerprint", "relogin_required_for")
+    exclude = (*Account.SECRET_FIELDS, "refresh_token_fingerprint", "relogin_required_for")
     readonly_fields = MACHINE_FIELDS
     fieldsets = (
         (None, {"fields": ("pool", "label", "kind", "enabled", "disabled_reason", "priority")}),
@@ -268,7 +267,7 @@ class AccountAdmin(admin.ModelAdmin[Account]):
             .get_queryset(request)
             .select_related("pool")
             .prefetch_related("quota_windows")
-            .defer(*SECRET_FIELDS)
+            .defer(*Account.SECRET_FIELDS)
         )
 
     def _verdict(self, obj: Account) -> state.Verdict:
