@@ -16,6 +16,7 @@ one (whichever psycopg has) and sets the time zone the same way."""
 
 from __future__ import annotations
 
+import functools
 import select
 from datetime import datetime, tzinfo
 from typing import Any
@@ -46,15 +47,18 @@ class TimestamptzLoader(Loader):
         return value.replace(tzinfo=self.timezone)
 
 
+@functools.cache
+def _loader_in(timezone: tzinfo | None) -> type[TimestamptzLoader]:
+    """The loader class for one time zone, made once (Django keys its own the same way)."""
+    return type(
+        "TimestamptzLoader", (TimestamptzLoader,), {"timezone": timezone, "__module__": __name__}
+    )
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         connection = super().get_new_connection(conn_params)
-        loader = type(
-            "TimestamptzLoader",
-            (TimestamptzLoader,),
-            {"timezone": self.timezone, "__module__": __name__},
-        )
-        connection.adapters.register_loader(TIMESTAMPTZ_OID, loader)
+        connection.adapters.register_loader(TIMESTAMPTZ_OID, _loader_in(self.timezone))
         return connection
 
     def is_usable(self) -> bool:
