@@ -175,6 +175,11 @@ def team_overview(team: Team, *, now: datetime) -> list[tuple[Pool, list[Account
 STATUS_ORDER = {state.Status.EXCLUDED: 0, state.Status.DEGRADED: 1, state.Status.USABLE: 2}
 
 
+def pool_account(pool: Pool, account_id: int) -> Account | None:
+    """An account of this pool by id; None for an id of another pool or none at all."""
+    return Account.objects.filter(pk=account_id, pool=pool).first()
+
+
 def pool_rows(pool: Pool, *, now: datetime) -> list[AccountWithVerdict]:
     """A pool's accounts with verdicts, excluded first, then degraded, then usable."""
     rows = accounts_with_verdicts(Account.objects.filter(pool=pool), now=now)

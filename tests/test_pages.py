@@ -265,7 +265,7 @@ def test_an_action_always_returns_to_its_account_whatever_next_says(lead, accoun
     assert response["Location"] == reverse("account", args=[account.pk])
 
 
-@pytest.mark.parametrize("chosen", ["abc", "other pool"])
+@pytest.mark.parametrize("chosen", ["abc", "²", "other pool"])  # "²".isdigit() is True
 def test_a_re_login_of_an_account_outside_the_pool_is_not_found(lead, pool, team, chosen):
     other = Pool.objects.create(team=team, name="Other", slug="other")
     elsewhere = make_account(other, label="elsewhere")

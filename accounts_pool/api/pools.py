@@ -137,7 +137,7 @@ def import_accounts(
 def _account_in(found: Pool, account_id: int | None) -> Account | None:
     if account_id is None:
         return None
-    account = Account.objects.filter(pk=account_id, pool=found).first()
+    account = selectors.pool_account(found, account_id)
     if account is None:
         raise access.NotFound("Account")
     return account

@@ -9,11 +9,12 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from .. import selectors
 from ..forms import PasteCodeForm, PasteTokensForm, UploadCredentialsForm
 from ..models import Account, Pool
 from ..services import invites, onboarding
@@ -140,9 +141,9 @@ def login_start(request: HttpRequest, pool: str) -> HttpResponse:
     found, _ = pool_or_404(request, pool, lead=True)
     account = None
     if chosen := request.POST.get("account_id", ""):  # re-login of an account of this pool
-        if not chosen.isdigit():
+        account = selectors.pool_account(found, int(chosen)) if chosen.isdecimal() else None
+        if account is None:
             raise Http404("No such account in this pool.")
-        account = get_object_or_404(Account, pk=int(chosen), pool=found)
     started = onboarding.oauth_login_start(pool=found, user=_user(request), account=account)
     _remember(request, f"pool:{found.slug}", started, account_id=account.pk if account else None)
     return redirect("login_complete", pool=found.slug)
