@@ -6,9 +6,10 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.contrib.auth.models import AnonymousUser, User
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import (
     DateTimeField,
     ExpressionWrapper,
@@ -341,6 +342,33 @@ def _one_with_pool(columns: rawsql.Columns[M], sql: str, param: object) -> M | N
 def consumer_key_with_pool(key_hash: str) -> ConsumerKey | None:
     """The unrevoked key with this hash and its pool, in one query (every tool request)."""
     return _one_with_pool(_KEY, _key_sql(rawsql.db().vendor), key_hash)
+
+
+@functools.cache
+def key_unchanged_sql(vendor: str) -> str:
+    """SELECT of the key's id while it is unrevoked and its pool row is as read (every column
+    equal, a NULL to a NULL): the check a remembered key passes before a checkout leaves."""
+    same = "IS NOT DISTINCT FROM" if vendor == "postgresql" else "IS"
+    checks = [f"{_KEY.col('id')} = %s", f"{_KEY.col('revoked_at')} IS NULL"] + [
+        f"{_POOL.col(f.name)} {same if f.null else '='} %s" for f in _POOL.fields
+    ]
+    return (
+        # Identifiers come from the models' metadata, quoted; every value is a parameter.
+        f"SELECT {_KEY.col('id')} FROM {_KEY.table}"  # noqa: S608
+        f" INNER JOIN {_POOL.table} ON {_POOL.col('id')} = {_KEY.col('pool')}"
+        f" WHERE {' AND '.join(checks)}"
+    )
+
+
+def key_unchanged_params(key: ConsumerKey, on: BaseDatabaseWrapper) -> list[Any]:
+    pool = key.pool
+    return [key.pk, *(f.get_db_prep_value(getattr(pool, f.attname), on) for f in _POOL.fields)]
+
+
+def consumer_key_unchanged(key: ConsumerKey) -> bool:
+    """Whether the key is still unrevoked and its pool as it was read (key_unchanged_sql)."""
+    on = rawsql.db()
+    return bool(rawsql.fetch(on, key_unchanged_sql(on.vendor), key_unchanged_params(key, on)))
 
 
 _REFRESH_ACCOUNT = rawsql.Columns.of(Account, "a", exclude=("access_token", "api_key"))

@@ -6,11 +6,19 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts_pool import selectors
-from accounts_pool.models import Account, AccountEvent, Checkout, Pool, QuotaWindow
-from accounts_pool.services.keys import consumer_key_create
+from accounts_pool.models import (
+    Account,
+    AccountEvent,
+    Checkout,
+    ConsumerKey,
+    Pool,
+    QuotaWindow,
+)
+from accounts_pool.services.keys import RecentKeys, consumer_key_create
 
 from .api import Api, error_code
 from .conftest import make_account, token_answer
@@ -116,6 +124,82 @@ def test_a_users_token_cannot_check_out(alice, pool, now):
     usable(pool, now, "a")
     lead = Api(api_token_create(user=alice, name="cli")[1])
     assert lead.post("/pools/claude/checkout", {}).status_code == 403
+
+
+# A key this process read lately serves checkout without being read again (RecentKeys); a
+# revocation or a pool change made elsewhere (a queryset update: no signal reaches this
+# process) must still hold from the next request on.
+
+
+def test_a_key_read_lately_is_not_read_again(tool, pool, now):
+    usable(pool, now, "a")
+    _checkout(tool)
+    with CaptureQueriesContext(connection) as queries:
+        _checkout(tool)
+    assert not [q["sql"] for q in queries.captured_queries if "key_hash" in q["sql"]]
+    assert Checkout.objects.count() == 2
+
+
+def test_a_key_revoked_elsewhere_checks_out_nothing_at_once(tool, pool, now):
+    account = usable(pool, now, "a")
+    _checkout(tool)
+    used_at = Account.objects.get(pk=account.pk).last_used_at
+    ConsumerKey.objects.update(revoked_at=now)
+
+    response = tool.post("/pools/claude/checkout", {})
+
+    assert response.status_code == 401
+    assert error_code(response) == "unauthenticated"
+    assert "sk-ant" not in response.content.decode()
+    assert Checkout.objects.count() == 1
+    assert Account.objects.get(pk=account.pk).last_used_at == used_at
+
+
+def test_a_key_revoked_elsewhere_sees_no_reasons_when_none_is_usable(tool, pool, now):
+    account = usable(pool, now, "secret-label")
+    _checkout(tool)
+    Account.objects.filter(pk=account.pk).update(cooldown_until=now + timedelta(minutes=5))
+    ConsumerKey.objects.update(revoked_at=now)
+
+    response = tool.post("/pools/claude/checkout", {})
+
+    assert response.status_code == 401
+    assert "secret-label" not in response.content.decode()
+
+
+def test_a_pool_changed_elsewhere_routes_by_its_new_settings_at_once(tool, pool, now):
+    first = usable(pool, now, "first", priority=10)
+    idle = usable(pool, now, "idle", priority=200, last_used_at=now - timedelta(hours=1))
+    assert _checkout(tool)["account"]["id"] == first.pk
+    Pool.objects.filter(pk=pool.pk).update(routing=Pool.Routing.LEAST_RECENTLY_USED)
+
+    assert _checkout(tool)["account"]["id"] == idle.pk
+    assert Checkout.objects.filter(account=first).count() == 1
+
+
+def test_a_pool_renamed_elsewhere_answers_by_its_new_slug_at_once(tool, pool, now):
+    usable(pool, now, "a")
+    _checkout(tool)
+    Pool.objects.filter(pk=pool.pk).update(slug="claude-max")
+
+    assert tool.post("/pools/claude-max/checkout", {}).status_code == 200
+    assert tool.post("/pools/claude/checkout", {}).status_code == 404
+
+
+def test_recent_keys_forget_after_their_time_and_when_full(pool, alice):
+    first, _ = consumer_key_create(pool=pool, name="one", created_by=alice)
+    second, _ = consumer_key_create(pool=pool, name="two", created_by=alice)
+    expired = RecentKeys(seconds=-1)
+    expired.put("h1", first)
+    assert expired.get("h1") is None
+
+    small = RecentKeys(size=1)
+    small.put("h1", first)
+    assert small.get("h1") is first
+    small.put("h2", second)
+    assert (small.get("h1"), small.get("h2")) == (None, second)
+    small.put("h2", None)
+    assert small.get("h2") is None
 
 
 def _report(tool, checkout_id, **body):

@@ -18,6 +18,9 @@ from ..services.keys import CONSUMER_KEY_PREFIX, api_token_authenticate, consume
 class Principal:
     user: User | None = None
     key: ConsumerKey | None = None
+    # The key may be as this process read it lately (RecentKeys): revoked or its pool changed
+    # since. Only checkout takes such a key, and confirms it before anything leaves.
+    recent: bool = False
 
     @property
     def actor(self) -> str:
@@ -28,6 +31,10 @@ class Principal:
 
 
 class BearerAuth(HttpBearer):
+    def __init__(self, *, recent_keys: bool = False) -> None:
+        super().__init__()
+        self.recent_keys = recent_keys
+
     def __call__(self, request: HttpRequest) -> Principal | None:
         """ninja's HttpBearer, reading the one header it needs (request.headers copies them
         all) and never logging it (HttpBearer logs a malformed header, secret and all, under
@@ -39,8 +46,8 @@ class BearerAuth(HttpBearer):
 
     def authenticate(self, request: HttpRequest, token: str) -> Principal | None:
         if token.startswith(CONSUMER_KEY_PREFIX):
-            key = consumer_key_authenticate(token)
-            return Principal(key=key) if key is not None else None
+            key = consumer_key_authenticate(token, recent=self.recent_keys)
+            return Principal(key=key, recent=self.recent_keys) if key is not None else None
         api_token = api_token_authenticate(token)
         return Principal(user=api_token.user) if api_token is not None else None
 
@@ -53,4 +60,7 @@ class SessionPrincipal(SessionAuth):
         return None
 
 
-AUTH = [BearerAuth(), SessionPrincipal()]
+BEARER = BearerAuth()
+AUTH = [BEARER, SessionPrincipal()]
+# Checkout, every tool's hot path, takes a key as read lately and confirms it itself.
+CHECKOUT_AUTH = [BearerAuth(recent_keys=True), SessionPrincipal()]

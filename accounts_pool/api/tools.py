@@ -8,14 +8,16 @@ from uuid import UUID
 
 from django.http import HttpRequest
 from ninja import Router, Status
+from ninja.errors import AuthenticationError, HttpError
 
 from .. import metrics
 from ..models import Checkout, ConsumerKey
 from ..services import keys
-from ..services.checkout import NoUsableAccount, checkout_create
+from ..services.checkout import CheckoutResult, KeyChanged, NoUsableAccount, checkout_create
 from ..services.reports import report_record
 from ..tasks import enqueue_quota_check, enqueue_refresh
 from . import access, present
+from .auth import BEARER, CHECKOUT_AUTH, Principal
 from .schemas import (
     CheckoutIn,
     CheckoutOut,
@@ -58,17 +60,18 @@ def revoke_key(request: HttpRequest, pool: str, key_id: int) -> Status[None]:
     return Status(204, None)
 
 
-@router.post("/pools/{pool}/checkout", response={200: CheckoutOut, 503: ErrorOut, **ERRORS})
+@router.post(
+    "/pools/{pool}/checkout",
+    response={200: CheckoutOut, 503: ErrorOut, **ERRORS},
+    auth=CHECKOUT_AUTH,
+)
 def checkout(request: HttpRequest, pool: str, payload: CheckoutIn) -> dict[str, Any]:
     """Hand out one working credential by the pool's routing (consumer key). `session` keeps a
     tool on one account while it stays usable. None usable: 503 with Retry-After and every
     account's reasons."""
-    principal = request.auth  # type: ignore[attr-defined]
-    access.pool_for(principal, pool, key_ok=True)
-    access.keys_only(principal)
     started = time.perf_counter()
     try:
-        result = checkout_create(key=principal.key, session=payload.session or "")
+        result = _checkout_afresh_if_failed(request, pool, payload.session or "")
     except NoUsableAccount:
         metrics.CHECKOUT_SECONDS.labels("none_usable").observe(time.perf_counter() - started)
         raise
@@ -78,6 +81,28 @@ def checkout(request: HttpRequest, pool: str, payload: CheckoutIn) -> dict[str, 
         "account": {"id": result.account.pk, "label": result.account.label},
         "credential": result.credential,
     }
+
+
+def _checkout_afresh_if_failed(request: HttpRequest, pool: str, session: str) -> CheckoutResult:
+    """Checkout as the key this process read lately; if that fails, the key may have been
+    revoked or its pool changed since, so read it again and answer as that one says."""
+    principal = request.auth  # type: ignore[attr-defined]
+    try:
+        return _checkout_as(principal, pool, session)
+    except (KeyChanged, HttpError):
+        if not principal.recent:
+            raise
+    principal = BEARER(request)
+    if principal is None:
+        raise AuthenticationError()
+    return _checkout_as(principal, pool, session)
+
+
+def _checkout_as(principal: Principal, pool: str, session: str) -> CheckoutResult:
+    access.pool_for(principal, pool, key_ok=True)
+    access.keys_only(principal)
+    assert principal.key is not None
+    return checkout_create(key=principal.key, session=session)
 
 
 @router.post("/checkouts/{checkout_id}/report", response={200: ReportOut, **ERRORS})

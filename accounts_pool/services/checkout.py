@@ -29,6 +29,19 @@ class NoUsableAccount(ServiceError):
         self.retry_at = retry_at
 
 
+class KeyChanged(ServiceError):
+    """The consumer key was revoked, or its pool changed, after it was read: nothing was
+    recorded and no credential may leave. Read the key again and start over."""
+
+    status = 409
+    code = "conflict"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The consumer key was revoked or its pool changed during the checkout; try again."
+        )
+
+
 @dataclass(frozen=True)
 class CheckoutResult:
     checkout: Checkout
@@ -159,7 +172,11 @@ def checkout_create(
     *, key: ConsumerKey, session: str = "", now: datetime | None = None
 ) -> CheckoutResult:
     """Pick a usable account (then a degraded one) by the pool's routing, keep a session on
-    its account, and record the checkout. Raises NoUsableAccount with every account's reasons."""
+    its account, and record the checkout. Raises NoUsableAccount with every account's reasons.
+
+    The key and its pool may be as read a while ago (RecentKeys): neither a credential nor the
+    accounts' reasons leave unless the key is still unrevoked and its pool unchanged, which the
+    statement recording the checkout checks itself (else KeyChanged, nothing recorded)."""
     now = now or timezone.now()
     pool = key.pool
     session_hash = secret_hash(session) if session else ""
@@ -168,6 +185,8 @@ def checkout_create(
     while True:
         chosen = _pick(pool, now, sticky_id=sticky_id, skip=skip)
         if chosen is None:
+            if not selectors.consumer_key_unchanged(key):
+                raise KeyChanged()
             raise _none_usable(pool, now)
         account = _ready(chosen, now)
         if account is not None:
@@ -185,25 +204,36 @@ def checkouts_prune(*, now: datetime, older_than: timedelta) -> int:
 
 
 def _record(account: Account, key: ConsumerKey, session_hash: str, now: datetime) -> Checkout:
-    """Write the checkout and the account's last use together.
+    """Write the checkout and the account's last use together, if the key is unrevoked and its
+    pool as read (else KeyChanged).
 
     Both may be lost in a database crash without harm, so on PostgreSQL they do not wait for
-    the disk, and go as one statement: one round trip instead of six (begin, relax the commit,
-    insert, update, commit), on the path of every tool request."""
+    the disk, and go as one statement with the key's check: one round trip instead of seven
+    (begin, relax the commit, check, insert, update, commit), on the path of every tool
+    request."""
     checkout = Checkout(
         id=uuid.uuid4(), account=account, consumer_key=key, session_hash=session_hash, at=now
     )
     on = rawsql.db()
     if on.vendor != "postgresql":
         with transaction.atomic():
+            if not selectors.consumer_key_unchanged(key):
+                raise KeyChanged()
             checkout.save(force_insert=True)
             Account.objects.filter(pk=account.pk).update(last_used_at=now)
         return checkout
     at = rawsql.param(now, on)
     with on.cursor() as cursor:
         cursor.execute(
-            _record_sql(), [at, account.pk, checkout.pk, account.pk, key.pk, session_hash, at]
+            _record_sql(),
+            [
+                *selectors.key_unchanged_params(key, on),
+                *(at, account.pk),
+                *(checkout.pk, account.pk, key.pk, session_hash, at),
+            ],
         )
+        if cursor.rowcount != 1:
+            raise KeyChanged()
     return checkout
 
 
@@ -218,8 +248,10 @@ def _record_sql() -> str:
     return (
         # Identifiers come from the models' metadata, quoted; every value is a parameter.
         "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),"  # noqa: S608
+        f" unchanged AS ({selectors.key_unchanged_sql('postgresql')}),"
         f" touched AS (UPDATE {rawsql.quote(a._meta.db_table)}"
-        f" SET {rawsql.column(a, 'last_used_at')} = %s WHERE {rawsql.column(a, 'id')} = %s)"
+        f" SET {rawsql.column(a, 'last_used_at')} = %s WHERE {rawsql.column(a, 'id')} = %s"
+        " AND EXISTS (SELECT 1 FROM unchanged))"
         f" INSERT INTO {rawsql.quote(c._meta.db_table)} ({columns})"
-        " SELECT %s, %s, %s, %s, %s FROM relaxed"
+        " SELECT %s, %s, %s, %s, %s FROM relaxed, unchanged"
     )
