@@ -223,17 +223,17 @@ def _record(account: Account, key: ConsumerKey, session_hash: str, now: datetime
             Account.objects.filter(pk=account.pk).update(last_used_at=now)
         return checkout
     at = rawsql.param(now, on)
-    with on.cursor() as cursor:
-        cursor.execute(
-            _record_sql(),
-            [
-                *selectors.key_unchanged_params(key, on),
-                *(at, account.pk),
-                *(checkout.pk, account.pk, key.pk, session_hash, at),
-            ],
-        )
-        if cursor.rowcount != 1:
-            raise KeyChanged()
+    written = rawsql.execute(
+        on,
+        _record_sql(),
+        [
+            *selectors.key_unchanged_params(key, on),
+            *(at, account.pk),
+            *(checkout.pk, account.pk, key.pk, session_hash, at),
+        ],
+    )
+    if written != 1:
+        raise KeyChanged()
     return checkout
 
 
