@@ -289,8 +289,9 @@ def populate(pools_count: int, per_pool: int) -> list[tuple[str, str]]:
 
 def count_queries(keys: list[tuple[str, str]], n: int) -> tuple[float, float, float, list[str]]:
     """Queries per checkout: through the service (checkout_create) and through the whole
-    request (Django's test client, auth included), the key's first use in a minute (which
-    records its last use) and a later one. Returns (service, first, later, one's SQL)."""
+    request (Django's test client, auth included), the key's first use (which reads the key
+    and records its last use) and a later one, which checkout serves from the key this
+    process read lately. Returns (service, first, later, one's SQL)."""
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
@@ -313,7 +314,7 @@ def count_queries(keys: list[tuple[str, str]], n: int) -> tuple[float, float, fl
 
     client = Client()
     per_request = []
-    for _ in range(2):  # a key's first use in a minute records it; the second pass does not
+    for _ in range(2):  # a key's first use reads and records it; the second pass does not
         with CaptureQueriesContext(connection) as request:
             for slug, secret in chosen:
                 response = client.post(
@@ -471,8 +472,8 @@ def main() -> int:
         header(f"queries per checkout ({args.queries} in-process checkouts)")
         service_q, first_q, request_q, one = count_queries(keys, args.queries)
         print(f"service checkout_create   {service_q:.2f} queries per checkout")
-        print(f"whole request (auth too)  {request_q:.2f} queries per checkout")
-        print(f"  key's first use in a minute: {first_q:.2f} (records the key's last use)")
+        print(f"whole request (auth too)  {request_q:.2f} queries per checkout (key read lately)")
+        print(f"  key's first use: {first_q:.2f} (reads the key, records its last use)")
         print("one checkout_create:")
         for sql in one:
             print(f"  {sql[:120]}{' ...' if len(sql) > 120 else ''}")
