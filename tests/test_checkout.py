@@ -18,7 +18,12 @@ from accounts_pool.models import (
     Pool,
     QuotaWindow,
 )
-from accounts_pool.services.keys import RecentKeys, consumer_key_create
+from accounts_pool.services.keys import (
+    RECENT_KEYS,
+    RecentKeys,
+    consumer_key_create,
+    secret_hash,
+)
 
 from .api import Api, error_code
 from .conftest import make_account, token_answer
@@ -142,19 +147,36 @@ def test_a_key_read_lately_is_not_read_again(tool, pool, now):
     assert Checkout.objects.count() == 2
 
 
+def _remembered(tool):
+    return RECENT_KEYS.get(secret_hash(tool.headers["HTTP_AUTHORIZATION"].split()[1]))
+
+
 def test_a_key_revoked_elsewhere_checks_out_nothing_at_once(tool, pool, now):
     account = usable(pool, now, "a")
     _checkout(tool)
     used_at = Account.objects.get(pk=account.pk).last_used_at
+    key_used_at = ConsumerKey.objects.get().last_used_at
+    _remembered(tool).last_used_at = now - timedelta(minutes=2)  # its use is due to be recorded
     ConsumerKey.objects.update(revoked_at=now)
 
     response = tool.post("/pools/claude/checkout", {})
 
     assert response.status_code == 401
     assert error_code(response) == "unauthenticated"
-    assert "sk-ant" not in response.content.decode()
     assert Checkout.objects.count() == 1
     assert Account.objects.get(pk=account.pk).last_used_at == used_at
+    assert ConsumerKey.objects.get().last_used_at == key_used_at
+    assert _remembered(tool) is None
+
+
+def test_a_key_revoked_elsewhere_refreshes_no_token(tool, pool, now, provider):
+    account = usable(pool, now, "a")
+    _checkout(tool)
+    Account.objects.filter(pk=account.pk).update(access_expires_at=now + timedelta(minutes=4))
+    ConsumerKey.objects.update(revoked_at=now)
+
+    assert tool.post("/pools/claude/checkout", {}).status_code == 401
+    assert provider.token.call_count == 0
 
 
 def test_a_key_revoked_elsewhere_sees_no_reasons_when_none_is_usable(tool, pool, now):
@@ -167,6 +189,14 @@ def test_a_key_revoked_elsewhere_sees_no_reasons_when_none_is_usable(tool, pool,
 
     assert response.status_code == 401
     assert "secret-label" not in response.content.decode()
+
+
+def test_a_pool_deleted_elsewhere_is_no_pool_to_its_remembered_key(tool, pool, now):
+    usable(pool, now, "a")
+    _checkout(tool)
+    Pool.objects.filter(pk=pool.pk).delete()
+
+    assert tool.post("/pools/claude/checkout", {}).status_code == 401
 
 
 def test_a_pool_changed_elsewhere_routes_by_its_new_settings_at_once(tool, pool, now):

@@ -153,14 +153,17 @@ def _none_usable(pool: Pool, now: datetime) -> NoUsableAccount:
     )
 
 
-def _ready(account: Account, now: datetime) -> Account | None:
+def _ready(account: Account, key: ConsumerKey, now: datetime) -> Account | None:
     """The account with its credential, good for more than 5 minutes (refreshed first if
-    needed); None when the refresh failed and the old token is gone."""
+    needed, for a key still as read); None when the refresh failed and the old token is
+    gone."""
     if account.kind != Account.Kind.OAUTH:
         return account
     expires = account.access_expires_at
     if expires is not None and expires > now + REFRESH_IF_EXPIRING_WITHIN:
         return account
+    if not selectors.consumer_key_unchanged(key):
+        raise KeyChanged()
     account_refresh(account_id=account.pk, now=now, wait=True, lead=REFRESH_IF_EXPIRING_WITHIN)
     fresh = Account.objects.get(pk=account.pk)
     if fresh.access_expires_at is None or fresh.access_expires_at <= now:
@@ -188,7 +191,7 @@ def checkout_create(
             if not selectors.consumer_key_unchanged(key):
                 raise KeyChanged()
             raise _none_usable(pool, now)
-        account = _ready(chosen, now)
+        account = _ready(chosen, key, now)
         if account is not None:
             break
         skip.add(chosen.pk)

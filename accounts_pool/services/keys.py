@@ -71,7 +71,8 @@ def _touch(model: type[ApiToken] | type[ConsumerKey], row: ApiToken | ConsumerKe
     request (checkout is on every tool's hot path)."""
     now = timezone.now()
     if row.last_used_at is None or row.last_used_at < now - LAST_USED_GRANULARITY:
-        model.objects.filter(pk=row.pk).update(last_used_at=now)
+        # A remembered key may have been revoked since: its use is then none to record.
+        model.objects.filter(pk=row.pk, revoked_at__isnull=True).update(last_used_at=now)
         row.last_used_at = now  # a remembered key records its use once a minute too
 
 
