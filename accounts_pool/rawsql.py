@@ -122,10 +122,16 @@ def _run(on: BaseDatabaseWrapper, sql: str, params: Sequence[Any], result: Any) 
         with on.cursor() as logged:
             logged.execute(sql, params)
             return result(logged)
+    # What on.cursor() does first: the health check a kept connection gets once per request
+    # or task (a server that went away means a new connection), and the thread check.
+    on.close_if_health_check_failed()
     on.ensure_connection()
-    cursor = on.__dict__.get("_rawsql_cursor")
-    if cursor is None or cursor.cursor.connection is not on.connection:
-        cursor = on.__dict__["_rawsql_cursor"] = on.cursor()
+    on.validate_thread_sharing()
+    kept = on.__dict__.get("_rawsql_cursor")
+    if kept is None or kept[0] is not on.connection or kept[1] is not on.timezone:
+        # Django's cursor reads timestamps in the connection's time zone as it was made.
+        kept = on.__dict__["_rawsql_cursor"] = (on.connection, on.timezone, on.cursor())
+    cursor = kept[2]
     cursor.execute(sql, params)
     return result(cursor)
 

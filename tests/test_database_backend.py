@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from django.db import close_old_connections, connection
 
+from accounts_pool import rawsql
 from accounts_pool.postgresql.base import TimestamptzLoader
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -41,8 +42,8 @@ def test_a_healthy_kept_connection_is_checked_without_a_query():
     assert row == ("SELECT 'last statement before the check'", "idle")
 
 
-def test_a_connection_the_server_closed_is_replaced_before_it_is_used():
-    pid = _backend()
+def _terminate(pid: int) -> None:
+    """Stop the connection's server process, as a restart or an idle timeout would."""
     with _observer() as observer:
         assert observer.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone() == (True,)
         deadline = time.monotonic() + 10
@@ -50,10 +51,23 @@ def test_a_connection_the_server_closed_is_replaced_before_it_is_used():
             assert time.monotonic() < deadline, "the backend did not stop"
             time.sleep(0.05)
     assert not connection.is_usable()
+
+
+def test_a_connection_the_server_closed_is_replaced_before_it_is_used():
+    pid = _backend()
+    _terminate(pid)
     # What Django does before each request and (config/celery.py) each task.
     close_old_connections()
     assert _backend() != pid
     assert connection.is_usable()
+
+
+def test_written_sql_first_in_a_request_gets_the_same_check():
+    on = rawsql.db()
+    pid = rawsql.fetch(on, "SELECT pg_backend_pid()", [])[0][0]
+    _terminate(pid)
+    close_old_connections()
+    assert rawsql.fetch(on, "SELECT pg_backend_pid()", [])[0][0] != pid
 
 
 def test_a_connection_inside_a_transaction_gets_the_round_trip_check():
