@@ -73,6 +73,19 @@ def test_balanced_routing_prefers_the_most_quota_per_hour_until_reset(tool, pool
     assert _checkout(tool)["account"]["label"] == soon.label
 
 
+def test_a_balanced_session_keeps_its_degraded_account_while_none_is_usable(tool, pool, now):
+    pool.routing = "balanced"
+    pool.save()
+    backoff = {"refresh_backoff_until": now + timedelta(minutes=9)}  # degraded, still serving
+    first = usable(pool, now, "first", five_hour=5.0, **backoff)
+    other = usable(pool, now, "other", five_hour=50.0, **backoff)
+    assert _checkout(tool, session="task-7")["account"]["id"] == first.pk
+    QuotaWindow.objects.filter(account=first).update(utilization=90.0)  # other now spends better
+
+    assert _checkout(tool)["account"]["id"] == other.pk
+    assert _checkout(tool, session="task-7")["account"]["id"] == first.pk
+
+
 def test_a_session_stays_on_its_account_while_it_stays_usable(tool, pool, now):
     a = usable(pool, now, "a")
     usable(pool, now, "b")

@@ -92,7 +92,11 @@ def _sticky_account(key: ConsumerKey, session_hash: str) -> int | None:
     )
 
 
-def _balanced(pool: Pool, rows: list[selectors.CheckoutCandidate], now: datetime) -> Account | None:
+def _balanced(
+    pool: Pool, rows: list[selectors.CheckoutCandidate], now: datetime, degraded: Account | None
+) -> Account | None:
+    """The account balanced routing spends best; `degraded` (a session's degraded account)
+    serves before any other degraded one, as in the other routings."""
     candidates = [
         routing.Candidate(
             account_id=row.account.pk,
@@ -103,6 +107,8 @@ def _balanced(pool: Pool, rows: list[selectors.CheckoutCandidate], now: datetime
         for row in rows
     ]
     chosen = routing.choose_balanced(candidates, policy=pool.policy, now=now)
+    if degraded is not None and (chosen is None or chosen.status != state.Status.USABLE):
+        return degraded
     return next((r.account for r in rows if chosen and r.account.pk == chosen.account_id), None)
 
 
@@ -121,7 +127,7 @@ def _pick(pool: Pool, now: datetime, *, sticky_id: int | None, skip: set[int]) -
                 fallback = sticky.account
     if pool.routing == Pool.Routing.BALANCED:
         rows = selectors.checkout_candidates(pool, now=now, skip=skip)
-        return _balanced(pool, rows, now) or fallback
+        return _balanced(pool, rows, now, fallback)
     first_degraded = None
     for limit, offset in ROUNDS:
         rows = selectors.checkout_candidates(pool, now=now, skip=skip, limit=limit, offset=offset)
