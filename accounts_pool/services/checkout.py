@@ -42,6 +42,13 @@ class KeyChanged(ServiceError):
         )
 
 
+def _confirm(key: ConsumerKey) -> None:
+    """Raise KeyChanged unless the key is still unrevoked and its pool as read: before a path
+    that shows accounts or acts for the key without the recording statement's own check."""
+    if not selectors.consumer_key_unchanged(key):
+        raise KeyChanged()
+
+
 @dataclass(frozen=True)
 class CheckoutResult:
     checkout: Checkout
@@ -168,8 +175,7 @@ def _ready(account: Account, key: ConsumerKey, now: datetime) -> Account | None:
     expires = account.access_expires_at
     if expires is not None and expires > now + REFRESH_IF_EXPIRING_WITHIN:
         return account
-    if not selectors.consumer_key_unchanged(key):
-        raise KeyChanged()
+    _confirm(key)
     account_refresh(account_id=account.pk, now=now, wait=True, lead=REFRESH_IF_EXPIRING_WITHIN)
     fresh = Account.objects.get(pk=account.pk)
     if fresh.access_expires_at is None or fresh.access_expires_at <= now:
@@ -194,8 +200,7 @@ def checkout_create(
     while True:
         chosen = _pick(pool, now, sticky_id=sticky_id, skip=skip)
         if chosen is None:
-            if not selectors.consumer_key_unchanged(key):
-                raise KeyChanged()
+            _confirm(key)
             raise _none_usable(pool, now)
         account = _ready(chosen, key, now)
         if account is not None:
@@ -226,8 +231,7 @@ def _record(account: Account, key: ConsumerKey, session_hash: str, now: datetime
     on = rawsql.db()
     if on.vendor != "postgresql":
         with transaction.atomic():
-            if not selectors.consumer_key_unchanged(key):
-                raise KeyChanged()
+            _confirm(key)
             checkout.save(force_insert=True)
             Account.objects.filter(pk=account.pk).update(last_used_at=now)
         return checkout
