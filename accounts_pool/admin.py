@@ -24,6 +24,8 @@ from .services.levers import (
     account_update,
 )
 from .services.onboarding import account_create_oauth
+from .services.quota import QuotaOutcome
+from .services.refresh import RefreshOutcome
 
 # The credential's secrets never reach an admin page: not as fields, not in a list.
 LATEST_EVENTS = 20
@@ -306,14 +308,14 @@ class AccountAdmin(admin.ModelAdmin[Account]):
     def refresh_now(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
         for account in queryset:
             outcome = account_refresh_now(account=account, actor=_actor(request))
-            level = messages.SUCCESS if outcome == "refreshed" else messages.WARNING
+            level = messages.SUCCESS if outcome == RefreshOutcome.REFRESHED else messages.WARNING
             self.message_user(request, f"Account “{account}”: refresh {outcome}", level)
 
     @admin.action(description="Check quota now")
     def check_quota_now(self, request: HttpRequest, queryset: QuerySet[Account]) -> None:
         for account in queryset:
             outcome = account_check_quota_now(account=account, actor=_actor(request))
-            level = messages.SUCCESS if outcome == "checked" else messages.WARNING
+            level = messages.SUCCESS if outcome == QuotaOutcome.CHECKED else messages.WARNING
             self.message_user(request, f"Account “{account}”: quota {outcome}", level)
 
     @admin.action(description="Clear backoff and cooldown")

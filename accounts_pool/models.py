@@ -191,6 +191,11 @@ class Account(models.Model):
     credential_version = models.PositiveIntegerField(
         default=0, help_text="Bumped on every credential change."
     )
+    access_from_usage_401 = models.BooleanField(
+        default=False,
+        help_text="The access token came from a refresh that a usage-endpoint 401 asked for: "
+        "another 401 on it backs the refresh off instead of refreshing again at once.",
+    )
     refresh_claimed_until = models.DateTimeField(
         null=True,
         blank=True,
@@ -330,6 +335,7 @@ class Account(models.Model):
             has_refresh_token=bool(self.refresh_token_fingerprint),
             access_expires_at=self.access_expires_at,
             refresh_backoff_until=self.refresh_backoff_until,
+            refresh_error_kind=self.refresh_error_kind,
             refresh_error_message=self.refresh_error_message,
             refresh_error_status=self.refresh_error_status,
             refresh_error_at=self.refresh_error_at,
@@ -346,10 +352,18 @@ class Account(models.Model):
             windows=tuple(w if isinstance(w, state.Window) else w.as_state() for w in windows),
         )
 
-    def verdict(self, now: datetime, windows: list[QuotaWindow] | None = None) -> state.Verdict:
-        """state.eligibility for this account under its pool's policy (windows as in
-        state_snapshot: pass them, or they are read, from a prefetch if there is one)."""
-        return state.eligibility(self.state_snapshot(windows=windows), self.pool.policy, now)
+    def verdict(
+        self,
+        now: datetime,
+        windows: list[QuotaWindow] | None = None,
+        *,
+        model: str | None = None,
+    ) -> state.Verdict:
+        """state.eligibility for this account under its pool's policy, for a request of
+        `model` if known (windows as in state_snapshot: pass them, or they are read, from a
+        prefetch if there is one)."""
+        snapshot = self.state_snapshot(windows=windows)
+        return state.eligibility(snapshot, self.pool.policy, now, model=model)
 
 
 class QuotaWindow(models.Model):
@@ -364,6 +378,18 @@ class QuotaWindow(models.Model):
         max_length=120, help_text="five_hour, seven_day, or a per-model weekly window."
     )
     label = models.CharField(max_length=120, help_text="Shown to people.")
+    model_id = models.CharField(
+        max_length=120,
+        blank=True,
+        help_text="For a per-model window: the model it limits. Such a window excludes the "
+        "account only for that model's requests.",
+    )
+    model_name = models.CharField(
+        max_length=120,
+        blank=True,
+        help_text="For a per-model window: the model's display name (Opus), which names the "
+        "family it limits when no model id is given.",
+    )
     utilization = models.FloatField(
         null=True, blank=True, help_text="Percent used, 0-100; empty when unknown."
     )
@@ -389,7 +415,13 @@ class QuotaWindow(models.Model):
             utilization=self.utilization,
             resets_at=self.resets_at,
             checked_at=self.checked_at,
+            model_id=self.model_id,
+            model_name=self.model_name,
         )
+
+    @property
+    def scoped(self) -> bool:
+        return bool(self.model_id or self.model_name)
 
 
 class AccountEvent(models.Model):

@@ -30,7 +30,7 @@ def spendable_per_hour(candidate: Candidate, policy: state.PoolPolicy, now: date
     at 10% whose window resets in 4 days can spend less than one. The tightest window binds."""
     rates = []
     for window in candidate.windows:
-        if window.utilization is None:
+        if window.utilization is None or not state.window_applies(window, None):
             continue
         left = max(0.0, 100.0 - window.utilization - policy.min_remaining_percent)
         if window.resets_at is None or window.resets_at <= now:

@@ -25,6 +25,9 @@ class FailureKind(StrEnum):
     NETWORK = "network_error"  # connect error, reset, timeout
     MALFORMED = "malformed"  # 2xx we could not parse
     INTERNAL = "internal_error"  # our side failed around the call (a bad key, a bug)
+    # The usage endpoint answered 401 to an access token that a refresh had just issued because
+    # of a usage 401: refreshing again at once would not help, so the refresh backs off.
+    ACCESS_REJECTED = "access_rejected"
 
 
 class Operation(StrEnum):
@@ -70,13 +73,30 @@ INVALID_GRANT_CODES = frozenset({"invalid_grant", "refresh_token_reused"})
 
 @dataclass(frozen=True)
 class ProviderFailure:
-    """A failed provider call, as plain values. Carries no secret."""
+    """A failed provider call, as plain values. Carries no secret. Never built directly: each
+    operation has its own subclass, so a token-endpoint failure cannot be recorded as a quota
+    failure (or the reverse) without mypy saying so (DESIGN.md 3.1, the classic bug)."""
 
     kind: FailureKind
     status: int | None = None
     error_code: str | None = None
     message: str = ""
     retry_after: str | None = None  # raw header value: seconds or an HTTP date
+
+
+@dataclass(frozen=True)
+class TokenFailure(ProviderFailure):
+    """The token endpoint (refresh or code exchange) failed."""
+
+
+@dataclass(frozen=True)
+class QuotaFailure(ProviderFailure):
+    """The usage (quota) endpoint failed."""
+
+
+@dataclass(frozen=True)
+class ProfileFailure(ProviderFailure):
+    """The profile endpoint failed (onboarding only reads it for identity)."""
 
 
 def failure_kind(*, status: int, error_code: str | None) -> FailureKind:
@@ -176,7 +196,7 @@ class RefreshFailureEffect:
 
 
 def refresh_failure_effect(
-    failure: ProviderFailure, *, previous_failures: int, now: datetime
+    failure: TokenFailure, *, previous_failures: int, now: datetime
 ) -> RefreshFailureEffect:
     failures = previous_failures + 1
     retry_after = parse_retry_after(failure.retry_after, now)
@@ -192,8 +212,9 @@ def refresh_failure_effect(
 
 class QuotaFailureAction(StrEnum):
     REFRESH_AND_RETRY = "refresh_and_retry"  # 401: the access token is dead, not the quota
+    ACCESS_REJECTED = "access_rejected"  # 401 again, on a token a usage 401 already replaced
     POLICY_BLOCKED = "policy_blocked"  # 403: organisation policy, not a quota failure
-    BACKOFF = "backoff"  # 429, 5xx, network, malformed (and a second 401)
+    BACKOFF = "backoff"  # 429, 5xx, network, malformed, other 4xx
 
 
 @dataclass(frozen=True)
@@ -205,14 +226,27 @@ class QuotaFailureEffect:
 
 
 def quota_failure_effect(
-    failure: ProviderFailure, *, previous_failures: int, retried: bool, now: datetime
+    failure: QuotaFailure,
+    *,
+    previous_failures: int,
+    token_from_usage_401: bool,
+    retried: bool = False,
+    now: datetime,
 ) -> QuotaFailureEffect:
-    """Classify a usage-endpoint failure. `retried` is True on the retry after a 401."""
+    """Classify a usage-endpoint failure.
+
+    A 401 is never a quota failure. It refreshes the token and retries once, unless the token
+    in use was itself obtained by a refresh that a usage 401 asked for (`token_from_usage_401`)
+    or this is that retry: then the token is what the provider rejects (ACCESS_REJECTED), and
+    the refresh service backs off. The guard is per token, so nothing loops."""
     retry_after = parse_retry_after(failure.retry_after, now)
-    if failure.status == 401 and not retried:
-        return QuotaFailureEffect(
-            QuotaFailureAction.REFRESH_AND_RETRY, previous_failures, None, None
+    if failure.status == 401:
+        action = (
+            QuotaFailureAction.ACCESS_REJECTED
+            if retried or token_from_usage_401
+            else QuotaFailureAction.REFRESH_AND_RETRY
         )
+        return QuotaFailureEffect(action, previous_failures, None, None)
     if failure.status == 403:
         return QuotaFailureEffect(
             QuotaFailureAction.POLICY_BLOCKED, previous_failures, None, retry_after
@@ -220,6 +254,66 @@ def quota_failure_effect(
     failures = previous_failures + 1
     until = now + quota_backoff_delay(failures, retry_after)
     return QuotaFailureEffect(QuotaFailureAction.BACKOFF, failures, until, retry_after)
+
+
+# --- The credential after a refresh, and a rejected access token ---------------------------------
+
+ACCESS_REJECTED_BASE = timedelta(minutes=5)
+ACCESS_REJECTED_CAP = timedelta(minutes=60)
+
+
+@dataclass(frozen=True)
+class RefreshSuccessEffect:
+    failures: int  # consecutive refresh failures after this success
+    token_from_usage_401: bool  # the new access token was asked for by a usage 401
+
+
+def refresh_success_effect(
+    *, previous_failures: int, previous_error_kind: str, asked_by_usage_401: bool
+) -> RefreshSuccessEffect:
+    """A refresh that replaces a token the usage endpoint rejected keeps the failure streak (so
+    the access-rejected ladder climbs) and marks the new token as obtained because of a 401."""
+    replaces_rejected = previous_error_kind == FailureKind.ACCESS_REJECTED
+    return RefreshSuccessEffect(
+        failures=previous_failures if replaces_rejected else 0,
+        token_from_usage_401=asked_by_usage_401 or replaces_rejected,
+    )
+
+
+def access_rejected_effect(*, previous_failures: int, now: datetime) -> RefreshFailureEffect:
+    """The usage endpoint rejected a token a usage 401 had just obtained: the token is dead,
+    and the next refresh waits 5 minutes, doubling to an hour while it keeps happening."""
+    failures = previous_failures + 1
+    until = now + doubling(ACCESS_REJECTED_BASE, ACCESS_REJECTED_CAP, failures)
+    return RefreshFailureEffect(FailureKind.ACCESS_REJECTED, failures, until, False, None)
+
+
+# --- Classification: onboarding -----------------------------------------------------------------
+
+
+class OnboardingOutcome(StrEnum):
+    VERIFIED = "verified"  # the provider accepted the tokens
+    POLICY_BLOCKED = "policy_blocked"  # onboarded; the organisation forbids OAuth use for now
+    UNVERIFIED = "unverified"  # onboarded; the provider was busy, the cycle retries
+    REFUSED = "refused"  # nothing saved: the provider rejected what was given
+    REAUTHORIZED = "reauthorized"  # an existing account got new tokens
+    STORED = "stored"  # an API key, stored as given (nothing to check it with)
+
+
+def onboarding_usage_outcome(failure: QuotaFailure) -> OnboardingOutcome:
+    """A usage-endpoint failure while checking a pasted access token."""
+    if failure.status == 403:
+        return OnboardingOutcome.POLICY_BLOCKED
+    if failure.kind in TRANSIENT_FAILURES:
+        return OnboardingOutcome.UNVERIFIED
+    return OnboardingOutcome.REFUSED
+
+
+def onboarding_token_outcome(failure: TokenFailure) -> OnboardingOutcome:
+    """A token-endpoint failure while checking a pasted refresh token or a login code."""
+    if failure.kind in TRANSIENT_FAILURES:
+        return OnboardingOutcome.UNVERIFIED
+    return OnboardingOutcome.REFUSED
 
 
 # A tool's 429 cools its account down at most this long; a longer limit is the windows' business.
@@ -265,11 +359,41 @@ class PoolPolicy:
 
 @dataclass(frozen=True)
 class Window:
-    key: str  # five_hour, seven_day, seven_day_opus, model:<id>
+    key: str  # five_hour, seven_day, seven_day_opus, model:<id or name>
     label: str
     utilization: float | None  # percent 0-100; None is unknown (never 0)
     resets_at: datetime | None
     checked_at: datetime | None = None
+    # A scoped window limits one model (family) only: its id, else its display name ("Opus").
+    model_id: str = ""
+    model_name: str = ""
+
+    @property
+    def scoped(self) -> bool:
+        return bool(self.model_id or self.model_name)
+
+
+MODEL_FAMILIES = ("opus", "sonnet", "haiku")
+
+
+def model_family(model: str) -> str:
+    """The family a model id names: the first of opus, sonnet, haiku found in it, else ""."""
+    lowered = model.lower()
+    return next((family for family in MODEL_FAMILIES if family in lowered), "")
+
+
+def window_applies(window: Window, model: str | None) -> bool:
+    """Does this window limit a request for `model` (None: no model known)? Account-wide windows
+    always do; a scoped one only for its model id, or without an id, for the family its
+    display name names (DESIGN.md 4.4)."""
+    if not window.scoped:
+        return True
+    if not model:
+        return False
+    if window.model_id:
+        return window.model_id == model
+    family = model_family(model)
+    return bool(family) and family in window.model_name.lower()
 
 
 @dataclass(frozen=True)
@@ -284,6 +408,7 @@ class AccountState:
     has_refresh_token: bool = True
     access_expires_at: datetime | None = None
     refresh_backoff_until: datetime | None = None
+    refresh_error_kind: str = ""
     refresh_error_message: str = ""
     refresh_error_status: int | None = None
     refresh_error_at: datetime | None = None
@@ -430,11 +555,15 @@ def _credential_reasons(state: AccountState, now: datetime) -> list[Reason]:
     elif _active(state.refresh_backoff_until, now):
         status = f"HTTP {state.refresh_error_status}" if state.refresh_error_status else "error"
         detail = f": {state.refresh_error_message}" if state.refresh_error_message else ""
+        failing = (
+            f"Access token rejected ({status} from the usage endpoint right after a refresh)"
+            if state.refresh_error_kind == FailureKind.ACCESS_REJECTED
+            else f"Token refresh failing ({status} from the token endpoint{detail})"
+        )
         reasons.append(
             Reason(
                 ReasonCode.REFRESH_BACKOFF,
-                f"Token refresh failing ({status} from the token endpoint{detail}); "
-                f"retrying after {_fmt(state.refresh_backoff_until)}.",
+                f"{failing}; refreshing again after {_fmt(state.refresh_backoff_until)}.",
                 state.refresh_error_at,
                 state.refresh_backoff_until,
                 ClearsOn.TIME,
@@ -455,7 +584,9 @@ def _credential_reasons(state: AccountState, now: datetime) -> list[Reason]:
     return reasons
 
 
-def _quota_reasons(state: AccountState, policy: PoolPolicy, now: datetime) -> list[Reason]:
+def _quota_reasons(
+    state: AccountState, policy: PoolPolicy, now: datetime, model: str | None
+) -> list[Reason]:
     reasons: list[Reason] = []
     if state.policy_status == PolicyStatus.BLOCKED:
         recheck = (
@@ -474,7 +605,8 @@ def _quota_reasons(state: AccountState, policy: PoolPolicy, now: datetime) -> li
                 True,
             )
         )
-    for window in state.windows:
+    windows = [w for w in state.windows if window_applies(w, model)]
+    for window in windows:
         if window_exhausted(window, policy, now):
             reasons.append(
                 Reason(
@@ -491,7 +623,7 @@ def _quota_reasons(state: AccountState, policy: PoolPolicy, now: datetime) -> li
                     True,
                 )
             )
-    known = [w for w in state.windows if w.utilization is not None]
+    known = [w for w in windows if not w.scoped and w.utilization is not None]
     if state.policy_status != PolicyStatus.BLOCKED and (
         state.quota_checked_at is None or not known
     ):
@@ -527,8 +659,11 @@ def _quota_reasons(state: AccountState, policy: PoolPolicy, now: datetime) -> li
     return reasons
 
 
-def eligibility(state: AccountState, policy: PoolPolicy, now: datetime) -> Verdict:
-    """May this account be used now? If not, why and until when."""
+def eligibility(
+    state: AccountState, policy: PoolPolicy, now: datetime, *, model: str | None = None
+) -> Verdict:
+    """May this account be used now, for a request of `model` if one is known? If not, why
+    and until when. A scoped window (one model family) counts only for that model's requests."""
     reasons: list[Reason] = []
     if not state.enabled:
         reasons.append(
@@ -543,7 +678,7 @@ def eligibility(state: AccountState, policy: PoolPolicy, now: datetime) -> Verdi
         )
     if state.is_oauth:
         reasons.extend(_credential_reasons(state, now))
-        reasons.extend(_quota_reasons(state, policy, now))
+        reasons.extend(_quota_reasons(state, policy, now, model))
     if _active(state.cooldown_until, now):
         reasons.append(
             Reason(

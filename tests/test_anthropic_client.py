@@ -109,8 +109,26 @@ def test_usage_sends_the_bearer_token_and_beta_header_and_parses_windows(provide
     windows = {w.key: w for w in usage.windows}
     assert windows["five_hour"].utilization == 25.0
     assert windows["five_hour"].resets_at == FIVE_HOUR_RESET
-    assert windows["model:claude-opus-4"].utilization == 40.0
-    assert windows["model:claude-opus-4"].label == "7-day Opus"
+    opus = windows["model:claude-opus-4"]
+    assert (opus.utilization, opus.label) == (40.0, "Opus-only weekly")
+    assert (opus.model_id, opus.model_name) == ("claude-opus-4", "Opus")
+
+
+def test_a_scoped_limit_named_only_by_its_display_name_is_kept(provider):
+    body = usage_answer()
+    body["limits"][0]["scope"] = {"model": {"id": None, "display_name": "Opus"}}
+    provider.usage.respond(200, json=body)
+    windows = {w.key: w for w in _client().usage(ACCESS).windows}
+    opus = windows["model:opus"]
+    assert (opus.utilization, opus.model_id, opus.model_name) == (40.0, "", "Opus")
+
+
+def test_a_scoped_limit_that_names_no_model_is_dropped(provider):
+    body = usage_answer()
+    body["limits"][0]["scope"] = {"model": {"id": None, "display_name": None}}
+    provider.usage.respond(200, json=body)
+    keys = {w.key for w in _client().usage(ACCESS).windows}
+    assert keys == {"five_hour", "seven_day"}
 
 
 @pytest.mark.parametrize(
@@ -134,6 +152,10 @@ def test_older_answers_with_per_model_objects_are_read(provider):
     provider.usage.respond(200, json=body)
     windows = {w.key: w for w in _client().usage(ACCESS).windows}
     assert windows["seven_day_opus"].utilization == 80.0
+    assert (windows["seven_day_opus"].model_name, windows["seven_day_opus"].scoped) == (
+        "Opus",
+        True,
+    )
 
 
 def test_a_usage_403_carries_the_providers_policy_message(provider):

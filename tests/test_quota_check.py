@@ -23,6 +23,7 @@ from .conftest import (
 )
 
 MIN = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
 DUE = {"quota_checked_at": NOW - 10 * MIN}
 
 
@@ -156,14 +157,32 @@ def test_usage_401_refreshes_then_retries_once(pool, provider):
     assert (account.quota_failures, account.quota_backoff_until) == (0, None)
 
 
-def test_a_second_401_after_the_refresh_backs_the_quota_off(pool, provider):
+def test_a_second_401_rejects_the_new_token_and_backs_the_refresh_off(pool, provider):
     account = make_account(pool, **DUE)
     provider.usage.respond(401)
     provider.token.respond(200, json=token_answer())
-    account_check_quota(account_id=account.pk, now=NOW)
+    assert account_check_quota(account_id=account.pk, now=NOW).outcome == "access_rejected"
     account.refresh_from_db()
-    assert provider.usage.call_count == 2
-    assert account.quota_backoff_until == NOW + MIN
+    assert (provider.usage.call_count, provider.token.call_count) == (2, 1)
+    assert (account.quota_failures, account.quota_backoff_until) == (0, None)  # not quota
+    assert account.quota_error_kind == ""
+    assert account.access_expires_at == NOW  # the rejected token is not handed out
+    assert account.refresh_backoff_until == NOW + 5 * MIN
+    reason = account.verdict(NOW).first_reason
+    assert (reason.code, reason.until) == (ReasonCode.REFRESH_BACKOFF, NOW + 5 * MIN)
+
+
+def test_persistent_usage_401s_never_loop_and_the_refresh_ladder_climbs(pool, provider):
+    account = make_account(pool, **DUE)
+    provider.usage.respond(401)
+    provider.token.respond(200, json=token_answer())
+    _cycles(account, timedelta(0), MIN, 4 * MIN)
+    assert (provider.usage.call_count, provider.token.call_count) == (2, 1)
+    _cycles(account, 5 * MIN, 6 * MIN, 14 * MIN)  # the next cycle after 5 min refreshes once
+    account.refresh_from_db()
+    assert (provider.usage.call_count, provider.token.call_count) == (3, 2)
+    assert account.access_from_usage_401  # its 401 did not refresh again at once
+    assert account.refresh_backoff_until == NOW + 5 * MIN + 10 * MIN
 
 
 def test_a_token_403_inside_the_quota_pass_arms_the_refresh_backoff(pool, provider):
@@ -250,13 +269,35 @@ def test_an_expired_token_is_not_sent_to_the_usage_endpoint(pool, provider):
     assert (provider.usage.call_count, provider.token.call_count) == (0, 0)
 
 
-def test_a_401_right_after_a_refresh_backs_off_instead_of_refreshing_again(pool, provider):
+def test_a_401_right_after_an_ordinary_refresh_still_refreshes_and_retries(pool, provider):
     account = make_account(pool, last_refreshed_at=NOW - MIN, **DUE)
+    provider.usage.side_effect = [httpx.Response(401), httpx.Response(200, json=usage_answer())]
+    provider.token.respond(200, json=token_answer())
+    assert account_check_quota(account_id=account.pk, now=NOW).outcome == "checked"
+    account.refresh_from_db()
+    assert (provider.usage.call_count, provider.token.call_count) == (2, 1)
+    assert (account.quota_failures, account.quota_checked_at) == (0, NOW)
+
+
+def test_a_401_on_a_token_a_usage_401_obtained_is_not_refreshed_again(pool, provider):
+    account = make_account(pool, access_from_usage_401=True, **DUE)
     provider.usage.respond(401)
-    account_check_quota(account_id=account.pk, now=NOW)
+    assert account_check_quota(account_id=account.pk, now=NOW).outcome == "access_rejected"
     account.refresh_from_db()
     assert (provider.usage.call_count, provider.token.call_count) == (1, 0)
-    assert account.quota_backoff_until == NOW + MIN
+    assert account.quota_backoff_until is None
+    assert account.refresh_backoff_until == NOW + 5 * MIN
+
+
+def test_an_ordinary_refresh_ends_the_usage_401_guard(pool, provider):
+    account = make_account(
+        pool, access_from_usage_401=True, access_expires_at=NOW + 3 * HOUR, **DUE
+    )
+    provider.token.respond(200, json=token_answer())
+    _cycles(account, timedelta(0))
+    account.refresh_from_db()
+    assert provider.token.call_count == 1
+    assert not account.access_from_usage_401
 
 
 def test_check_quota_now_waits_a_minute_after_a_failure(pool, provider):

@@ -11,21 +11,30 @@ from accounts_pool.state import (
     AccountState,
     ClearsOn,
     FailureKind,
+    OnboardingOutcome,
     PolicyStatus,
     PoolPolicy,
-    ProviderFailure,
+    QuotaFailure,
     QuotaFailureAction,
     ReasonCode,
+    RefreshSuccessEffect,
     Status,
+    TokenFailure,
     Window,
+    access_rejected_effect,
     eligibility,
     failure_kind,
+    model_family,
+    onboarding_token_outcome,
+    onboarding_usage_outcome,
     parse_retry_after,
     quota_due,
     quota_failure_effect,
     quota_next_check_at,
     refresh_due,
     refresh_failure_effect,
+    refresh_success_effect,
+    window_applies,
 )
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -79,7 +88,7 @@ def test_it_reads_retry_after_as_seconds_or_http_date(header, delay):
 
 
 def _refresh(kind, failures=0, status=None, retry_after=None):
-    failure = ProviderFailure(kind=kind, status=status, retry_after=retry_after)
+    failure = TokenFailure(kind=kind, status=status, retry_after=retry_after)
     return refresh_failure_effect(failure, previous_failures=failures, now=NOW)
 
 
@@ -119,9 +128,22 @@ def test_invalid_grant_parks_the_account_without_a_timed_retry():
     assert effect.backoff_until is None
 
 
-def _quota(status=None, kind=FailureKind.SERVER_ERROR, failures=0, retried=False, retry=None):
-    failure = ProviderFailure(kind=kind, status=status, retry_after=retry)
-    return quota_failure_effect(failure, previous_failures=failures, retried=retried, now=NOW)
+def _quota(
+    status=None,
+    kind=FailureKind.SERVER_ERROR,
+    failures=0,
+    retried=False,
+    retry=None,
+    from_401=False,
+):
+    failure = QuotaFailure(kind=kind, status=status, retry_after=retry)
+    return quota_failure_effect(
+        failure,
+        previous_failures=failures,
+        token_from_usage_401=from_401,
+        retried=retried,
+        now=NOW,
+    )
 
 
 @pytest.mark.parametrize(
@@ -151,11 +173,77 @@ def test_a_quota_403_is_policy_not_a_quota_failure():
     assert effect.failures == 2
 
 
-def test_a_quota_401_asks_for_a_refresh_once_then_backs_off():
-    assert _quota(401, FailureKind.REJECTED).action == QuotaFailureAction.REFRESH_AND_RETRY
-    second = _quota(401, FailureKind.REJECTED, retried=True)
-    assert second.action == QuotaFailureAction.BACKOFF
-    assert second.backoff_until == NOW + MIN
+@pytest.mark.parametrize(
+    ("retried", "from_401", "action"),
+    [
+        (False, False, QuotaFailureAction.REFRESH_AND_RETRY),
+        (True, False, QuotaFailureAction.ACCESS_REJECTED),  # the retry got 401 again
+        (False, True, QuotaFailureAction.ACCESS_REJECTED),  # the token came from a usage 401
+    ],
+)
+def test_a_quota_401_refreshes_once_per_token_and_is_never_a_quota_failure(
+    retried, from_401, action
+):
+    effect = _quota(401, FailureKind.REJECTED, failures=3, retried=retried, from_401=from_401)
+    assert effect.action == action
+    assert effect.backoff_until is None
+    assert effect.failures == 3
+
+
+@pytest.mark.parametrize(
+    ("previous", "delay"),
+    [(0, 5 * MIN), (1, 10 * MIN), (3, 40 * MIN), (4, 60 * MIN), (30, 60 * MIN)],
+)
+def test_a_rejected_access_token_backs_the_refresh_off_on_its_own_ladder(previous, delay):
+    effect = access_rejected_effect(previous_failures=previous, now=NOW)
+    assert effect.outcome == FailureKind.ACCESS_REJECTED
+    assert effect.backoff_until == NOW + delay
+    assert effect.failures == previous + 1
+    assert not effect.needs_relogin
+
+
+@pytest.mark.parametrize(
+    ("previous_kind", "asked", "failures", "from_401"),
+    [
+        ("", False, 0, False),  # an ordinary refresh clears the streak
+        ("rejected", False, 0, False),  # recovering from a token-endpoint failure
+        ("", True, 0, True),  # asked for by a usage 401
+        ("access_rejected", False, 2, True),  # replacing a rejected token: the streak goes on
+    ],
+)
+def test_a_refresh_marks_tokens_obtained_because_of_a_usage_401(
+    previous_kind, asked, failures, from_401
+):
+    effect = refresh_success_effect(
+        previous_failures=2, previous_error_kind=previous_kind, asked_by_usage_401=asked
+    )
+    assert effect == RefreshSuccessEffect(failures=failures, token_from_usage_401=from_401)
+
+
+@pytest.mark.parametrize(
+    ("failure", "outcome"),
+    [
+        (QuotaFailure(kind=FailureKind.REJECTED, status=403), OnboardingOutcome.POLICY_BLOCKED),
+        (QuotaFailure(kind=FailureKind.REJECTED, status=401), OnboardingOutcome.REFUSED),
+        (QuotaFailure(kind=FailureKind.RATE_LIMITED, status=429), OnboardingOutcome.UNVERIFIED),
+        (QuotaFailure(kind=FailureKind.NETWORK), OnboardingOutcome.UNVERIFIED),
+    ],
+)
+def test_onboarding_classifies_a_pasted_access_tokens_usage_failure(failure, outcome):
+    assert onboarding_usage_outcome(failure) == outcome
+
+
+@pytest.mark.parametrize(
+    ("failure", "outcome"),
+    [
+        (TokenFailure(kind=FailureKind.INVALID_GRANT, status=400), OnboardingOutcome.REFUSED),
+        (TokenFailure(kind=FailureKind.REJECTED, status=403), OnboardingOutcome.REFUSED),
+        (TokenFailure(kind=FailureKind.SERVER_ERROR, status=503), OnboardingOutcome.UNVERIFIED),
+        (TokenFailure(kind=FailureKind.MALFORMED, status=200), OnboardingOutcome.UNVERIFIED),
+    ],
+)
+def test_onboarding_classifies_a_pasted_refresh_tokens_failure(failure, outcome):
+    assert onboarding_token_outcome(failure) == outcome
 
 
 @pytest.mark.parametrize(
@@ -400,3 +488,74 @@ def test_a_reported_429_cools_down_by_retry_after_else_the_fullest_reset_capped(
     assert report_cooldown(None, [(40.0, soon), (50.0, later)], NOW) == timedelta(minutes=5)
     assert report_cooldown(None, [(100.0, NOW + timedelta(days=3))], NOW) == timedelta(minutes=30)
     assert report_cooldown(None, [], NOW) == timedelta(minutes=30)
+
+
+OPUS_ONLY = Window(
+    "model:claude-opus-4", "Opus-only weekly", 100.0, NOW + 3 * HOUR, NOW, "claude-opus-4", "Opus"
+)
+OPUS_BY_NAME = replace(OPUS_ONLY, key="model:opus", model_id="")
+
+
+def test_a_full_scoped_window_leaves_the_account_usable_when_no_model_is_asked_for():
+    verdict = eligibility(replace(HEALTHY, windows=(*HEALTHY.windows, OPUS_ONLY)), POLICY, NOW)
+    assert verdict.status == Status.USABLE
+    assert verdict.reasons == ()
+
+
+@pytest.mark.parametrize(
+    ("window", "model", "excluded"),
+    [
+        (OPUS_ONLY, "claude-opus-4", True),
+        (OPUS_ONLY, "claude-opus-4-5", False),  # an id names one model exactly
+        (OPUS_ONLY, "claude-sonnet-4-5", False),
+        (OPUS_BY_NAME, "claude-opus-4-5", True),  # no id: the display name names the family
+        (OPUS_BY_NAME, "claude-haiku-4-5", False),
+        (OPUS_BY_NAME, "some-model", False),
+    ],
+)
+def test_a_full_scoped_window_excludes_only_requests_for_its_model(window, model, excluded):
+    verdict = eligibility(
+        replace(HEALTHY, windows=(*HEALTHY.windows, window)), POLICY, NOW, model=model
+    )
+    assert (verdict.status == Status.EXCLUDED) is excluded
+    if excluded:
+        assert verdict.reasons[0].code == ReasonCode.QUOTA_EXHAUSTED
+        assert verdict.reasons[0].message.startswith("Opus-only weekly window at 100%")
+
+
+def test_a_scoped_window_alone_is_not_a_known_quota():
+    verdict = eligibility(replace(HEALTHY, windows=(OPUS_ONLY,)), POLICY, NOW)
+    assert verdict.reasons[0].code == ReasonCode.QUOTA_UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("model", "family"),
+    [
+        ("claude-opus-4-5-20251101", "opus"),
+        ("claude-3-5-sonnet", "sonnet"),
+        ("Claude-Haiku", "haiku"),
+        ("gpt-5", ""),
+    ],
+)
+def test_a_models_family_is_the_first_family_named_in_its_id(model, family):
+    assert model_family(model) == family
+
+
+def test_account_wide_windows_apply_to_every_request():
+    assert window_applies(HEALTHY.windows[0], None)
+    assert window_applies(HEALTHY.windows[0], "claude-opus-4")
+    assert not window_applies(OPUS_ONLY, None)
+
+
+def test_a_refresh_backoff_after_a_rejected_access_token_says_so():
+    rejected = replace(
+        HEALTHY,
+        access_expires_at=NOW,
+        refresh_backoff_until=NOW + 5 * MIN,
+        refresh_error_kind="access_rejected",
+        refresh_error_status=401,
+    )
+    reason = eligibility(rejected, POLICY, NOW).reasons[0]
+    assert reason.code == ReasonCode.REFRESH_BACKOFF
+    assert reason.excludes
+    assert reason.message.startswith("Access token rejected (HTTP 401 from the usage endpoint")

@@ -73,6 +73,7 @@ def act(request: HttpRequest, account_id: int, action: Action) -> dict[str, Any]
     """Pull a lever: `refresh` (ignores the backoff), `check-quota`, `clear-backoff`. Leads."""
     principal = request.auth  # type: ignore[attr-defined]
     account = access.account_for(principal, account_id, lead=True)
+    outcome: str
     if action == "refresh":
         outcome = levers.account_refresh_now(account=account, actor=principal.actor)
     elif action == "check-quota":

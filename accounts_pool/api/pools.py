@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Body, Query, Router, Status
 
-from .. import selectors
+from .. import selectors, state
 from ..models import Account, Pool
 from ..services import onboarding
 from ..services import teams as team_services
@@ -99,7 +99,8 @@ def onboard_account(
             base_url=payload.base_url or "",
             actor=principal.actor,
         )
-        return Status(201, _onboarded(onboarding.Onboarded(account, "stored")))
+        stored = onboarding.Onboarded(account, state.OnboardingOutcome.STORED)
+        return Status(201, _onboarded(stored))
     assert payload.refresh_token is not None
     result = onboarding.account_onboard_tokens(
         pool=found,

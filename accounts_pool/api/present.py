@@ -20,6 +20,8 @@ def window(row: QuotaWindow) -> dict[str, Any]:
         "resets_at": row.resets_at,
         "checked_at": row.checked_at,
         "source": row.source,
+        # A per-model window: excludes the account only for that model's requests.
+        "scope": {"model_id": row.model_id, "model_name": row.model_name} if row.scoped else None,
     }
 
 

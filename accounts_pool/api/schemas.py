@@ -116,6 +116,11 @@ class ReasonOut(Out):
     clears_on: str
 
 
+class WindowScopeOut(Out):
+    model_id: str = Field(description="The model the window limits; empty when only named.")
+    model_name: str = Field(description="The model's display name, e.g. Opus.")
+
+
 class WindowOut(Out):
     key: str
     label: str
@@ -123,6 +128,11 @@ class WindowOut(Out):
     resets_at: datetime | None
     checked_at: datetime
     source: str
+    scope: WindowScopeOut | None = Field(
+        None,
+        description="Set on a per-model window, which excludes the account only for requests "
+        "of that model (family); account-wide windows have none.",
+    )
 
 
 class AccountSummaryOut(Out):

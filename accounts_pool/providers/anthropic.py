@@ -2,9 +2,9 @@
 
 The only code that speaks HTTP to Anthropic. Every call has a timeout; every answer is parsed
 defensively into a dataclass; every failure raises an error whose type says WHICH operation
-failed (TokenEndpointError for refresh and exchange, UsageEndpointError for quota), carrying a
-`state.ProviderFailure` with the status, Retry-After and the provider's error code and message,
-and never a secret.
+failed (TokenEndpointError for refresh and exchange, UsageEndpointError for quota), carrying
+that operation's own failure type (`state.TokenFailure`, `state.QuotaFailure`) with the status,
+Retry-After and the provider's error code and message, and never a secret.
 """
 
 from __future__ import annotations
@@ -18,14 +18,21 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import urlencode
 
 import httpx
 from django.conf import settings
 
 from ..redaction import redact
-from ..state import FailureKind, ProviderFailure, failure_kind
+from ..state import (
+    FailureKind,
+    ProfileFailure,
+    ProviderFailure,
+    QuotaFailure,
+    TokenFailure,
+    failure_kind,
+)
 
 CLIENT_ID = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
 REDIRECT_URI = "https://platform.claude.com/oauth/code/callback"
@@ -42,29 +49,38 @@ MAX_BODY_BYTES = 1024 * 1024  # provider answers are a few KB
 # --- Errors -------------------------------------------------------------------------------------
 
 
-class ProviderError(Exception):
-    operation = "provider"
+F = TypeVar("F", bound=ProviderFailure)
 
-    def __init__(self, failure: ProviderFailure) -> None:
+
+class ProviderError(Exception, Generic[F]):
+    """A failed call; `failure` is of the failed operation's own type."""
+
+    operation = "provider"
+    failure_type: type[F]
+
+    def __init__(self, failure: F) -> None:
         self.failure = failure
         status = f"HTTP {failure.status}" if failure.status else failure.kind.value
         super().__init__(f"{self.operation}: {status}: {failure.message}")
 
 
-class TokenEndpointError(ProviderError):
+class TokenEndpointError(ProviderError[TokenFailure]):
     """The token endpoint (refresh or code exchange) failed."""
 
     operation = "token endpoint"
+    failure_type = TokenFailure
 
 
-class UsageEndpointError(ProviderError):
+class UsageEndpointError(ProviderError[QuotaFailure]):
     """The usage (quota) endpoint failed."""
 
     operation = "usage endpoint"
+    failure_type = QuotaFailure
 
 
-class ProfileEndpointError(ProviderError):
+class ProfileEndpointError(ProviderError[ProfileFailure]):
     operation = "profile endpoint"
+    failure_type = ProfileFailure
 
 
 # --- Answers ------------------------------------------------------------------------------------
@@ -97,6 +113,13 @@ class UsageWindow:
     label: str
     utilization: float | None  # None: unknown, never 0
     resets_at: datetime | None
+    # A scoped (per-model weekly) window: the model's id, else its display name.
+    model_id: str = ""
+    model_name: str = ""
+
+    @property
+    def scoped(self) -> bool:
+        return bool(self.model_id or self.model_name)
 
 
 @dataclass(frozen=True)
@@ -152,9 +175,9 @@ def _error_details(response: httpx.Response) -> tuple[str | None, str]:
     return code, redact(message)
 
 
-def _http_failure(response: httpx.Response) -> ProviderFailure:
+def _http_failure(response: httpx.Response, of: type[F]) -> F:
     code, message = _error_details(response)
-    return ProviderFailure(
+    return of(
         kind=failure_kind(status=response.status_code, error_code=code),
         status=response.status_code,
         error_code=code,
@@ -163,13 +186,13 @@ def _http_failure(response: httpx.Response) -> ProviderFailure:
     )
 
 
-def _transport_failure(exc: httpx.HTTPError) -> ProviderFailure:
+def _transport_failure(exc: httpx.HTTPError, of: type[F]) -> F:
     kind = "timeout" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
-    return ProviderFailure(kind=FailureKind.NETWORK, message=f"network error: {kind}")
+    return of(kind=FailureKind.NETWORK, message=f"network error: {kind}")
 
 
-def _malformed(status: int, why: str) -> ProviderFailure:
-    return ProviderFailure(kind=FailureKind.MALFORMED, status=status, message=why)
+def _malformed(status: int, why: str, of: type[F]) -> F:
+    return of(kind=FailureKind.MALFORMED, status=status, message=why)
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any] | None:
@@ -238,16 +261,22 @@ _FIXED_WINDOWS = (
     ("five_hour", "5-hour"),
     ("seven_day", "7-day"),
 )
-_LEGACY_MODEL_WINDOWS = (
-    ("seven_day_opus", "7-day Opus"),
-    ("seven_day_sonnet", "7-day Sonnet"),
-)
+_LEGACY_MODEL_WINDOWS = (("seven_day_opus", "Opus"), ("seven_day_sonnet", "Sonnet"))
 
 
-def _window(key: str, label: str, raw: Any) -> UsageWindow:
+def scoped_label(name: str) -> str:
+    """How a per-model weekly window is named to people: "Opus-only weekly"."""
+    return f"{name}-only weekly"[:120]
+
+
+def _window(key: str, label: str, raw: Any, *, model_name: str = "") -> UsageWindow:
     raw = raw if isinstance(raw, dict) else {}
     return UsageWindow(
-        key, label, _number(raw.get("utilization")), _timestamp(raw.get("resets_at"))
+        key,
+        label,
+        _number(raw.get("utilization")),
+        _timestamp(raw.get("resets_at")),
+        model_name=model_name,
     )
 
 
@@ -260,22 +289,24 @@ def parse_usage(body: dict[str, Any]) -> Usage:
         if not isinstance(entry, dict) or entry.get("kind") != "weekly_scoped":
             continue
         model = _nested(_nested(entry, "scope"), "model")
-        model_id = _string(model.get("id"))
-        if not model_id:
-            continue
-        name = _string(model.get("display_name")) or model_id
+        model_id = _string(model.get("id"))[:120]
+        name = _string(model.get("display_name"))[:120]
+        if not (model_id or name):
+            continue  # a scoped window that names no model cannot be applied to any request
         scoped.append(
             UsageWindow(
-                f"model:{model_id}"[:120],
-                f"7-day {name}"[:120],
+                f"model:{model_id or name.lower()}"[:120],
+                scoped_label(name or model_id),
                 _number(entry.get("percent")),
                 _timestamp(entry.get("resets_at")),
+                model_id=model_id,
+                model_name=name,
             )
         )
     if not scoped:  # older answers carry per-model weekly windows as objects
-        for key, label in _LEGACY_MODEL_WINDOWS:
+        for key, name in _LEGACY_MODEL_WINDOWS:
             if isinstance(body.get(key), dict):
-                scoped.append(_window(key, label, body[key]))
+                scoped.append(_window(key, scoped_label(name), body[key], model_name=name))
     return Usage(tuple(windows + scoped))
 
 
@@ -342,7 +373,7 @@ class AnthropicClient:
             self.close()
 
     def _send(
-        self, error: type[ProviderError], method: str, url: str, **kwargs: Any
+        self, error: type[ProviderError[Any]], method: str, url: str, **kwargs: Any
     ) -> httpx.Response:
         """One request under one overall deadline. httpx's timeouts apply per phase and per
         read, so a body dripped slowly could hold a worker (and a refresh claim) forever."""
@@ -359,11 +390,13 @@ class AnthropicClient:
                     if time.monotonic() > deadline:
                         raise httpx.ReadTimeout("overall deadline exceeded", request=request)
                     if size > MAX_BODY_BYTES:
-                        raise error(_malformed(streamed.status_code, "answer too large"))
+                        raise error(
+                            _malformed(streamed.status_code, "answer too large", error.failure_type)
+                        )
             finally:
                 streamed.close()
         except httpx.HTTPError as exc:
-            raise error(_transport_failure(exc)) from None
+            raise error(_transport_failure(exc, error.failure_type)) from None
         response = httpx.Response(
             streamed.status_code,
             headers=streamed.headers,
@@ -371,7 +404,7 @@ class AnthropicClient:
             request=request,
         )
         if response.status_code >= 400:
-            raise error(_http_failure(response))
+            raise error(_http_failure(response, error.failure_type))
         return response
 
     def _token(self, payload: dict[str, str]) -> TokenGrant:
@@ -384,11 +417,17 @@ class AnthropicClient:
         )
         body = _json_object(response)
         if body is None:
-            raise TokenEndpointError(_malformed(response.status_code, "token answer is not JSON"))
+            raise TokenEndpointError(
+                _malformed(response.status_code, "token answer is not JSON", TokenFailure)
+            )
         grant = parse_token_grant(body)
         if grant is None:
             raise TokenEndpointError(
-                _malformed(response.status_code, "token answer lacks access_token or expires_in")
+                _malformed(
+                    response.status_code,
+                    "token answer lacks access_token or expires_in",
+                    TokenFailure,
+                )
             )
         return grant
 
@@ -416,7 +455,7 @@ class AnthropicClient:
             }
         )
 
-    def _bearer_get(self, error: type[ProviderError], url: str, access_token: str) -> Any:
+    def _bearer_get(self, error: type[ProviderError[Any]], url: str, access_token: str) -> Any:
         response = self._send(
             error,
             "GET",
@@ -429,7 +468,9 @@ class AnthropicClient:
         )
         body = _json_object(response)
         if body is None:
-            raise error(_malformed(response.status_code, "answer is not a JSON object"))
+            raise error(
+                _malformed(response.status_code, "answer is not a JSON object", error.failure_type)
+            )
         return body
 
     def usage(self, access_token: str) -> Usage:

@@ -9,8 +9,8 @@ from django.utils import timezone
 from .. import state
 from ..models import Account
 from .events import event_record
-from .quota import account_check_quota
-from .refresh import account_refresh
+from .quota import QuotaOutcome, account_check_quota
+from .refresh import RefreshOutcome, account_refresh
 
 
 class LeverError(ValueError):
@@ -72,7 +72,7 @@ def account_clear_backoff(*, account: Account, actor: str, now: datetime | None 
     return True
 
 
-def account_refresh_now(*, account: Account, actor: str) -> str:
+def account_refresh_now(*, account: Account, actor: str) -> RefreshOutcome:
     """A person asks for a refresh now: ignores the backoff (not a needs-re-login). Returns the
     outcome, recorded with the actor."""
     now = timezone.now()
@@ -81,7 +81,7 @@ def account_refresh_now(*, account: Account, actor: str) -> str:
     return result.outcome
 
 
-def account_check_quota_now(*, account: Account, actor: str) -> str:
+def account_check_quota_now(*, account: Account, actor: str) -> QuotaOutcome:
     """A person asks for a quota check now: ignores the interval and the quota backoff."""
     now = timezone.now()
     result = account_check_quota(account_id=account.pk, now=now, force=True, actor=actor)

@@ -24,12 +24,7 @@ from ..providers import anthropic
 from .errors import Conflict, Invalid, ProviderRefused, ServiceError
 from .events import event_record
 from .keys import secret_hash
-from .quota import POLICY_BLOCKED as QUOTA_POLICY_BLOCKED
-from .quota import (
-    account_check_quota,
-    quota_record_failure,
-    quota_record_usage,
-)
+from .quota import QuotaOutcome, account_check_quota, quota_record_failure, quota_record_usage
 from .refresh import refresh_record_failure, refresh_state_cleared
 
 LOGIN_TTL = timedelta(minutes=10)
@@ -38,7 +33,7 @@ LOGIN_TTL = timedelta(minutes=10)
 @dataclass(frozen=True)
 class Onboarded:
     account: Account
-    outcome: str  # verified, policy_blocked, unverified (a transient failure; the cycle retries)
+    outcome: state.OnboardingOutcome
 
 
 def _onboard_event(account: Account, now: datetime, outcome: str, message: str, actor: str) -> None:
@@ -67,7 +62,7 @@ def _refuse_duplicate(pool: Pool, account_uuid: str, *, keep: Account | None = N
         )
 
 
-def _refused(failure: state.ProviderFailure, what: str) -> ProviderRefused:
+def _refused(failure: state.TokenFailure | state.QuotaFailure, what: str) -> ProviderRefused:
     return ProviderRefused(
         f"The provider refused the {what}: {failure.message or failure.kind.value}",
         details={
@@ -145,14 +140,14 @@ def _onboard_with_access_token(
     now: datetime,
 ) -> Onboarded:
     usage: anthropic.Usage | None = None
-    failure: state.ProviderFailure | None = None
+    failure: state.QuotaFailure | None = None
     identity: dict[str, str] = {}
     with anthropic.client() as provider:
         try:
             usage = provider.usage(access_token)
         except anthropic.UsageEndpointError as exc:
             failure = exc.failure
-            if failure.status != 403 and failure.kind not in state.TRANSIENT_FAILURES:
+            if state.onboarding_usage_outcome(failure) == state.OnboardingOutcome.REFUSED:
                 raise _refused(failure, "access token") from None
         try:
             profile = provider.profile(access_token)
@@ -173,11 +168,10 @@ def _onboard_with_access_token(
     )
     if usage is not None:
         quota_record_usage(account, usage, now, actor)
-        return Onboarded(account, "verified")
+        return Onboarded(account, state.OnboardingOutcome.VERIFIED)
     assert failure is not None
-    recorded = quota_record_failure(account, failure, now, actor)
-    blocked = recorded.outcome == QUOTA_POLICY_BLOCKED
-    return Onboarded(account, "policy_blocked" if blocked else "unverified")
+    quota_record_failure(account, failure, now, actor)
+    return Onboarded(account, state.onboarding_usage_outcome(failure))
 
 
 def _onboard_by_refresh(
@@ -187,7 +181,7 @@ def _onboard_by_refresh(
         with anthropic.client() as provider:
             grant = provider.refresh(refresh_token)
     except anthropic.TokenEndpointError as exc:
-        if exc.failure.kind not in state.TRANSIENT_FAILURES:
+        if state.onboarding_token_outcome(exc.failure) == state.OnboardingOutcome.REFUSED:
             raise _refused(exc.failure, "refresh token") from None
         account = _create(
             pool=pool,
@@ -201,7 +195,7 @@ def _onboard_by_refresh(
             how="unchecked: provider busy",
         )
         refresh_record_failure(account, exc.failure, now, actor)
-        return Onboarded(account, "unverified")
+        return Onboarded(account, state.OnboardingOutcome.UNVERIFIED)
     _refuse_duplicate(pool, grant.account_uuid)
     account = _create(
         pool=pool,
@@ -222,7 +216,11 @@ def _with_first_quota_check(account: Account, actor: str) -> Onboarded:
     """Poll the new account's quota at once, so it is usable (or says why not) right away
     instead of after the next cycle."""
     checked = account_check_quota(account_id=account.pk, force=True, actor=actor)
-    outcome = "policy_blocked" if checked.outcome == "policy_blocked" else "verified"
+    outcome = (
+        state.OnboardingOutcome.POLICY_BLOCKED
+        if checked.outcome == QuotaOutcome.POLICY_BLOCKED
+        else state.OnboardingOutcome.VERIFIED
+    )
     return Onboarded(Account.objects.get(pk=account.pk), outcome)
 
 
@@ -425,7 +423,7 @@ def oauth_login_complete(
         with anthropic.client() as provider:
             grant = provider.exchange_code(code=code, state=login.state, verifier=login.verifier)
     except anthropic.TokenEndpointError as exc:
-        if exc.failure.kind in state.TRANSIENT_FAILURES:
+        if state.onboarding_token_outcome(exc.failure) == state.OnboardingOutcome.UNVERIFIED:
             raise ServiceError(
                 "The provider did not answer the code exchange; start the login again.",
                 code="provider_unavailable",
@@ -454,7 +452,7 @@ def oauth_login_complete(
             actor=actor,
             now=now,
         )
-        return Onboarded(Account.objects.get(pk=target.pk), "reauthorized")
+        return Onboarded(Account.objects.get(pk=target.pk), state.OnboardingOutcome.REAUTHORIZED)
     _refuse_duplicate(pool, grant.account_uuid)
     created = _create(
         pool=pool,

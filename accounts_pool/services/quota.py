@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from django.conf import settings
 from django.db import transaction
@@ -19,21 +20,30 @@ from .. import metrics, state
 from ..models import Account, QuotaWindow
 from ..providers import anthropic
 from .events import CYCLE_ACTOR, event_record
-from .refresh import account_refresh
+from .refresh import account_refresh, refresh_record_access_rejected
 
-CHECKED = "checked"
-NOT_DUE = "not_due"
-CLAIMED_ELSEWHERE = "claimed_elsewhere"
-NO_VALID_TOKEN = "no_valid_token"
-NOT_CHECKABLE = "not_checkable"
-POLICY_BLOCKED = "policy_blocked"
-BACKING_OFF = "backing_off"
+
+class QuotaOutcome(StrEnum):
+    CHECKED = "checked"
+    NOT_DUE = "not_due"
+    CLAIMED_ELSEWHERE = "claimed_elsewhere"
+    NO_VALID_TOKEN = "no_valid_token"
+    NOT_CHECKABLE = "not_checkable"
+    POLICY_BLOCKED = "policy_blocked"
+    BACKING_OFF = "backing_off"
+    ACCESS_REJECTED = "access_rejected"  # a 401 the refresh service now backs off from
+    # A quota backoff: what the usage endpoint answered (state.FailureKind's values).
+    REJECTED = state.FailureKind.REJECTED.value
+    RATE_LIMITED = state.FailureKind.RATE_LIMITED.value
+    SERVER_ERROR = state.FailureKind.SERVER_ERROR.value
+    NETWORK = state.FailureKind.NETWORK.value
+    MALFORMED = state.FailureKind.MALFORMED.value
 
 
 @dataclass(frozen=True)
 class QuotaResult:
     account_id: int
-    outcome: str
+    outcome: QuotaOutcome
     message: str = ""
     until: datetime | None = None
 
@@ -72,6 +82,8 @@ def quota_record_usage(account: Account, usage: anthropic.Usage, now: datetime, 
             resets_at=w.resets_at,
             checked_at=now,
             source=QuotaWindow.Source.POLL,
+            model_id=w.model_id,
+            model_name=w.model_name,
         )
         for w in usage.windows
     ]
@@ -109,11 +121,12 @@ def quota_record_usage(account: Account, usage: anthropic.Usage, now: datetime, 
     )
     for row in rows:
         if row.key in newly:
+            scope = f" ({row.model_name or row.model_id} requests only)" if row.scoped else ""
             _event(
                 account,
                 now,
-                "quota_exhausted",
-                message=f"{row.label} window at {row.utilization:g}%",
+                "model_quota_exhausted" if row.scoped else "quota_exhausted",
+                message=f"{row.label} window at {row.utilization:g}%{scope}",
                 until=row.resets_at,
                 actor=actor,
             )
@@ -124,7 +137,7 @@ def _event(
     now: datetime,
     outcome: str,
     *,
-    failure: state.ProviderFailure | None = None,
+    failure: state.QuotaFailure | None = None,
     message: str = "",
     until: datetime | None = None,
     retry_after: timedelta | None = None,
@@ -144,14 +157,14 @@ def _event(
 
 
 def quota_record_policy_blocked(
-    account: Account, failure: state.ProviderFailure, now: datetime, actor: str
+    account: Account, failure: state.QuotaFailure, now: datetime, actor: str
 ) -> QuotaResult:
     """403: the organisation's policy. No quota backoff, no quota error, refresh untouched."""
     message = (failure.message or "usage endpoint answered 403")[:300]
     changed = policy_block(account, message, now, checked=True)
     if changed:
-        _event(account, now, POLICY_BLOCKED, failure=failure, actor=actor)
-    return QuotaResult(account.pk, POLICY_BLOCKED, message)
+        _event(account, now, QuotaOutcome.POLICY_BLOCKED, failure=failure, actor=actor)
+    return QuotaResult(account.pk, QuotaOutcome.POLICY_BLOCKED, message)
 
 
 def policy_block(account: Account, message: str, now: datetime, *, checked: bool) -> bool:
@@ -173,7 +186,7 @@ def policy_block(account: Account, message: str, now: datetime, *, checked: bool
 def _record_quota_failure(
     account: Account,
     effect: state.QuotaFailureEffect,
-    failure: state.ProviderFailure,
+    failure: state.QuotaFailure,
     now: datetime,
     actor: str,
 ) -> QuotaResult:
@@ -194,15 +207,22 @@ def _record_quota_failure(
         retry_after=effect.retry_after,
         actor=actor,
     )
-    return QuotaResult(account.pk, failure.kind.value, failure.message, effect.backoff_until)
+    return QuotaResult(
+        account.pk, QuotaOutcome(failure.kind.value), failure.message, effect.backoff_until
+    )
 
 
 def quota_record_failure(
-    account: Account, failure: state.ProviderFailure, now: datetime, actor: str
+    account: Account, failure: state.QuotaFailure, now: datetime, actor: str
 ) -> QuotaResult:
-    """Record a usage-endpoint failure that no retry follows: policy (403) or quota backoff."""
+    """Record a usage-endpoint failure that no refresh-and-retry follows (onboarding's check of
+    a pasted token): the policy block, the access token rejected, or the quota backoff."""
     effect = state.quota_failure_effect(
-        failure, previous_failures=account.quota_failures, retried=True, now=now
+        failure,
+        previous_failures=account.quota_failures,
+        token_from_usage_401=account.access_from_usage_401,
+        retried=True,
+        now=now,
     )
     return _apply_failure(account, effect, failure, now, actor)
 
@@ -210,19 +230,20 @@ def quota_record_failure(
 def _apply_failure(
     account: Account,
     effect: state.QuotaFailureEffect,
-    failure: state.ProviderFailure,
+    failure: state.QuotaFailure,
     now: datetime,
     actor: str,
 ) -> QuotaResult:
-    """A failure's effect once no retry follows: the policy block, or the quota backoff."""
+    """A failure's effect once no retry follows: the policy block, the access token rejected
+    (the refresh service's to record), or the quota backoff."""
     if effect.action == state.QuotaFailureAction.POLICY_BLOCKED:
         return quota_record_policy_blocked(account, failure, now, actor)
+    if effect.action == state.QuotaFailureAction.ACCESS_REJECTED:
+        rejected = refresh_record_access_rejected(account, failure, now, actor)
+        return QuotaResult(
+            account.pk, QuotaOutcome.ACCESS_REJECTED, rejected.message, rejected.until
+        )
     return _record_quota_failure(account, effect, failure, now, actor)
-
-
-def _refreshed_recently(account: Account, now: datetime) -> bool:
-    last = account.last_refreshed_at
-    return last is not None and last > now - account.pool.quota_interval
 
 
 def _check(
@@ -234,27 +255,31 @@ def _check(
             usage = provider.usage(account.access_token)
     except anthropic.UsageEndpointError as exc:
         now = fixed_now or timezone.now()
-        # A token refreshed moments ago that still gets 401 will not be saved by another
-        # refresh: back off instead of rotating it on every quota tick.
-        retried = retried or _refreshed_recently(account, now)
         effect = state.quota_failure_effect(
-            exc.failure, previous_failures=account.quota_failures, retried=retried, now=now
+            exc.failure,
+            previous_failures=account.quota_failures,
+            token_from_usage_401=account.access_from_usage_401,
+            retried=retried,
+            now=now,
         )
         if effect.action == state.QuotaFailureAction.REFRESH_AND_RETRY:
             refreshed = account_refresh(
                 account_id=account.pk,
                 now=fixed_now,
                 access_rejected_version=version,
+                asked_by_usage_401=True,
                 wait=True,
                 actor=actor,
             )
             if not refreshed.has_fresh_token:
-                return QuotaResult(account.pk, NO_VALID_TOKEN, f"refresh: {refreshed.outcome}")
+                return QuotaResult(
+                    account.pk, QuotaOutcome.NO_VALID_TOKEN, f"refresh: {refreshed.outcome}"
+                )
             account.refresh_from_db()
             return _check(account, fixed_now, retried=True, actor=actor)
         return _apply_failure(account, effect, exc.failure, now, actor)
     quota_record_usage(account, usage, fixed_now or timezone.now(), actor)
-    return QuotaResult(account.pk, CHECKED)
+    return QuotaResult(account.pk, QuotaOutcome.CHECKED)
 
 
 @metrics.counts_outcome(metrics.QUOTA_OUTCOMES)
@@ -275,22 +300,24 @@ def account_check_quota(
         Account.objects.select_related("pool").defer("refresh_token", "api_key").get(pk=account_id)
     )
     if account.kind != Account.Kind.OAUTH:
-        return QuotaResult(account.pk, NOT_CHECKABLE)
+        return QuotaResult(account.pk, QuotaOutcome.NOT_CHECKABLE)
     snapshot = account.state_snapshot(windows=[])
     if force and state.force_too_soon(account.quota_error_at, started):
-        return QuotaResult(account.pk, BACKING_OFF, "failed less than a minute ago")
+        return QuotaResult(account.pk, QuotaOutcome.BACKING_OFF, "failed less than a minute ago")
     if not state.access_token_valid(snapshot, started):
         if not force:
-            return QuotaResult(account.pk, NO_VALID_TOKEN)
+            return QuotaResult(account.pk, QuotaOutcome.NO_VALID_TOKEN)
         refreshed = account_refresh(account_id=account.pk, now=now, wait=True, actor=actor)
         if not refreshed.has_fresh_token:
-            return QuotaResult(account.pk, NO_VALID_TOKEN, f"refresh: {refreshed.outcome}")
+            return QuotaResult(
+                account.pk, QuotaOutcome.NO_VALID_TOKEN, f"refresh: {refreshed.outcome}"
+            )
         account.refresh_from_db()
     elif not force and not state.quota_due(snapshot, account.pool.policy, started):
-        return QuotaResult(account.pk, NOT_DUE)
+        return QuotaResult(account.pk, QuotaOutcome.NOT_DUE)
     claim = _claim(account, started)
     if claim is None:
-        return QuotaResult(account.pk, CLAIMED_ELSEWHERE)
+        return QuotaResult(account.pk, QuotaOutcome.CLAIMED_ELSEWHERE)
     try:
         return _check(account, now, retried=False, actor=actor)
     finally:

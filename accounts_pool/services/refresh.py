@@ -9,11 +9,13 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from django.conf import settings
+from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
-from .. import metrics, rawsql, selectors, state
+from .. import metrics, state
 from ..crypto import fingerprint
 from ..models import Account
 from ..providers import anthropic
@@ -21,26 +23,38 @@ from .events import CYCLE_ACTOR, event_record
 
 logger = logging.getLogger(__name__)
 
-REFRESHED = "refreshed"
-REFRESHED_ELSEWHERE = "refreshed_elsewhere"
-CLAIMED_ELSEWHERE = "claimed_elsewhere"
-NOT_DUE = "not_due"
-BACKING_OFF = "backing_off"
-NEEDS_RELOGIN = "needs_relogin"
-NOT_REFRESHABLE = "not_refreshable"
 WAIT_POLL_SECONDS = 0.1
+
+
+class RefreshOutcome(StrEnum):
+    REFRESHED = "refreshed"
+    REFRESHED_ELSEWHERE = "refreshed_elsewhere"  # another caller won the claim and succeeded
+    CLAIMED_ELSEWHERE = "claimed_elsewhere"
+    NOT_DUE = "not_due"
+    BACKING_OFF = "backing_off"
+    NEEDS_RELOGIN = "needs_relogin"
+    NOT_REFRESHABLE = "not_refreshable"
+    # A failed refresh: what the token endpoint answered (state.FailureKind's values).
+    INVALID_GRANT = state.FailureKind.INVALID_GRANT.value
+    REJECTED = state.FailureKind.REJECTED.value
+    RATE_LIMITED = state.FailureKind.RATE_LIMITED.value
+    SERVER_ERROR = state.FailureKind.SERVER_ERROR.value
+    NETWORK = state.FailureKind.NETWORK.value
+    MALFORMED = state.FailureKind.MALFORMED.value
+    INTERNAL = state.FailureKind.INTERNAL.value
+    ACCESS_REJECTED = state.FailureKind.ACCESS_REJECTED.value
 
 
 @dataclass(frozen=True)
 class RefreshResult:
     account_id: int
-    outcome: str  # one of the constants above, or a state.FailureKind value
+    outcome: RefreshOutcome
     message: str = ""
     until: datetime | None = None
 
     @property
     def has_fresh_token(self) -> bool:
-        return self.outcome in (REFRESHED, REFRESHED_ELSEWHERE)
+        return self.outcome in (RefreshOutcome.REFRESHED, RefreshOutcome.REFRESHED_ELSEWHERE)
 
 
 def _claim_seconds() -> timedelta:
@@ -52,28 +66,18 @@ def _claim(account: Account, now: datetime, *, respect_backoff: bool) -> datetim
     end, which also serves as its token: later writes only land while the claim is still theirs.
 
     The credential version in the WHERE makes a worker that read an older credential lose, so
-    a refresh token is never sent twice. (Written as SQL: every refresh runs it; rawsql.)"""
-    on = rawsql.db()
-    at = rawsql.param(now, on)
-    claimed, backoff = _col("refresh_claimed_until"), _col("refresh_backoff_until")
-    where = (
-        f"{_col('id')} = %s AND {_col('credential_version')} = %s"
-        f" AND ({claimed} IS NULL OR {claimed} <= %s)"
-        f" AND NOT ({_col('relogin_required_for')} = {_col('refresh_token_fingerprint')})"
+    a refresh token is never sent twice."""
+    rows = (
+        Account.objects.filter(pk=account.pk, credential_version=account.credential_version)
+        .filter(Q(refresh_claimed_until__isnull=True) | Q(refresh_claimed_until__lte=now))
+        .exclude(relogin_required_for=F("refresh_token_fingerprint"))
     )
-    params: tuple[object, ...] = (account.pk, account.credential_version, at)
     if respect_backoff:
-        where += f" AND ({backoff} IS NULL OR {backoff} <= %s)"
-        params += (at,)
+        rows = rows.filter(
+            Q(refresh_backoff_until__isnull=True) | Q(refresh_backoff_until__lte=now)
+        )
     until = now + _claim_seconds()
-    changed = rawsql.update(
-        on, Account, {"refresh_claimed_until": until}, rawsql.Sql(where, params)
-    )
-    return until if changed == 1 else None
-
-
-def _col(name: str) -> str:
-    return rawsql.column(Account, name)
+    return until if rows.update(refresh_claimed_until=until) == 1 else None
 
 
 def _wait_for_winner(account: Account) -> Account:
@@ -89,11 +93,12 @@ def _wait_for_winner(account: Account) -> Account:
         time.sleep(WAIT_POLL_SECONDS)
 
 
-def refresh_state_cleared() -> dict[str, object]:
-    """The refresh-state group as a new working credential leaves it: no failures, no backoff,
-    no error, no re-login needed (a successful refresh, or a re-login's new tokens)."""
+def refresh_state_cleared(*, failures: int = 0) -> dict[str, object]:
+    """The refresh-state group as a new working credential leaves it: no backoff, no error, no
+    re-login needed (a successful refresh, or a re-login's new tokens); no failures unless a
+    streak of rejected access tokens goes on (state.refresh_success_effect)."""
     return {
-        "refresh_failures": 0,
+        "refresh_failures": failures,
         "refresh_backoff_until": None,
         "refresh_error_kind": "",
         "refresh_error_status": None,
@@ -104,37 +109,43 @@ def refresh_state_cleared() -> dict[str, object]:
 
 
 def _store_grant(
-    account: Account, grant: anthropic.TokenGrant, now: datetime, claim: datetime
+    account: Account,
+    grant: anthropic.TokenGrant,
+    now: datetime,
+    claim: datetime,
+    *,
+    asked_by_usage_401: bool,
 ) -> bool:
     """Save the provider's answer at once. Kept whatever became of the claim (the provider has
     already rotated the token), unless a re-login replaced the credential meanwhile; the claim
-    is released only if it is still ours. (Written as SQL: every refresh runs it; rawsql.)"""
-    on = rawsql.db()
-    claimed = _col("refresh_claimed_until")
+    is released only if it is still ours."""
+    effect = state.refresh_success_effect(
+        previous_failures=account.refresh_failures,
+        previous_error_kind=account.refresh_error_kind,
+        asked_by_usage_401=asked_by_usage_401,
+    )
     updates: dict[str, object] = {
         "access_token": grant.access_token,
         "access_expires_at": now + grant.expires_in,
+        "access_from_usage_401": effect.token_from_usage_401,
         "last_refreshed_at": now,
-        "credential_version": rawsql.Sql(f"{_col('credential_version')} + 1"),
-        "refresh_claimed_until": rawsql.Sql(
-            f"CASE WHEN {claimed} = %s THEN NULL ELSE {claimed} END", (rawsql.param(claim, on),)
+        "credential_version": F("credential_version") + 1,
+        "refresh_claimed_until": Case(
+            When(refresh_claimed_until=claim, then=None), default=F("refresh_claimed_until")
         ),
-        **refresh_state_cleared(),
+        **refresh_state_cleared(failures=effect.failures),
     }
     if grant.refresh_token:  # rotated; an answer without one keeps the old token
         updates["refresh_token"] = grant.refresh_token
         updates["refresh_token_fingerprint"] = fingerprint(grant.refresh_token)
     updates.update(grant.identity())
-    unchanged = rawsql.Sql(
-        f"{_col('id')} = %s AND {_col('credential_version')} = %s",
-        (account.pk, account.credential_version),
-    )
-    return rawsql.update(on, Account, updates, unchanged) == 1
+    unchanged = Account.objects.filter(pk=account.pk, credential_version=account.credential_version)
+    return unchanged.update(**updates) == 1
 
 
 def refresh_record_failure(
     account: Account,
-    failure: state.ProviderFailure,
+    failure: state.TokenFailure,
     now: datetime,
     actor: str,
     *,
@@ -146,11 +157,43 @@ def refresh_record_failure(
     effect = state.refresh_failure_effect(
         failure, previous_failures=account.refresh_failures, now=now
     )
+    return _record(account, effect, failure, now, actor, claim=claim)
+
+
+def refresh_record_access_rejected(
+    account: Account, failure: state.QuotaFailure, now: datetime, actor: str
+) -> RefreshResult:
+    """The usage endpoint answered 401 to an access token that a usage 401 had just obtained:
+    that token is dead, and refreshing again at once would only repeat it, so the refresh backs
+    off (state.access_rejected_effect). Not a quota failure: the quota state is untouched."""
+    effect = state.access_rejected_effect(previous_failures=account.refresh_failures, now=now)
+    Account.objects.filter(
+        pk=account.pk, credential_version=account.credential_version, access_expires_at__gt=now
+    ).update(access_expires_at=now)
+    rejected = state.TokenFailure(
+        kind=state.FailureKind.ACCESS_REJECTED,
+        status=failure.status,
+        message="the usage endpoint rejected the access token a refresh had just issued",
+    )
+    return _record(account, effect, rejected, now, actor, claim=None)
+
+
+def _record(
+    account: Account,
+    effect: state.RefreshFailureEffect,
+    failure: state.TokenFailure,
+    now: datetime,
+    actor: str,
+    *,
+    claim: datetime | None,
+) -> RefreshResult:
     rows = Account.objects.filter(pk=account.pk, credential_version=account.credential_version)
-    if claim is not None:
+    released: dict[str, object] = {}
+    if claim is not None:  # without one, a claim another caller holds stays theirs
         rows = rows.filter(refresh_claimed_until=claim)
+        released["refresh_claimed_until"] = None
     recorded = rows.update(
-        refresh_claimed_until=None,
+        **released,
         refresh_failures=effect.failures,
         refresh_backoff_until=effect.backoff_until,
         refresh_error_kind=failure.kind.value,
@@ -160,7 +203,9 @@ def refresh_record_failure(
         relogin_required_for=account.refresh_token_fingerprint if effect.needs_relogin else "",
     )
     if not recorded:
-        return RefreshResult(account.pk, CLAIMED_ELSEWHERE, "superseded while in flight")
+        return RefreshResult(
+            account.pk, RefreshOutcome.CLAIMED_ELSEWHERE, "superseded while in flight"
+        )
     event_record(
         account_id=account.pk,
         at=now,
@@ -172,7 +217,9 @@ def refresh_record_failure(
         until=effect.backoff_until,
         actor=actor,
     )
-    return RefreshResult(account.pk, effect.outcome.value, failure.message, effect.backoff_until)
+    return RefreshResult(
+        account.pk, RefreshOutcome(effect.outcome.value), failure.message, effect.backoff_until
+    )
 
 
 def refresh_mark_access_rejected(account: Account, now: datetime, *, version: int) -> None:
@@ -193,6 +240,7 @@ def account_refresh(
     now: datetime | None = None,
     force: bool = False,
     access_rejected_version: int | None = None,
+    asked_by_usage_401: bool = False,
     wait: bool = False,
     lead: timedelta | None = None,
     actor: str = CYCLE_ACTOR,
@@ -201,19 +249,25 @@ def account_refresh(
 
     `force` (a person's lever) ignores due-ness and the backoff, but never a needs-re-login and
     never within a minute of the last failure. `access_rejected_version` says the provider
-    rejected that credential's access token. `lead` widens the pool's refresh lead (checkout
+    rejected that credential's access token; `asked_by_usage_401` says the usage endpoint did
+    (the new token is then marked, so that a 401 on it backs off instead of looping). `lead`
+    widens the pool's refresh lead (checkout
     refreshes a token that expires within 5 minutes). Exactly one caller wins the claim and
     calls the provider; with `wait`, losers wait for the winner and report its result. `now` is
     for tests: without it every timestamp is read when it is written."""
     started = now or timezone.now()
     # Only the refresh token is needed: leave the other secrets undecrypted.
-    account = selectors.account_for_refresh(account_id)
+    account = (
+        Account.objects.select_related("pool").defer("access_token", "api_key").get(pk=account_id)
+    )
     if account.kind != Account.Kind.OAUTH or not account.refresh_token_fingerprint:
-        return RefreshResult(account.pk, NOT_REFRESHABLE, "no refresh token")
+        return RefreshResult(account.pk, RefreshOutcome.NOT_REFRESHABLE, "no refresh token")
     if access_rejected_version is not None:
         refresh_mark_access_rejected(account, started, version=access_rejected_version)
     if account.needs_relogin:
-        return RefreshResult(account.pk, NEEDS_RELOGIN, account.refresh_error_message)
+        return RefreshResult(
+            account.pk, RefreshOutcome.NEEDS_RELOGIN, account.refresh_error_message
+        )
     snapshot = account.state_snapshot(windows=[])
     policy = account.pool.policy
     if lead is not None and lead > policy.refresh_lead:
@@ -222,19 +276,25 @@ def account_refresh(
         account.refresh_backoff_until is not None and account.refresh_backoff_until > started
     )
     if force and state.force_too_soon(account.refresh_error_at, started):
-        return RefreshResult(account.pk, BACKING_OFF, "failed less than a minute ago")
+        return RefreshResult(
+            account.pk, RefreshOutcome.BACKING_OFF, "failed less than a minute ago"
+        )
     if not force and not state.refresh_due(snapshot, policy, started):
         if backing_off:
-            return RefreshResult(account.pk, BACKING_OFF, until=account.refresh_backoff_until)
-        return RefreshResult(account.pk, NOT_DUE)
+            return RefreshResult(
+                account.pk, RefreshOutcome.BACKING_OFF, until=account.refresh_backoff_until
+            )
+        return RefreshResult(account.pk, RefreshOutcome.NOT_DUE)
     claim = _claim(account, started, respect_backoff=not force)
     if claim is None:
         if not wait:
-            return RefreshResult(account.pk, CLAIMED_ELSEWHERE)
+            return RefreshResult(account.pk, RefreshOutcome.CLAIMED_ELSEWHERE)
         current = _wait_for_winner(account)
         if current.credential_version != account.credential_version:
-            return RefreshResult(account.pk, REFRESHED_ELSEWHERE)
-        return RefreshResult(account.pk, CLAIMED_ELSEWHERE, current.refresh_error_message)
+            return RefreshResult(account.pk, RefreshOutcome.REFRESHED_ELSEWHERE)
+        return RefreshResult(
+            account.pk, RefreshOutcome.CLAIMED_ELSEWHERE, current.refresh_error_message
+        )
     # The provider is called outside any transaction; its answer is saved at once.
     try:
         with anthropic.client() as provider:
@@ -246,16 +306,19 @@ def account_refresh(
     except Exception as exc:
         # Not a provider answer (a bad key, a bug): back off like a network error, so the
         # account is neither retried every tick nor silently stuck, then let it surface.
-        failure = state.ProviderFailure(
+        failure = state.TokenFailure(
             kind=state.FailureKind.INTERNAL, message=f"internal error: {type(exc).__name__}"
         )
         refresh_record_failure(account, failure, now or timezone.now(), actor, claim=claim)
         raise
     answered = now or timezone.now()
-    if not _store_grant(account, grant, answered, claim):
+    if not _store_grant(account, grant, answered, claim, asked_by_usage_401=asked_by_usage_401):
         logger.warning("account=%s refresh answer dropped: re-login happened meanwhile", account.pk)
-        return RefreshResult(account.pk, REFRESHED_ELSEWHERE, "credential replaced meanwhile")
-    if account.refresh_failures or account.refresh_error_kind:
+        return RefreshResult(
+            account.pk, RefreshOutcome.REFRESHED_ELSEWHERE, "credential replaced meanwhile"
+        )
+    recovered = account.refresh_error_kind not in ("", state.FailureKind.ACCESS_REJECTED)
+    if recovered:
         event_record(
             account_id=account.pk,
             at=answered,
@@ -264,4 +327,4 @@ def account_refresh(
             message=f"refreshed after {account.refresh_failures} failure(s)",
             actor=actor,
         )
-    return RefreshResult(account.pk, REFRESHED)
+    return RefreshResult(account.pk, RefreshOutcome.REFRESHED)

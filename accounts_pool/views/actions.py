@@ -12,23 +12,27 @@ from django.views.decorators.http import require_http_methods, require_POST
 from ..forms import ConsumerKeyForm, DisableForm
 from ..models import ConsumerKey
 from ..services import keys, levers
+from ..services.quota import QuotaOutcome
+from ..services.refresh import RefreshOutcome
 from .access import account_or_404, actor_of, pool_or_404
 
-OUTCOME_MESSAGES = {
-    "refreshed": "Tokens refreshed.",
-    "refreshed_elsewhere": "Another worker refreshed the tokens just now.",
-    "checked": "Quota checked.",
-    "policy_blocked": "The organisation's policy blocks this account (usage endpoint 403).",
-    "needs_relogin": "The refresh token was rejected: log in again (Re-login).",
-    "backing_off": "It failed less than a minute ago; try again in a minute.",
-    "no_valid_token": "No valid access token to check quota with (refresh first).",
+OUTCOME_MESSAGES: dict[RefreshOutcome | QuotaOutcome, str] = {
+    RefreshOutcome.REFRESHED: "Tokens refreshed.",
+    RefreshOutcome.REFRESHED_ELSEWHERE: "Another worker refreshed the tokens just now.",
+    QuotaOutcome.CHECKED: "Quota checked.",
+    QuotaOutcome.POLICY_BLOCKED: (
+        "The organisation's policy blocks this account (usage endpoint 403)."
+    ),
+    RefreshOutcome.NEEDS_RELOGIN: "The refresh token was rejected: log in again (Re-login).",
+    RefreshOutcome.BACKING_OFF: "It failed less than a minute ago; try again in a minute.",
+    QuotaOutcome.NO_VALID_TOKEN: "No valid access token to check quota with (refresh first).",
 }
+SUCCESSES = (RefreshOutcome.REFRESHED, RefreshOutcome.REFRESHED_ELSEWHERE, QuotaOutcome.CHECKED)
 
 
-def _report(request: HttpRequest, action: str, outcome: str) -> None:
+def _report(request: HttpRequest, action: str, outcome: RefreshOutcome | QuotaOutcome) -> None:
     text = OUTCOME_MESSAGES.get(outcome, f"{action}: {outcome.replace('_', ' ')}.")
-    good = outcome in ("refreshed", "refreshed_elsewhere", "checked")
-    (messages.success if good else messages.warning)(request, text)
+    (messages.success if outcome in SUCCESSES else messages.warning)(request, text)
 
 
 @login_required
