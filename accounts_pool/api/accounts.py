@@ -80,7 +80,7 @@ def act(request: HttpRequest, account_id: int, action: Action) -> dict[str, Any]
         outcome = levers.account_check_quota_now(account=account, actor=principal.actor)
     else:
         cleared = levers.account_clear_backoff(account=account, actor=principal.actor)
-        outcome = "cleared" if cleared else "nothing_to_clear"
+        outcome = levers.ClearOutcome.CLEARED if cleared else levers.ClearOutcome.NOTHING_TO_CLEAR
     return {
         "action": action,
         "outcome": outcome,

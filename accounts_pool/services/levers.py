@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from django.utils import timezone
 
@@ -15,6 +16,11 @@ from .refresh import RefreshOutcome, account_refresh
 
 class LeverError(ValueError):
     """The lever cannot be pulled as asked (the message says why)."""
+
+
+class ClearOutcome(StrEnum):
+    CLEARED = "cleared"
+    NOTHING_TO_CLEAR = "nothing_to_clear"
 
 
 def _admin_event(account: Account, now: datetime, outcome: str, message: str, actor: str) -> None:

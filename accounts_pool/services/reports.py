@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from enum import StrEnum
 
 from django.db import transaction
 from django.utils import timezone
@@ -19,9 +20,16 @@ from .quota import policy_block
 from .refresh import refresh_mark_access_rejected
 
 
+class ReportResult(StrEnum):
+    RATE_LIMITED = "rate_limited"  # 429: a cooldown
+    ACCESS_REJECTED = "access_rejected"  # 401: the access token is dead; a refresh is queued
+    POLICY_BLOCKED = "policy_blocked"  # 403 with the organisation-policy message
+    RECORDED = "recorded"  # anything else: kept in the history, no state change
+
+
 @dataclass(frozen=True)
 class ReportOutcome:
-    outcome: str
+    outcome: ReportResult
     cooldown_until: datetime | None = None
     queue_refresh: bool = False
     queue_quota_check: bool = False
@@ -105,13 +113,13 @@ def _apply(
         Account.objects.filter(pk=account.pk).update(
             cooldown_until=until, cooldown_reason=f"429 reported by {key.name}"[:200]
         )
-        return ReportOutcome("rate_limited", cooldown_until=until)
+        return ReportOutcome(ReportResult.RATE_LIMITED, cooldown_until=until)
     if status == 401:
         refresh_mark_access_rejected(account, now, version=account.credential_version)
-        return ReportOutcome("access_rejected", queue_refresh=True)
+        return ReportOutcome(ReportResult.ACCESS_REJECTED, queue_refresh=True)
     if status == 403 and anthropic.is_policy_message(message):
         already = account.policy_status == state.PolicyStatus.BLOCKED
         policy_block(account, message, now, checked=False)
         # Only a change queues a check: repeated reports must not hammer the usage endpoint.
-        return ReportOutcome("policy_blocked", queue_quota_check=not already)
-    return ReportOutcome("recorded")
+        return ReportOutcome(ReportResult.POLICY_BLOCKED, queue_quota_check=not already)
+    return ReportOutcome(ReportResult.RECORDED)
