@@ -1,0 +1,105 @@
+"""What the three ways in share: the outcome type, the onboarding event, the refusals, and the
+one place an OAuth account row is created."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import transaction
+
+from ... import state
+from ...crypto import fingerprint
+from ...models import Account, Pool
+from ..errors import Conflict, ProviderRefused
+from ..events import event_record
+from ..quota import account_check_quota
+
+
+@dataclass(frozen=True)
+class Onboarded:
+    account: Account
+    outcome: str  # verified, policy_blocked, unverified (a transient failure; the cycle retries)
+
+
+def onboard_event(account: Account, now: datetime, outcome: str, message: str, actor: str) -> None:
+    event_record(
+        account_id=account.pk,
+        at=now,
+        operation=state.Operation.ONBOARDING,
+        outcome=outcome,
+        message=message,
+        actor=actor,
+    )
+
+
+def refuse_duplicate_identity(
+    pool: Pool, account_uuid: str, *, keep: Account | None = None
+) -> None:
+    if not account_uuid:
+        return
+    taken = Account.objects.filter(pool__team=pool.team_id, provider_account_uuid=account_uuid)
+    if keep is not None:
+        taken = taken.exclude(pk=keep.pk)
+    existing = taken.first()
+    if existing is not None:
+        raise Conflict(
+            f"This provider account is already in the team as “{existing.label}”.",
+            code="duplicate_account",
+            details={"account_id": existing.pk},
+        )
+
+
+def refused(failure: state.ProviderFailure, what: str) -> ProviderRefused:
+    return ProviderRefused(
+        f"The provider refused the {what}: {failure.message or failure.kind.value}",
+        details={
+            "provider_status": failure.status,
+            "provider_error": failure.error_code,
+            "provider_message": failure.message,
+        },
+    )
+
+
+def create_oauth(
+    *,
+    pool: Pool,
+    label: str,
+    refresh_token: str,
+    access_token: str,
+    expires_at: datetime | None,
+    identity: dict[str, str],
+    actor: str,
+    now: datetime,
+    how: str,
+    refreshed: bool = False,
+) -> Account:
+    with transaction.atomic():
+        account = Account.objects.create(
+            pool=pool,
+            label=label,
+            kind=Account.Kind.OAUTH,
+            refresh_token=refresh_token,
+            refresh_token_fingerprint=fingerprint(refresh_token),
+            **access_fields(access_token, expires_at),
+            last_refreshed_at=now if refreshed else None,  # tokens fresh from the provider
+            credential_version=1,
+            **identity,
+        )
+        onboard_event(account, now, "created", f"OAuth account added ({how})", actor)
+    return account
+
+
+def access_fields(access_token: str, expires_at: datetime | None) -> dict[str, object]:
+    """An access token is stored with its expiry or not at all (state_snapshot relies on it)."""
+    if access_token and expires_at:
+        return {"access_token": access_token, "access_expires_at": expires_at}
+    return {"access_token": "", "access_expires_at": None}
+
+
+def with_first_quota_check(account: Account, actor: str) -> Onboarded:
+    """Poll the new account's quota at once, so it is usable (or says why not) right away
+    instead of after the next cycle."""
+    checked = account_check_quota(account_id=account.pk, force=True, actor=actor)
+    outcome = "policy_blocked" if checked.outcome == "policy_blocked" else "verified"
+    return Onboarded(Account.objects.get(pk=account.pk), outcome)
