@@ -9,7 +9,7 @@ from datetime import datetime
 from django.db import transaction
 
 from ... import state
-from ...crypto import fingerprint
+from ...crypto import fingerprint, fingerprints
 from ...models import Account, Pool
 from ..errors import Conflict, ProviderRefused
 from ..events import event_record
@@ -47,6 +47,33 @@ def refuse_duplicate_identity(
             f"This provider account is already in the team as “{existing.label}”.",
             code="duplicate_account",
             details={"account_id": existing.pk},
+        )
+
+
+def accounts_holding_refresh_tokens(team_id: int, refresh_tokens: list[str]) -> dict[str, Account]:
+    """The team's accounts whose current refresh token is one of these, by token. A stored
+    fingerprint may be under any configured key (rows older than a key rotation), so each token
+    is looked up under all of them: one indexed query."""
+    marks = {mark: token for token in refresh_tokens for mark in fingerprints(token)}
+    if not marks:
+        return {}
+    rows = Account.objects.filter(pool__team=team_id, refresh_token_fingerprint__in=marks)
+    found: dict[str, Account] = {}
+    for account in rows.order_by("pk").only("pk", "label", "refresh_token_fingerprint"):
+        found.setdefault(marks[account.refresh_token_fingerprint], account)
+    return found
+
+
+def refuse_held_refresh_token(team_id: int, refresh_token: str) -> None:
+    """Refuse a refresh token an account of the team already holds, before anything sends it to
+    the provider: tokens are single-use, so a refresh with it would kill that account."""
+    holder = accounts_holding_refresh_tokens(team_id, [refresh_token]).get(refresh_token)
+    if holder is not None:
+        raise Conflict(
+            f"This refresh token is already in the team as “{holder.label}”; "
+            "nothing was sent to the provider.",
+            code="duplicate_account",
+            details={"account_id": holder.pk},
         )
 
 

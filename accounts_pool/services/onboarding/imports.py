@@ -13,7 +13,7 @@ from django.utils import timezone
 from ...crypto import fingerprint
 from ...models import Account, Pool
 from ..errors import Invalid
-from .common import create_oauth
+from .common import accounts_holding_refresh_tokens, create_oauth
 
 
 @dataclass(frozen=True)
@@ -123,15 +123,15 @@ def accounts_import(
     checks them within a minute."""
     now = now or timezone.now()
     entries = parse_import(document, label=label)
-    present = set(
-        Account.objects.filter(pool__team=pool.team_id).values_list(
-            "refresh_token_fingerprint", flat=True
-        )
-    )
+    held = accounts_holding_refresh_tokens(pool.team_id, [e.refresh_token for e in entries])
     errors = [
-        {"index": index, "error": "this refresh token is already in the team"}
+        {
+            "index": index,
+            "error": f"this refresh token is already in the team as “{holder.label}”",
+            "account_id": holder.pk,
+        }
         for index, entry in enumerate(entries)
-        if fingerprint(entry.refresh_token) in present
+        if (holder := held.get(entry.refresh_token)) is not None
     ]
     if errors:
         raise Invalid(

@@ -20,6 +20,7 @@ from .common import (
     Onboarded,
     create_oauth,
     refuse_duplicate_identity,
+    refuse_held_refresh_token,
     refused,
     with_first_quota_check,
 )
@@ -168,6 +169,7 @@ def oauth_login_complete(
         )
         return Onboarded(Account.objects.get(pk=target.pk), "reauthorized")
     refuse_duplicate_identity(pool, grant.account_uuid)
+    refuse_held_refresh_token(pool.team_id, grant.refresh_token)
     created = create_oauth(
         pool=pool,
         label=label,

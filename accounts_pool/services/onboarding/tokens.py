@@ -27,6 +27,7 @@ from .common import (
     create_oauth,
     onboard_event,
     refuse_duplicate_identity,
+    refuse_held_refresh_token,
     refused,
     with_first_quota_check,
 )
@@ -42,10 +43,12 @@ def account_create_oauth(
     actor: str,
     now: datetime | None = None,
 ) -> Account:
-    """Store an OAuth account's tokens as given, unchecked (the admin form, imports): the cycle
-    refreshes it at once when it has no access token."""
+    """Store an OAuth account's tokens as given, unchecked by the provider (the admin form): the
+    cycle refreshes it at once when it has no access token. A refresh token the team already
+    holds is refused: two accounts refreshing one token would kill both."""
     if not refresh_token:
         raise Invalid("A refresh token is required.")
+    refuse_held_refresh_token(pool.team_id, refresh_token)
     return create_oauth(
         pool=pool,
         label=label,
@@ -158,8 +161,12 @@ def account_onboard_tokens(
     With an unexpired access token the usage endpoint checks it; without one a refresh does (and
     its rotated tokens are what gets stored). A dead refresh token or a rejected access token is
     refused and nothing is saved; a policy 403 onboards the account as blocked; a transient
-    failure onboards it and leaves the retry to the cycle."""
+    failure onboards it and leaves the retry to the cycle.
+
+    A refresh token the team already holds is refused first, with no provider call: refreshing
+    it would rotate it under the account that holds it, which then dies of invalid_grant."""
     now = now or timezone.now()
+    refuse_held_refresh_token(pool.team_id, refresh_token)
     if access_token and expires_at is not None and expires_at > now:
         return _onboard_with_access_token(
             pool=pool,
@@ -210,8 +217,10 @@ def account_store_tokens(
     now: datetime | None = None,
 ) -> None:
     """Re-login: new tokens for an existing account. A new refresh token clears needs-re-login
-    and the refresh backoff; the history is kept."""
+    and the refresh backoff; the history is kept. A refresh token the team already holds (this
+    account's own included: it may be the rejected one) is refused."""
     now = now or timezone.now()
+    refuse_held_refresh_token(account.pool.team_id, refresh_token)
     Account.objects.filter(pk=account.pk).update(
         refresh_token=refresh_token,
         refresh_token_fingerprint=fingerprint(refresh_token),
