@@ -1,9 +1,12 @@
 """Secrets at rest: Fernet keys from ACCOUNTS_POOL_ENCRYPTION_KEYS (the first encrypts, all
-decrypt), and a model field that stores only ciphertext."""
+decrypt), a model field that stores only ciphertext, and keyed fingerprints that tell two
+secrets apart without revealing either."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 from functools import lru_cache
 from typing import Any
 
@@ -56,9 +59,38 @@ def decrypt(ciphertext: str) -> str:
         ) from None
 
 
+# Versioned so a future change of derivation cannot collide with today's fingerprints.
+FINGERPRINT_LABEL = b"accounts-pool refresh-token fingerprint v1\x00"
+
+
+@lru_cache(maxsize=4)
+def _fingerprint_keys(keys: tuple[str, ...]) -> tuple[bytes, ...]:
+    _multifernet(keys)  # the same checks, the same messages, as encryption
+    return tuple(
+        hashlib.sha256(FINGERPRINT_LABEL + base64.urlsafe_b64decode(key.strip())).digest()
+        for key in keys
+    )
+
+
+def _configured_fingerprint_keys() -> tuple[bytes, ...]:
+    return _fingerprint_keys(tuple(k for k in settings.ACCOUNTS_POOL_ENCRYPTION_KEYS if k.strip()))
+
+
+def _hmac(key: bytes, secret: str) -> str:
+    return hmac.new(key, secret.encode(), hashlib.sha256).hexdigest()
+
+
 def fingerprint(secret: str) -> str:
-    """A short, non-reversible tag for a secret: tells two refresh tokens apart, reveals none."""
-    return hashlib.sha256(secret.encode()).hexdigest()[:16] if secret else ""
+    """A keyed tag for a secret (HMAC-SHA256 under a key derived from the first encryption key):
+    tells two refresh tokens apart and reveals none, not even to someone holding a token list
+    and a copy of the database."""
+    return _hmac(_configured_fingerprint_keys()[0], secret) if secret else ""
+
+
+def fingerprints(secret: str) -> list[str]:
+    """The secret's tag under every configured key, the current one first: a row stored before a
+    key rotation still carries the tag of the key that was first then."""
+    return [_hmac(key, secret) for key in _configured_fingerprint_keys()] if secret else []
 
 
 class EncryptedTextField(models.TextField[str, str]):

@@ -8,6 +8,8 @@ from typing import Any
 from django import forms
 
 from .models import Account
+from .services.errors import Conflict
+from .services.onboarding import refuse_held_refresh_token
 
 
 class SecretField(forms.CharField):
@@ -47,6 +49,12 @@ class AccountOnboardForm(forms.ModelForm[Account]):
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         _token_with_expiry(self, cleaned, "access_expires_at")
+        pool, refresh_token = cleaned.get("pool"), cleaned.get("refresh_token")
+        if pool is not None and refresh_token:
+            try:  # said on the form; the service refuses it again when saving
+                refuse_held_refresh_token(pool.team_id, refresh_token)
+            except Conflict as exc:
+                self.add_error("refresh_token", exc.message)
         return cleaned
 
 

@@ -186,7 +186,10 @@ class Account(models.Model):
         null=True, blank=True, help_text="Last successful token refresh."
     )
     refresh_token_fingerprint = models.CharField(
-        max_length=16, blank=True, help_text="Hash prefix of the current refresh token."
+        max_length=64,
+        blank=True,
+        help_text="Keyed fingerprint (HMAC-SHA256) of the current refresh token: finds a token "
+        "the team already holds without decrypting every row.",
     )
     credential_version = models.PositiveIntegerField(
         default=0, help_text="Bumped on every credential change."
@@ -227,7 +230,7 @@ class Account(models.Model):
         null=True, blank=True, help_text="When the last refresh error happened."
     )
     relogin_required_for = models.CharField(
-        max_length=16,
+        max_length=64,
         blank=True,
         help_text="Fingerprint of the refresh token the provider rejected (invalid_grant). "
         "Needs re-login while it matches the current refresh token.",
@@ -307,6 +310,8 @@ class Account(models.Model):
                 name="account_policy_due_idx",
                 condition=Q(enabled=True, kind="oauth", policy_status="blocked"),
             ),
+            # Onboarding's "does the team already hold this refresh token?" (before any refresh).
+            models.Index(fields=["refresh_token_fingerprint"], name="account_refresh_fp_idx"),
         ]
 
     def __str__(self) -> str:

@@ -186,7 +186,7 @@ def test_a_corrupt_import_lists_every_bad_entry_and_saves_nothing(lead, pool):
 
 
 def test_an_import_of_a_token_already_in_the_team_saves_nothing(lead, pool):
-    make_account(pool, label="there", refresh_token="sk-ant-ort01-present")
+    there = make_account(pool, label="there", refresh_token="sk-ant-ort01-present")
     document = {
         "version": 1,
         "accounts": [
@@ -197,7 +197,11 @@ def test_an_import_of_a_token_already_in_the_team_saves_nothing(lead, pool):
     response = lead.post("/pools/claude/accounts/import", document)
     assert response.status_code == 422
     assert response.json()["error"]["details"] == [
-        {"index": 1, "error": "this refresh token is already in the team"}
+        {
+            "index": 1,
+            "error": "this refresh token is already in the team as “there”",
+            "account_id": there.pk,
+        }
     ]
     assert Account.objects.count() == 1
 

@@ -15,7 +15,7 @@ def scope_stored_windows(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("accounts_pool", "0007_checkout_key_index_in_session_index"),
+        ("accounts_pool", "0008_keyed_refresh_token_fingerprint"),
     ]
 
     operations = [
