@@ -14,15 +14,20 @@ from .. import access as rules
 from ..models import Account, Pool, Team
 
 
-def principal(request: HttpRequest) -> rules.Principal:
-    """The signed-in user; pages that call this are behind @login_required."""
+def signed_in_user(request: HttpRequest) -> User:
+    """The page's user; pages that call this are behind @login_required."""
     user = request.user
     if not isinstance(user, User) or not user.is_authenticated:
         raise RuntimeError(
             f"request.user is {type(user).__name__}, not a signed-in User: "
             "a page that checks access needs @login_required."
         )
-    return rules.Principal(user=user)
+    return user
+
+
+def principal(request: HttpRequest) -> rules.Principal:
+    """The signed-in user as the access rules see a caller."""
+    return rules.Principal(user=signed_in_user(request))
 
 
 def actor_of(request: HttpRequest) -> str:

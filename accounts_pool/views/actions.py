@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -12,7 +11,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from ..forms import ConsumerKeyForm, DisableForm
 from ..models import ConsumerKey
 from ..services import keys, levers
-from .access import account_or_404, actor_of, pool_or_404
+from .access import account_or_404, actor_of, pool_or_404, signed_in_user
 
 OUTCOME_MESSAGES = {
     "refreshed": "Tokens refreshed.",
@@ -94,9 +93,8 @@ def consumer_keys(request: HttpRequest, pool: str) -> HttpResponse:
     form = ConsumerKeyForm(request.POST or None)
     shown_once = None
     if request.method == "POST" and form.is_valid():
-        assert isinstance(request.user, User)
         _, shown_once = keys.consumer_key_create(
-            pool=found, name=form.cleaned_data["name"], created_by=request.user
+            pool=found, name=form.cleaned_data["name"], created_by=signed_in_user(request)
         )
         form = ConsumerKeyForm()
     return render(
