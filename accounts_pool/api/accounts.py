@@ -20,14 +20,14 @@ ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 422: ErrorOut}
 @router.get("/accounts/{account_id}", response={200: AccountOut, **ERRORS})
 def get_account(request: HttpRequest, account_id: int) -> dict[str, Any]:
     """Status, every reason, and the separate groups `refresh`, `quota`, `policy`, `cooldown`."""
-    account = access.account_for(request.auth, account_id)  # type: ignore[attr-defined]
+    account = access.account_for(access.principal(request), account_id)
     return present.account_detail(account, timezone.now())
 
 
 @router.patch("/accounts/{account_id}", response={200: AccountOut, **ERRORS})
 def patch_account(request: HttpRequest, account_id: int, payload: AccountPatch) -> dict[str, Any]:
     """Change `label`, `priority`, or `enabled` (with an optional `disabled_reason`). Leads."""
-    principal = request.auth  # type: ignore[attr-defined]
+    principal = access.principal(request)
     account = access.account_for(principal, account_id, lead=True)
     levers.account_update(account=account, actor=principal.actor, **payload.model_dump())
     return present.account_detail_by_id(account.pk)
@@ -36,7 +36,7 @@ def patch_account(request: HttpRequest, account_id: int, payload: AccountPatch) 
 @router.delete("/accounts/{account_id}", response={204: None, **ERRORS})
 def delete_account(request: HttpRequest, account_id: int) -> Status[None]:
     """Delete the account with its history (leads)."""
-    account = access.account_for(request.auth, account_id, lead=True)  # type: ignore[attr-defined]
+    account = access.account_for(access.principal(request), account_id, lead=True)
     levers.account_delete(account=account)
     return Status(204, None)
 
@@ -48,7 +48,7 @@ def list_events(
     filters: Query[EventFilters],
 ) -> dict[str, Any]:
     """The error history, newest first, filterable by operation and outcome."""
-    account = access.account_for(request.auth, account_id)  # type: ignore[attr-defined]
+    account = access.account_for(access.principal(request), account_id)
     events = AccountEvent.objects.filter(account=account)
     if filters.operation:
         events = events.filter(operation=filters.operation)
@@ -71,7 +71,7 @@ Action = Literal["refresh", "check-quota", "clear-backoff"]
 @router.post("/accounts/{account_id}/actions/{action}", response={200: ActionOut, **ERRORS})
 def act(request: HttpRequest, account_id: int, action: Action) -> dict[str, Any]:
     """Pull a lever: `refresh` (ignores the backoff), `check-quota`, `clear-backoff`. Leads."""
-    principal = request.auth  # type: ignore[attr-defined]
+    principal = access.principal(request)
     account = access.account_for(principal, account_id, lead=True)
     outcome: str
     if action == "refresh":

@@ -54,7 +54,7 @@ def _onboarded(result: onboarding.Onboarded) -> dict[str, Any]:
 @router.get("/teams/{team}/pools", response={200: list[PoolOut], **ERRORS})
 def list_pools(request: HttpRequest, team: str) -> list[dict[str, Any]]:
     """The team's pools with counts by status and every account's verdict."""
-    found = access.team_for(request.auth, team)  # type: ignore[attr-defined]
+    found = access.team_for(access.principal(request), team)
     overview = selectors.team_overview(found, now=timezone.now())
     return [present.pool_detail(pool, rows) for pool, rows in overview]
 
@@ -62,7 +62,7 @@ def list_pools(request: HttpRequest, team: str) -> list[dict[str, Any]]:
 @router.post("/teams/{team}/pools", response={201: PoolOut, **ERRORS})
 def create_pool(request: HttpRequest, team: str, payload: PoolIn) -> Status[dict[str, Any]]:
     """Create a pool (leads)."""
-    found = access.team_for(request.auth, team, lead=True)  # type: ignore[attr-defined]
+    found = access.team_for(access.principal(request), team, lead=True)
     pool = team_services.pool_create(team=found, fields=payload.model_dump())
     return Status(201, _pool_out(pool))
 
@@ -71,14 +71,14 @@ def create_pool(request: HttpRequest, team: str, payload: PoolIn) -> Status[dict
 def get_pool(request: HttpRequest, pool: str) -> dict[str, Any]:
     """The pool, counts by status, and each account with its status, reasons and windows.
     A pool's consumer key may read this too."""
-    found = access.pool_for(request.auth, pool, key_ok=True)  # type: ignore[attr-defined]
+    found = access.pool_for(access.principal(request), pool, key_ok=True)
     return _pool_out(found)
 
 
 @router.patch("/pools/{pool}", response={200: PoolOut, **ERRORS})
 def patch_pool(request: HttpRequest, pool: str, payload: PoolPatch) -> dict[str, Any]:
     """Change the pool's name, routing or policy (leads)."""
-    found = access.pool_for(request.auth, pool, lead=True)  # type: ignore[attr-defined]
+    found = access.pool_for(access.principal(request), pool, lead=True)
     team_services.pool_update(pool=found, fields=payload.model_dump(exclude_unset=True))
     return _pool_out(found)
 
@@ -88,7 +88,7 @@ def onboard_account(
     request: HttpRequest, pool: str, payload: AccountCreateIn
 ) -> Status[dict[str, Any]]:
     """Onboard an account by tokens (checked with the provider before saving) or an API key."""
-    principal = request.auth  # type: ignore[attr-defined]
+    principal = access.principal(request)
     found = access.pool_for(principal, pool, lead=True)
     if payload.kind == "api_key":
         assert payload.api_key is not None
@@ -122,7 +122,7 @@ def import_accounts(
 ) -> Status[dict[str, Any]]:
     """Import a Claude Code credentials file (`{"claudeAiOauth": {...}}`) or an anthropic-auth
     accounts file (`{"version": 1, "accounts": [...]}`): all accounts or none."""
-    principal = request.auth  # type: ignore[attr-defined]
+    principal = access.principal(request)
     found = access.pool_for(principal, pool, lead=True)
     created = onboarding.accounts_import(
         pool=found, document=document, label=options.label, actor=principal.actor
@@ -148,10 +148,12 @@ def _account_in(found: Pool, account_id: int | None) -> Account | None:
 def oauth_start(request: HttpRequest, pool: str, payload: OAuthStartIn) -> Status[dict[str, Any]]:
     """Begin a PKCE login: open `authorize_url`, then complete with the pasted code within
     10 minutes. With `account_id`, the login re-authorizes that account in place."""
-    principal = request.auth  # type: ignore[attr-defined]
+    principal = access.principal(request)
     found = access.pool_for(principal, pool, lead=True)
     started = onboarding.oauth_login_start(
-        pool=found, user=principal.user, account=_account_in(found, payload.account_id)
+        pool=found,
+        user=access.users_only(principal),
+        account=_account_in(found, payload.account_id),
     )
     return Status(
         201,
@@ -168,7 +170,7 @@ def oauth_complete(
     request: HttpRequest, pool: str, payload: OAuthCompleteIn
 ) -> Status[dict[str, Any]]:
     """Finish a PKCE login with `CODE#STATE` or the whole callback URL."""
-    principal = request.auth  # type: ignore[attr-defined]
+    principal = access.principal(request)
     found = access.pool_for(principal, pool, lead=True)
     result = onboarding.oauth_login_complete(
         pool=found,

@@ -21,7 +21,7 @@ def _team_out(team: Team, role: str | None) -> dict[str, object]:
 @router.get("/teams", response={200: list[TeamOut], **ERRORS})
 def list_teams(request: HttpRequest) -> list[dict[str, object]]:
     """Teams the caller belongs to (all of them for a superuser), with the caller's role."""
-    principal = request.auth  # type: ignore[attr-defined]
+    principal = access.principal(request)
     teams = access.visible_teams(principal)
     roles = dict(Membership.objects.filter(user=principal.user).values_list("team_id", "role"))
     return [_team_out(team, roles.get(team.pk)) for team in teams.order_by("name")]
@@ -30,10 +30,7 @@ def list_teams(request: HttpRequest) -> list[dict[str, object]]:
 @router.post("/teams", response={201: TeamOut, **ERRORS})
 def create_team(request: HttpRequest, payload: TeamIn) -> Status[dict[str, object]]:
     """Create a team (superusers only)."""
-    principal = request.auth  # type: ignore[attr-defined]
-    access.users_only(principal)
-    if not principal.user.is_superuser:
-        raise access.Forbidden("Only a superuser creates teams.")
+    access.superusers_only(access.principal(request))
     team = team_services.team_create(name=payload.name, slug=payload.slug)
     return Status(201, _team_out(team, None))
 
@@ -41,7 +38,7 @@ def create_team(request: HttpRequest, payload: TeamIn) -> Status[dict[str, objec
 @router.post("/teams/{team}/members", response={201: MemberOut, **ERRORS})
 def add_member(request: HttpRequest, team: str, payload: MemberIn) -> Status[dict[str, object]]:
     """Add a user to the team as `lead` or `member` (or change their role). Leads only."""
-    found = access.team_for(request.auth, team, lead=True)  # type: ignore[attr-defined]
+    found = access.team_for(access.principal(request), team, lead=True)
     membership = team_services.membership_set(
         team=found, username=payload.username, role=payload.role
     )

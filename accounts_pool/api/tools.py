@@ -11,7 +11,7 @@ from ninja import Router, Status
 from ninja.errors import AuthenticationError, HttpError
 
 from .. import metrics
-from ..models import Checkout, ConsumerKey
+from ..models import ConsumerKey
 from ..services import keys
 from ..services.checkout import CheckoutResult, KeyChanged, NoUsableAccount, checkout_create
 from ..services.reports import report_record
@@ -36,23 +36,24 @@ ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: Error
 @router.get("/pools/{pool}/consumer-keys", response={200: list[KeyOut], **ERRORS})
 def list_keys(request: HttpRequest, pool: str) -> list[dict[str, Any]]:
     """The pool's keys (never the keys themselves). Leads."""
-    found = access.pool_for(request.auth, pool, lead=True)  # type: ignore[attr-defined]
+    found = access.pool_for(access.principal(request), pool, lead=True)
     return [present.key(k) for k in ConsumerKey.objects.filter(pool=found).order_by("name")]
 
 
 @router.post("/pools/{pool}/consumer-keys", response={201: KeyCreatedOut, **ERRORS})
 def create_key(request: HttpRequest, pool: str, payload: KeyIn) -> Status[dict[str, Any]]:
     """A key for a tool: checkout and reports for this pool only. Shown once. Leads."""
-    principal = request.auth  # type: ignore[attr-defined]
+    principal = access.principal(request)
     found = access.pool_for(principal, pool, lead=True)
-    key, secret = keys.consumer_key_create(pool=found, name=payload.name, created_by=principal.user)
+    lead = access.users_only(principal)
+    key, secret = keys.consumer_key_create(pool=found, name=payload.name, created_by=lead)
     return Status(201, {**present.key(key), "key": secret})
 
 
 @router.delete("/pools/{pool}/consumer-keys/{key_id}", response={204: None, **ERRORS})
 def revoke_key(request: HttpRequest, pool: str, key_id: int) -> Status[None]:
     """Revoke a key at once. Leads."""
-    found = access.pool_for(request.auth, pool, lead=True)  # type: ignore[attr-defined]
+    found = access.pool_for(access.principal(request), pool, lead=True)
     key = ConsumerKey.objects.filter(pool=found, pk=key_id).first()
     if key is None:
         raise access.NotFound("Consumer key")
@@ -86,7 +87,8 @@ def checkout(request: HttpRequest, pool: str, payload: CheckoutIn) -> dict[str, 
 def _checkout_afresh_if_failed(request: HttpRequest, pool: str, session: str) -> CheckoutResult:
     """Checkout as the key this process read lately; if that fails, the key may have been
     revoked or its pool changed since, so read it again and answer as that one says."""
-    principal = request.auth  # type: ignore[attr-defined]
+    principal: Principal | None  # BEARER() below may find none
+    principal = access.principal(request)
     try:
         return _checkout_as(principal, pool, session)
     except (KeyChanged, HttpError):
@@ -110,15 +112,12 @@ def report(request: HttpRequest, checkout_id: UUID, payload: ReportIn) -> dict[s
     """What the provider answered the tool: 429 cools the account down (Retry-After, else the
     reported reset, at most 30 minutes) and updates windows from the rate-limit headers; 401
     queues a refresh; 403 with the organisation-policy message blocks it and queues a check."""
-    principal = request.auth  # type: ignore[attr-defined]
-    access.keys_only(principal)
-    found = Checkout.objects.filter(pk=checkout_id, consumer_key=principal.key).first()
-    if found is None:
-        raise access.NotFound("Checkout")
+    key = access.keys_only(access.principal(request))
+    found = access.checkout_for(key, checkout_id)
     retry_after = None if payload.retry_after is None else str(payload.retry_after)
     outcome = report_record(
         checkout=found,
-        key=principal.key,
+        key=key,
         status=payload.status,
         retry_after=retry_after,
         headers=payload.headers or {},

@@ -1,46 +1,64 @@
-"""Team isolation for pages: other teams' objects are 404; members read, leads act."""
+"""The access rules (accounts_pool/access.py) for pages: the signed-in user as the principal,
+and a refusal as Http404 or PermissionDenied."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest
 
-from ..models import Account, Membership, Pool, Team
-from ..selectors import user_role
+from .. import access as rules
+from ..models import Account, Pool, Team
+
+
+def signed_in_user(request: HttpRequest) -> User:
+    """The page's user; pages that call this are behind @login_required."""
+    user = request.user
+    if not isinstance(user, User) or not user.is_authenticated:
+        raise RuntimeError(
+            f"request.user is {type(user).__name__}, not a signed-in User: "
+            "a page that checks access needs @login_required."
+        )
+    return user
+
+
+def principal(request: HttpRequest) -> rules.Principal:
+    """The signed-in user as the access rules see a caller."""
+    return rules.Principal(user=signed_in_user(request))
 
 
 def actor_of(request: HttpRequest) -> str:
     """Who pulled a lever from a page, as the history records it."""
-    return f"user:{request.user.get_username()}"
+    return principal(request).actor
 
 
-def _check(request: HttpRequest, team: Team, *, lead: bool) -> str:
-    role = user_role(request.user, team)
-    if role is None:
-        raise Http404("Not found.")
-    if lead and role != Membership.Role.LEAD:
-        raise PermissionDenied("Only the team's leads may do this.")
-    return role
+@contextmanager
+def _as_page_error() -> Iterator[None]:
+    try:
+        yield
+    except rules.NotFound as refused:
+        raise Http404(refused.summary) from None
+    except rules.Refused as refused:
+        raise PermissionDenied(refused.summary) from None
 
 
 def team_or_404(request: HttpRequest, slug: str, *, lead: bool = False) -> tuple[Team, str]:
-    team = Team.objects.filter(slug=slug).first()
-    if team is None:
-        raise Http404("Not found.")
-    return team, _check(request, team, lead=lead)
+    with _as_page_error():
+        return rules.team_for(principal(request), slug, lead=lead)
 
 
 def pool_or_404(request: HttpRequest, slug: str, *, lead: bool = False) -> tuple[Pool, str]:
-    pool = Pool.objects.select_related("team").filter(slug=slug).first()
-    if pool is None:
-        raise Http404("Not found.")
-    return pool, _check(request, pool.team, lead=lead)
+    with _as_page_error():
+        pool, role = rules.pool_for(principal(request), slug, lead=lead)
+    assert role is not None  # a person's role; only a consumer key has none
+    return pool, role
 
 
 def account_or_404(
     request: HttpRequest, account_id: int, *, lead: bool = False
 ) -> tuple[Account, str]:
-    account = Account.objects.select_related("pool", "pool__team").filter(pk=account_id).first()
-    if account is None:
-        raise Http404("Not found.")
-    return account, _check(request, account.pool.team, lead=lead)
+    with _as_page_error():
+        return rules.account_for(principal(request), account_id, lead=lead)

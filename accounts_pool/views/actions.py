@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -14,7 +13,7 @@ from ..models import ConsumerKey
 from ..services import keys, levers
 from ..services.quota import QuotaOutcome
 from ..services.refresh import RefreshOutcome
-from .access import account_or_404, actor_of, pool_or_404
+from .access import account_or_404, actor_of, pool_or_404, signed_in_user
 
 OUTCOME_MESSAGES: dict[RefreshOutcome | QuotaOutcome, str] = {
     RefreshOutcome.REFRESHED: "Tokens refreshed.",
@@ -98,9 +97,8 @@ def consumer_keys(request: HttpRequest, pool: str) -> HttpResponse:
     form = ConsumerKeyForm(request.POST or None)
     shown_once = None
     if request.method == "POST" and form.is_valid():
-        assert isinstance(request.user, User)
         _, shown_once = keys.consumer_key_create(
-            pool=found, name=form.cleaned_data["name"], created_by=request.user
+            pool=found, name=form.cleaned_data["name"], created_by=signed_in_user(request)
         )
         form = ConsumerKeyForm()
     return render(
