@@ -336,6 +336,45 @@ def report_cooldown(
     return min(delay, COOLDOWN_CAP)
 
 
+# --- The relay: what an upstream answer means for the account (DESIGN.md 4.4) --------------------
+
+POLICY_MARKERS = ("not allowed for this organization",)
+
+
+def is_policy_message(text: str) -> bool:
+    """Does a 403's message say the organisation forbids OAuth use (PROVIDERS.md)?"""
+    lowered = text.lower()
+    return any(marker in lowered for marker in POLICY_MARKERS)
+
+
+class RelayVerdict(StrEnum):
+    PASS = "pass"  # the tool gets the answer; no account state changes (but the windows)
+    RATE_LIMITED = "rate_limited"  # cooldown as a reported 429, then the next account
+    REFRESH_AND_RETRY = "refresh_and_retry"  # 401: refresh once, retry the same account
+    TOKEN_REJECTED = "token_rejected"  # 401 after that refresh: the next account
+    POLICY_BLOCKED = "policy_blocked"  # 403 with the policy message: the next account
+
+
+def relay_verdict(
+    *, status: int, first_error_type: str, message: str, refreshed: bool
+) -> RelayVerdict:
+    """Classify an upstream Messages answer before any byte of it reaches the tool.
+
+    `first_error_type` is the type of a 200 stream's first event when that is an `error`
+    event; `refreshed` says this account was already refreshed for this request. A 529 is the
+    service as a whole, not the account: it passes through like other 5xx and 4xx."""
+    if status == 429 or (status == 200 and first_error_type == "rate_limit_error"):
+        return RelayVerdict.RATE_LIMITED
+    if status == 401:
+        return RelayVerdict.TOKEN_REJECTED if refreshed else RelayVerdict.REFRESH_AND_RETRY
+    if status == 403 and is_policy_message(message):
+        return RelayVerdict.POLICY_BLOCKED
+    return RelayVerdict.PASS
+
+
+RELAY_MAX_ACCOUNTS = 3  # accounts tried per request (a 401's retry on one account not counted)
+
+
 # Failures that say nothing about the credential: the provider was busy, down or garbled.
 TRANSIENT_FAILURES = (
     FailureKind.RATE_LIMITED,

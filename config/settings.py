@@ -191,6 +191,10 @@ ANTHROPIC_PROFILE_URL = env.str(
     "ANTHROPIC_PROFILE_URL", default="https://api.anthropic.com/api/oauth/profile"
 )
 ANTHROPIC_HTTP_TIMEOUT = env.float("ANTHROPIC_HTTP_TIMEOUT", default=20.0)
+# The Messages API the relay forwards to (never taken from a request).
+ANTHROPIC_API_URL = env.str("ANTHROPIC_API_URL", default="https://api.anthropic.com")
+# A relayed request body is read once, up to this size, so it can be replayed to another account.
+RELAY_MAX_BODY_BYTES = env.int("RELAY_MAX_BODY_BYTES", default=32 * 1024 * 1024)
 
 # --- Refresh cycle -------------------------------------------------------------------------
 # How long a refresh claim holds before another worker may take the account over (a killed

@@ -14,6 +14,7 @@ os.environ.setdefault("ANTHROPIC_TOKEN_URL", "https://platform.anthropic.test/v1
 os.environ.setdefault("ANTHROPIC_USAGE_URL", "https://api.anthropic.test/api/oauth/usage")
 os.environ.setdefault("ANTHROPIC_PROFILE_URL", "https://api.anthropic.test/api/oauth/profile")
 os.environ.setdefault("ANTHROPIC_AUTHORIZE_URL", "https://claude.anthropic.test/oauth/authorize")
+os.environ.setdefault("ANTHROPIC_API_URL", "https://api.anthropic.test")
 os.environ.setdefault("ANTHROPIC_HTTP_TIMEOUT", "5")
 
 from .settings import *  # noqa: F403

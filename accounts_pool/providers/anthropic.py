@@ -27,6 +27,7 @@ from django.conf import settings
 from ..redaction import redact
 from ..state import (
     FailureKind,
+    is_policy_message,
     ProfileFailure,
     ProviderFailure,
     QuotaFailure,
@@ -520,14 +521,7 @@ def client() -> AnthropicClient:
 
 # --- What tools report back -------------------------------------------------------------------
 
-POLICY_MARKERS = ("not allowed for this organization",)
 _HEADER_WINDOWS = (("5h", "five_hour", "5-hour"), ("7d", "seven_day", "7-day"))
-
-
-def is_policy_message(text: str) -> bool:
-    """Does a 403's message say the organisation forbids OAuth use (PROVIDERS.md)?"""
-    lowered = text.lower()
-    return any(marker in lowered for marker in POLICY_MARKERS)
 
 
 def parse_ratelimit_headers(headers: dict[str, str]) -> tuple[UsageWindow, ...]:
