@@ -194,10 +194,11 @@ class Account(models.Model):
     credential_version = models.PositiveIntegerField(
         default=0, help_text="Bumped on every credential change."
     )
-    access_from_usage_401 = models.BooleanField(
+    access_from_401 = models.BooleanField(
         default=False,
-        help_text="The access token came from a refresh that a usage-endpoint 401 asked for: "
-        "another 401 on it backs the refresh off instead of refreshing again at once.",
+        help_text="The access token came from a refresh that a 401 asked for (usage endpoint or "
+        "a relayed request): another 401 on it backs the refresh off instead of refreshing "
+        "again at once.",
     )
     refresh_claimed_until = models.DateTimeField(
         null=True,
@@ -375,6 +376,7 @@ class QuotaWindow(models.Model):
     class Source(models.TextChoices):
         POLL = "poll", "Usage endpoint"
         REPORT = "report", "Tool report"
+        RELAY = "relay", "Relayed answer"
 
     account = models.ForeignKey(
         Account, on_delete=models.CASCADE, related_name="quota_windows", help_text="The account."

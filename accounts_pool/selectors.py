@@ -132,15 +132,16 @@ def next_change(rows: list[AccountWithVerdict]) -> datetime | None:
 
 
 def accounts_with_verdicts(
-    accounts: QuerySet[Account], *, now: datetime
+    accounts: QuerySet[Account], *, now: datetime, model: str | None = None
 ) -> list[AccountWithVerdict]:
-    """Accounts with their eligibility, in a fixed number of queries however many rows."""
+    """Accounts with their eligibility (for a request of `model`, if known), in a fixed number
+    of queries however many rows."""
     rows = (
         accounts.select_related("pool")
         .prefetch_related("quota_windows")
         .defer(*Account.SECRET_FIELDS)  # nothing here hands a credential out
     )
-    return [AccountWithVerdict(account, account.verdict(now)) for account in rows]
+    return [AccountWithVerdict(account, account.verdict(now, model=model)) for account in rows]
 
 
 def user_role(user: User | AnonymousUser, team: Team) -> str | None:

@@ -25,8 +25,8 @@ class FailureKind(StrEnum):
     NETWORK = "network_error"  # connect error, reset, timeout
     MALFORMED = "malformed"  # 2xx we could not parse
     INTERNAL = "internal_error"  # our side failed around the call (a bad key, a bug)
-    # The usage endpoint answered 401 to an access token that a refresh had just issued because
-    # of a usage 401: refreshing again at once would not help, so the refresh backs off.
+    # The usage endpoint or the Messages API answered 401 to an access token that a refresh had
+    # just issued because of a 401: refreshing again at once would not help, so it backs off.
     ACCESS_REJECTED = "access_rejected"
 
 
@@ -229,21 +229,21 @@ def quota_failure_effect(
     failure: QuotaFailure,
     *,
     previous_failures: int,
-    token_from_usage_401: bool,
+    token_from_401: bool,
     retried: bool = False,
     now: datetime,
 ) -> QuotaFailureEffect:
     """Classify a usage-endpoint failure.
 
     A 401 is never a quota failure. It refreshes the token and retries once, unless the token
-    in use was itself obtained by a refresh that a usage 401 asked for (`token_from_usage_401`)
+    in use was itself obtained by a refresh that a usage 401 asked for (`token_from_401`)
     or this is that retry: then the token is what the provider rejects (ACCESS_REJECTED), and
     the refresh service backs off. The guard is per token, so nothing loops."""
     retry_after = parse_retry_after(failure.retry_after, now)
     if failure.status == 401:
         action = (
             QuotaFailureAction.ACCESS_REJECTED
-            if retried or token_from_usage_401
+            if retried or token_from_401
             else QuotaFailureAction.REFRESH_AND_RETRY
         )
         return QuotaFailureEffect(action, previous_failures, None, None)
@@ -265,18 +265,18 @@ ACCESS_REJECTED_CAP = timedelta(minutes=60)
 @dataclass(frozen=True)
 class RefreshSuccessEffect:
     failures: int  # consecutive refresh failures after this success
-    token_from_usage_401: bool  # the new access token was asked for by a usage 401
+    token_from_401: bool  # the new access token was asked for by a usage 401
 
 
 def refresh_success_effect(
-    *, previous_failures: int, previous_error_kind: str, asked_by_usage_401: bool
+    *, previous_failures: int, previous_error_kind: str, asked_by_401: bool
 ) -> RefreshSuccessEffect:
     """A refresh that replaces a token the usage endpoint rejected keeps the failure streak (so
     the access-rejected ladder climbs) and marks the new token as obtained because of a 401."""
     replaces_rejected = previous_error_kind == FailureKind.ACCESS_REJECTED
     return RefreshSuccessEffect(
         failures=previous_failures if replaces_rejected else 0,
-        token_from_usage_401=asked_by_usage_401 or replaces_rejected,
+        token_from_401=asked_by_401 or replaces_rejected,
     )
 
 
@@ -595,7 +595,7 @@ def _credential_reasons(state: AccountState, now: datetime) -> list[Reason]:
         status = f"HTTP {state.refresh_error_status}" if state.refresh_error_status else "error"
         detail = f": {state.refresh_error_message}" if state.refresh_error_message else ""
         failing = (
-            f"Access token rejected ({status} from the usage endpoint right after a refresh)"
+            f"Access token rejected ({status} right after a refresh: {state.refresh_error_message})"
             if state.refresh_error_kind == FailureKind.ACCESS_REJECTED
             else f"Token refresh failing ({status} from the token endpoint{detail})"
         )

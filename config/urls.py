@@ -1,12 +1,17 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from accounts_pool.api.main import api
+from accounts_pool.views import relay
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    # The relay (DESIGN.md 4.4); production serves it from the ASGI process (Procfile: relay).
+    path("relay/anthropic/v1/messages", relay.messages_create, name="relay_messages"),
+    path("relay/anthropic/v1/messages/count_tokens", relay.count_tokens, name="relay_count"),
+    re_path(r"^relay/anthropic/(?P<rest>.*)$", relay.not_found),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("accounts_pool.urls")),

@@ -181,7 +181,7 @@ def test_persistent_usage_401s_never_loop_and_the_refresh_ladder_climbs(pool, pr
     _cycles(account, 5 * MIN, 6 * MIN, 14 * MIN)  # the next cycle after 5 min refreshes once
     account.refresh_from_db()
     assert (provider.usage.call_count, provider.token.call_count) == (3, 2)
-    assert account.access_from_usage_401  # its 401 did not refresh again at once
+    assert account.access_from_401  # its 401 did not refresh again at once
     assert account.refresh_backoff_until == NOW + 5 * MIN + 10 * MIN
 
 
@@ -280,7 +280,7 @@ def test_a_401_right_after_an_ordinary_refresh_still_refreshes_and_retries(pool,
 
 
 def test_a_401_on_a_token_a_usage_401_obtained_is_not_refreshed_again(pool, provider):
-    account = make_account(pool, access_from_usage_401=True, **DUE)
+    account = make_account(pool, access_from_401=True, **DUE)
     provider.usage.respond(401)
     assert account_check_quota(account_id=account.pk, now=NOW).outcome == "access_rejected"
     account.refresh_from_db()
@@ -290,14 +290,12 @@ def test_a_401_on_a_token_a_usage_401_obtained_is_not_refreshed_again(pool, prov
 
 
 def test_an_ordinary_refresh_ends_the_usage_401_guard(pool, provider):
-    account = make_account(
-        pool, access_from_usage_401=True, access_expires_at=NOW + 3 * HOUR, **DUE
-    )
+    account = make_account(pool, access_from_401=True, access_expires_at=NOW + 3 * HOUR, **DUE)
     provider.token.respond(200, json=token_answer())
     _cycles(account, timedelta(0))
     account.refresh_from_db()
     assert provider.token.call_count == 1
-    assert not account.access_from_usage_401
+    assert not account.access_from_401
 
 
 def test_check_quota_now_waits_a_minute_after_a_failure(pool, provider):

@@ -140,7 +140,7 @@ def _quota(
     return quota_failure_effect(
         failure,
         previous_failures=failures,
-        token_from_usage_401=from_401,
+        token_from_401=from_401,
         retried=retried,
         now=NOW,
     )
@@ -215,9 +215,9 @@ def test_a_refresh_marks_tokens_obtained_because_of_a_usage_401(
     previous_kind, asked, failures, from_401
 ):
     effect = refresh_success_effect(
-        previous_failures=2, previous_error_kind=previous_kind, asked_by_usage_401=asked
+        previous_failures=2, previous_error_kind=previous_kind, asked_by_401=asked
     )
-    assert effect == RefreshSuccessEffect(failures=failures, token_from_usage_401=from_401)
+    assert effect == RefreshSuccessEffect(failures=failures, token_from_401=from_401)
 
 
 @pytest.mark.parametrize(
@@ -554,8 +554,11 @@ def test_a_refresh_backoff_after_a_rejected_access_token_says_so():
         refresh_backoff_until=NOW + 5 * MIN,
         refresh_error_kind="access_rejected",
         refresh_error_status=401,
+        refresh_error_message="the usage endpoint rejected the access token a refresh had just "
+        "issued",
     )
     reason = eligibility(rejected, POLICY, NOW).reasons[0]
     assert reason.code == ReasonCode.REFRESH_BACKOFF
     assert reason.excludes
-    assert reason.message.startswith("Access token rejected (HTTP 401 from the usage endpoint")
+    assert reason.message.startswith("Access token rejected (HTTP 401 right after a refresh: ")
+    assert "the usage endpoint rejected" in reason.message

@@ -21,10 +21,10 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddField(
             model_name="account",
-            name="access_from_usage_401",
+            name="access_from_401",
             field=models.BooleanField(
                 default=False,
-                help_text="The access token came from a refresh that a usage-endpoint 401 asked for: another 401 on it backs the refresh off instead of refreshing again at once.",
+                help_text="The access token came from a refresh that a 401 asked for (usage endpoint or a relayed request): another 401 on it backs the refresh off instead of refreshing again at once.",
             ),
         ),
         migrations.AddField(

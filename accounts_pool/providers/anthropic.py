@@ -27,7 +27,6 @@ from django.conf import settings
 from ..redaction import redact
 from ..state import (
     FailureKind,
-    is_policy_message,
     ProfileFailure,
     ProviderFailure,
     QuotaFailure,

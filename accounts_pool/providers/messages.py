@@ -50,6 +50,9 @@ NOT_FORWARDED = HOP_BY_HOP | {
 NOT_RETURNED = HOP_BY_HOP | {"content-length", "set-cookie"}
 
 
+Answer = httpx.Response  # an upstream answer, its body still to be streamed
+
+
 class UpstreamUnreachable(Exception):
     """No answer from the Messages API (connect error, reset, timeout before the headers)."""
 

@@ -83,9 +83,11 @@ ROUNDS = ((1, 0), (8, 1), (None, 9))
 FIRST_ROUND = ROUNDS[0][0]
 
 
-def _verdict(candidate: selectors.CheckoutCandidate, pool: Pool, now: datetime) -> state.Verdict:
+def _verdict(
+    candidate: selectors.CheckoutCandidate, pool: Pool, now: datetime, model: str | None = None
+) -> state.Verdict:
     snapshot = candidate.account.state_snapshot(windows=candidate.windows)
-    return state.eligibility(snapshot, pool.policy, now)
+    return state.eligibility(snapshot, pool.policy, now, model=model)
 
 
 def _sticky_account(key: ConsumerKey, session_hash: str) -> int | None:
@@ -100,14 +102,18 @@ def _sticky_account(key: ConsumerKey, session_hash: str) -> int | None:
 
 
 def _balanced(
-    pool: Pool, rows: list[selectors.CheckoutCandidate], now: datetime, degraded: Account | None
+    pool: Pool,
+    rows: list[selectors.CheckoutCandidate],
+    now: datetime,
+    degraded: Account | None,
+    model: str | None,
 ) -> Account | None:
     """The account balanced routing spends best; `degraded` (a session's degraded account)
     serves before any other degraded one, as in the other routings."""
     candidates = [
         routing.Candidate(
             account_id=row.account.pk,
-            status=_verdict(row, pool, now).status,
+            status=_verdict(row, pool, now, model).status,
             last_used_at=row.account.last_used_at,
             windows=tuple(row.windows),
         )
@@ -119,7 +125,9 @@ def _balanced(
     return next((r.account for r in rows if chosen and r.account.pk == chosen.account_id), None)
 
 
-def _pick(pool: Pool, now: datetime, *, sticky_id: int | None, skip: set[int]) -> Account | None:
+def _pick(
+    pool: Pool, now: datetime, *, sticky_id: int | None, skip: set[int], model: str | None
+) -> Account | None:
     """The routing's best usable account, else its best degraded one, else None.
 
     Only accounts that SQL cannot rule out are read, in the routing's order, a few at a time:
@@ -127,19 +135,19 @@ def _pick(pool: Pool, now: datetime, *, sticky_id: int | None, skip: set[int]) -
     fallback = None
     if sticky_id is not None and sticky_id not in skip:
         for sticky in selectors.checkout_candidates(pool, now=now, only=sticky_id):
-            status = _verdict(sticky, pool, now).status
+            status = _verdict(sticky, pool, now, model).status
             if status == state.Status.USABLE:
                 return sticky.account
             if status == state.Status.DEGRADED:
                 fallback = sticky.account
     if pool.routing == Pool.Routing.BALANCED:
         rows = selectors.checkout_candidates(pool, now=now, skip=skip)
-        return _balanced(pool, rows, now, fallback)
+        return _balanced(pool, rows, now, fallback, model)
     first_degraded = None
     for limit, offset in ROUNDS:
         rows = selectors.checkout_candidates(pool, now=now, skip=skip, limit=limit, offset=offset)
         for row in rows:
-            status = _verdict(row, pool, now).status
+            status = _verdict(row, pool, now, model).status
             if status == state.Status.USABLE:
                 return row.account
             if status == state.Status.DEGRADED and first_degraded is None:
@@ -149,8 +157,8 @@ def _pick(pool: Pool, now: datetime, *, sticky_id: int | None, skip: set[int]) -
     return fallback or first_degraded
 
 
-def _none_usable(pool: Pool, now: datetime) -> NoUsableAccount:
-    rows = selectors.accounts_with_verdicts(Account.objects.filter(pool=pool), now=now)
+def _none_usable(pool: Pool, now: datetime, model: str | None) -> NoUsableAccount:
+    rows = selectors.accounts_with_verdicts(Account.objects.filter(pool=pool), now=now, model=model)
     usable_at = [r.verdict.usable_at for r in rows if r.verdict.usable_at is not None]
     return NoUsableAccount(
         min(usable_at) if usable_at else None,
@@ -184,7 +192,12 @@ def _ready(account: Account, key: ConsumerKey, now: datetime) -> Account | None:
 
 
 def checkout_create(
-    *, key: ConsumerKey, session: str = "", now: datetime | None = None
+    *,
+    key: ConsumerKey,
+    session: str = "",
+    model: str | None = None,
+    exclude: frozenset[int] = frozenset(),
+    now: datetime | None = None,
 ) -> CheckoutResult:
     """Pick a usable account (then a degraded one) by the pool's routing, keep a session on
     its account, and record the checkout. Raises NoUsableAccount with every account's reasons.
@@ -196,12 +209,12 @@ def checkout_create(
     pool = key.pool
     session_hash = secret_hash(session) if session else ""
     sticky_id = _sticky_account(key, session_hash)
-    skip: set[int] = set()
+    skip: set[int] = set(exclude)
     while True:
-        chosen = _pick(pool, now, sticky_id=sticky_id, skip=skip)
+        chosen = _pick(pool, now, sticky_id=sticky_id, skip=skip, model=model)
         if chosen is None:
             _confirm(key)
-            raise _none_usable(pool, now)
+            raise _none_usable(pool, now, model)
         account = _ready(chosen, key, now)
         if account is not None:
             break

@@ -220,7 +220,7 @@ def quota_record_failure(
     effect = state.quota_failure_effect(
         failure,
         previous_failures=account.quota_failures,
-        token_from_usage_401=account.access_from_usage_401,
+        token_from_401=account.access_from_401,
         retried=True,
         now=now,
     )
@@ -239,7 +239,9 @@ def _apply_failure(
     if effect.action == state.QuotaFailureAction.POLICY_BLOCKED:
         return quota_record_policy_blocked(account, failure, now, actor)
     if effect.action == state.QuotaFailureAction.ACCESS_REJECTED:
-        rejected = refresh_record_access_rejected(account, failure, now, actor)
+        rejected = refresh_record_access_rejected(
+            account, endpoint="usage endpoint", status=failure.status, now=now, actor=actor
+        )
         return QuotaResult(
             account.pk, QuotaOutcome.ACCESS_REJECTED, rejected.message, rejected.until
         )
@@ -258,7 +260,7 @@ def _check(
         effect = state.quota_failure_effect(
             exc.failure,
             previous_failures=account.quota_failures,
-            token_from_usage_401=account.access_from_usage_401,
+            token_from_401=account.access_from_401,
             retried=retried,
             now=now,
         )
@@ -267,7 +269,7 @@ def _check(
                 account_id=account.pk,
                 now=fixed_now,
                 access_rejected_version=version,
-                asked_by_usage_401=True,
+                asked_by_401=True,
                 wait=True,
                 actor=actor,
             )

@@ -114,7 +114,7 @@ def _store_grant(
     now: datetime,
     claim: datetime,
     *,
-    asked_by_usage_401: bool,
+    asked_by_401: bool,
 ) -> bool:
     """Save the provider's answer at once. Kept whatever became of the claim (the provider has
     already rotated the token), unless a re-login replaced the credential meanwhile; the claim
@@ -122,12 +122,12 @@ def _store_grant(
     effect = state.refresh_success_effect(
         previous_failures=account.refresh_failures,
         previous_error_kind=account.refresh_error_kind,
-        asked_by_usage_401=asked_by_usage_401,
+        asked_by_401=asked_by_401,
     )
     updates: dict[str, object] = {
         "access_token": grant.access_token,
         "access_expires_at": now + grant.expires_in,
-        "access_from_usage_401": effect.token_from_usage_401,
+        "access_from_401": effect.token_from_401,
         "last_refreshed_at": now,
         "credential_version": F("credential_version") + 1,
         "refresh_claimed_until": Case(
@@ -161,19 +161,20 @@ def refresh_record_failure(
 
 
 def refresh_record_access_rejected(
-    account: Account, failure: state.QuotaFailure, now: datetime, actor: str
+    account: Account, *, endpoint: str, status: int | None, now: datetime, actor: str
 ) -> RefreshResult:
-    """The usage endpoint answered 401 to an access token that a usage 401 had just obtained:
-    that token is dead, and refreshing again at once would only repeat it, so the refresh backs
-    off (state.access_rejected_effect). Not a quota failure: the quota state is untouched."""
+    """`endpoint` (the usage endpoint, the Messages API) answered 401 to an access token that a
+    401 had just obtained: that token is dead, and refreshing again at once would only repeat
+    it, so the refresh backs off (state.access_rejected_effect). Not a quota failure: the quota
+    state is untouched."""
     effect = state.access_rejected_effect(previous_failures=account.refresh_failures, now=now)
     Account.objects.filter(
         pk=account.pk, credential_version=account.credential_version, access_expires_at__gt=now
     ).update(access_expires_at=now)
     rejected = state.TokenFailure(
         kind=state.FailureKind.ACCESS_REJECTED,
-        status=failure.status,
-        message="the usage endpoint rejected the access token a refresh had just issued",
+        status=status,
+        message=f"the {endpoint} rejected the access token a refresh had just issued",
     )
     return _record(account, effect, rejected, now, actor, claim=None)
 
@@ -240,7 +241,7 @@ def account_refresh(
     now: datetime | None = None,
     force: bool = False,
     access_rejected_version: int | None = None,
-    asked_by_usage_401: bool = False,
+    asked_by_401: bool = False,
     wait: bool = False,
     lead: timedelta | None = None,
     actor: str = CYCLE_ACTOR,
@@ -249,7 +250,7 @@ def account_refresh(
 
     `force` (a person's lever) ignores due-ness and the backoff, but never a needs-re-login and
     never within a minute of the last failure. `access_rejected_version` says the provider
-    rejected that credential's access token; `asked_by_usage_401` says the usage endpoint did
+    rejected that credential's access token; `asked_by_401` says a 401 asked for this refresh
     (the new token is then marked, so that a 401 on it backs off instead of looping). `lead`
     widens the pool's refresh lead (checkout
     refreshes a token that expires within 5 minutes). Exactly one caller wins the claim and
@@ -312,7 +313,7 @@ def account_refresh(
         refresh_record_failure(account, failure, now or timezone.now(), actor, claim=claim)
         raise
     answered = now or timezone.now()
-    if not _store_grant(account, grant, answered, claim, asked_by_usage_401=asked_by_usage_401):
+    if not _store_grant(account, grant, answered, claim, asked_by_401=asked_by_401):
         logger.warning("account=%s refresh answer dropped: re-login happened meanwhile", account.pk)
         return RefreshResult(
             account.pk, RefreshOutcome.REFRESHED_ELSEWHERE, "credential replaced meanwhile"

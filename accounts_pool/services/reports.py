@@ -36,27 +36,32 @@ class ReportOutcome:
     windows: list[str] = field(default_factory=list)
 
 
-def _store_report_windows(
-    account: Account, windows: tuple[anthropic.UsageWindow, ...], now: datetime
+def store_windows(
+    account_id: int,
+    windows: tuple[anthropic.UsageWindow, ...],
+    now: datetime,
+    source: QuotaWindow.Source,
 ) -> list[str]:
-    """Per window the newer observation wins (a poll made later is kept)."""
+    """Windows a tool reported or a relayed answer carried (the rate-limit headers). Per window
+    the newer observation wins (a poll made later is kept). Returns the keys written."""
     if not windows:
         return []
     keys = [w.key for w in windows]
-    checked = dict(account.quota_windows.filter(key__in=keys).values_list("key", "checked_at"))
+    rows = QuotaWindow.objects.filter(account_id=account_id, key__in=keys)
+    checked = dict(rows.values_list("key", "checked_at"))
     stored = []
     for window in windows:
         if window.key in checked and checked[window.key] > now:
             continue
         QuotaWindow.objects.update_or_create(
-            account=account,
+            account_id=account_id,
             key=window.key,
             defaults={
                 "label": window.label,
                 "utilization": window.utilization,
                 "resets_at": window.resets_at,
                 "checked_at": now,
-                "source": QuotaWindow.Source.REPORT,
+                "source": source,
             },
         )
         stored.append(window.key)
@@ -82,7 +87,7 @@ def report_record(
     retry_after = retry_after or lowered.get("retry-after")
     windows = anthropic.parse_ratelimit_headers(headers)
     with transaction.atomic():
-        stored = _store_report_windows(account, windows, now)
+        stored = store_windows(account.pk, windows, now, QuotaWindow.Source.REPORT)
         result = _apply(account, key, status, retry_after, windows, message, now)
         event_record(
             account_id=account.pk,
@@ -117,7 +122,7 @@ def _apply(
     if status == 401:
         refresh_mark_access_rejected(account, now, version=account.credential_version)
         return ReportOutcome(ReportResult.ACCESS_REJECTED, queue_refresh=True)
-    if status == 403 and anthropic.is_policy_message(message):
+    if status == 403 and state.is_policy_message(message):
         already = account.policy_status == state.PolicyStatus.BLOCKED
         policy_block(account, message, now, checked=False)
         # Only a change queues a check: repeated reports must not hammer the usage endpoint.

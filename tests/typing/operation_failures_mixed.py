@@ -24,7 +24,7 @@ def token_403_classified_as_quota(now: datetime) -> None:
     quota_failure_effect(
         token_403,  # error: TokenFailure, not quota
         previous_failures=0,
-        token_from_usage_401=False,
+        token_from_401=False,
         now=now,
     )
 

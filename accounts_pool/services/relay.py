@@ -1,0 +1,185 @@
+"""The relay's reads and writes (DESIGN.md 4.4), for the async views to call in a thread.
+
+Nothing here is new state logic: an account is chosen by checkout (routing, eligibility for the
+request's model, stickiness, a refresh under 5 minutes), an upstream 401 refreshes through the
+refresh service's single flight, and what the Messages API answered is recorded as a tool's
+report records it (services/reports.py), with the consumer key as actor.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from django.db import transaction
+from django.utils import timezone
+
+from .. import state
+from ..models import Account, Checkout, ConsumerKey, QuotaWindow
+from ..providers import anthropic
+from .checkout import NoUsableAccount, checkout_create
+from .keys import consumer_key_authenticate
+from .refresh import account_refresh, refresh_record_access_rejected
+from .reports import report_record, store_windows
+
+# Rate-limit headers are written at most once per account per this long, counted from the last
+# write by the relay in this process (a poll does not start it).
+HARVEST_EVERY = 10.0
+
+
+@dataclass(frozen=True)
+class Routed:
+    """The account a relayed request goes to, and the credential it goes with."""
+
+    checkout: Checkout
+    account_id: int
+    version: int
+    access_token: str = field(repr=False)
+    token_from_401: bool
+
+
+class Failover(StrEnum):
+    RATE_LIMITED = "rate_limited"
+    TOKEN_REJECTED = "token_rejected"
+    POLICY_BLOCKED = "policy_blocked"
+
+
+def relay_key(secret: str) -> ConsumerKey | None:
+    """The live consumer key for a presented secret, with its pool (recording its use)."""
+    if not secret:
+        return None
+    return consumer_key_authenticate(secret)
+
+
+def relay_route(
+    *, key: ConsumerKey, session: str, model: str | None, exclude: frozenset[int]
+) -> Routed:
+    """An account for the request by checkout's rules; NoUsableAccount when none is left."""
+    result = checkout_create(key=key, session=session, model=model, exclude=exclude)
+    account = result.account
+    return Routed(
+        checkout=result.checkout,
+        account_id=account.pk,
+        version=account.credential_version,
+        access_token=account.access_token,
+        token_from_401=account.access_from_401,
+    )
+
+
+def relay_refresh(*, key: ConsumerKey, routed: Routed) -> Routed | None:
+    """The Messages API said 401 to this credential: refresh it once (single flight with the
+    cycle and checkout) and return the new credential, or None when there is none."""
+    refreshed = account_refresh(
+        account_id=routed.account_id,
+        access_rejected_version=routed.version,
+        asked_by_401=True,
+        wait=True,
+        actor=key.actor,
+    )
+    if not refreshed.has_fresh_token:
+        return None
+    account = Account.objects.only(
+        "access_token", "access_expires_at", "credential_version", "access_from_401"
+    ).get(pk=routed.account_id)
+    if account.access_expires_at is None or account.access_expires_at <= timezone.now():
+        return None
+    return Routed(
+        checkout=routed.checkout,
+        account_id=account.pk,
+        version=account.credential_version,
+        access_token=account.access_token,
+        token_from_401=account.access_from_401,
+    )
+
+
+def relay_failover(
+    *,
+    key: ConsumerKey,
+    routed: Routed,
+    failover: Failover,
+    status: int,
+    headers: Mapping[str, str],
+    message: str,
+) -> bool:
+    """Record why the relay left an account, as a tool's report of that answer records it.
+    Returns whether a quota check should be queued (a policy block that is new)."""
+    if failover == Failover.TOKEN_REJECTED:
+        account = Account.objects.defer(*Account.SECRET_FIELDS).get(pk=routed.account_id)
+        if account.credential_version == routed.version:
+            refresh_record_access_rejected(
+                account, endpoint="Messages API", status=status, now=timezone.now(), actor=key.actor
+            )
+        return False
+    reported = 429 if failover == Failover.RATE_LIMITED else status
+    outcome = report_record(
+        checkout=routed.checkout,
+        key=key,
+        status=reported,
+        headers=dict(headers),
+        message=message or f"HTTP {status} from the Messages API (relayed)",
+    )
+    return outcome.queue_quota_check
+
+
+_last_harvest: dict[int, float] = {}
+
+
+def relay_harvest(*, account_id: int, headers: Mapping[str, str]) -> list[str]:
+    """Store the windows an upstream answer's rate-limit headers carry (source relay), at most
+    once per account per HARVEST_EVERY seconds. Returns the window keys written."""
+    windows = anthropic.parse_ratelimit_headers(dict(headers))
+    if not windows:
+        return []
+    last = _last_harvest.get(account_id)
+    if last is not None and time.monotonic() - last < HARVEST_EVERY:
+        return []
+    _last_harvest[account_id] = time.monotonic()
+    with transaction.atomic():
+        return store_windows(account_id, windows, timezone.now(), QuotaWindow.Source.RELAY)
+
+
+@dataclass(frozen=True)
+class NothingRoutable:
+    retry_after: int  # seconds
+    message: str
+
+
+REASON_WORDS = {
+    state.ReasonCode.DISABLED: "disabled",
+    state.ReasonCode.NEEDS_RELOGIN: "need re-login",
+    state.ReasonCode.REFRESH_BACKOFF: "failing to refresh",
+    state.ReasonCode.TOKEN_EXPIRED: "waiting for a token refresh",
+    state.ReasonCode.ORG_POLICY_BLOCKED: "blocked by the organisation's policy",
+    state.ReasonCode.QUOTA_EXHAUSTED: "at a quota limit",
+    state.ReasonCode.QUOTA_UNKNOWN: "with unknown quota",
+    state.ReasonCode.QUOTA_STALE: "with stale quota",
+    state.ReasonCode.COOLDOWN: "rate limited",
+}
+RETRY_AFTER_UNKNOWN = 60  # seconds: no exclusion ends by time (a person must act)
+
+
+def nothing_routable(
+    error: NoUsableAccount, *, pool_slug: str, model: str | None, now: datetime
+) -> NothingRoutable:
+    """The message a tool prints when no account can serve: how many accounts are out, why,
+    and until when ("2 at a quota limit until 16:00 UTC, 1 need re-login")."""
+    groups: dict[str, list[datetime | None]] = {}
+    for account in error.details["accounts"]:
+        excluding = account["reasons"][:1] if account["status"] == "excluded" else []
+        for reason in excluding:
+            groups.setdefault(reason["code"], []).append(reason["until"])
+    parts = []
+    for code, untils in sorted(groups.items(), key=lambda item: -len(item[1])):
+        known = [u for u in untils if u is not None]
+        until = f" until {min(known):%H:%M} UTC" if known else ""
+        parts.append(f"{len(untils)} {REASON_WORDS.get(state.ReasonCode(code), code)}{until}")
+    which = f" for {model}" if model else ""
+    message = f"accounts-pool: no account{which} in pool '{pool_slug}'"
+    message += f": {', '.join(parts)}." if parts else " (it has no accounts)."
+    retry_after = RETRY_AFTER_UNKNOWN
+    if error.retry_at is not None:
+        retry_after = max(1, int((error.retry_at - now) / timedelta(seconds=1)) + 1)
+    return NothingRoutable(retry_after, message)

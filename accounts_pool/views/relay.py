@@ -1,0 +1,216 @@
+"""The relay (DESIGN.md 4.4): Claude Code, the Anthropic SDKs and curl use a pooled account by
+setting ANTHROPIC_BASE_URL=<site>/relay/anthropic and their pool's consumer key.
+
+Async end to end: the body is read once (so it can be replayed to another account), the
+answer streamed chunk by chunk, and a tool that goes away cancels the upstream request. Which
+account serves, and what an answer does to it, is the services' business (services/relay.py);
+this module only moves bytes and decides, before the tool sees any, whether to fail over.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from .. import state
+from ..models import ConsumerKey
+from ..providers import messages
+from ..services import relay
+from ..services.checkout import NoUsableAccount
+from ..tasks import enqueue_quota_check
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _db(function: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """Database work runs on worker threads (each with its own connection), not on one shared
+    thread: a relay process serves many requests at once."""
+    return sync_to_async(function, thread_sensitive=False)
+
+
+FAILOVERS = {
+    state.RelayVerdict.RATE_LIMITED: relay.Failover.RATE_LIMITED,
+    state.RelayVerdict.TOKEN_REJECTED: relay.Failover.TOKEN_REJECTED,
+    state.RelayVerdict.POLICY_BLOCKED: relay.Failover.POLICY_BLOCKED,
+}
+
+
+def _error(status: int, kind: str, message: str, **headers: str) -> JsonResponse:
+    """An answer in the Messages API's own error shape, so every tool prints the message."""
+    response = JsonResponse({"type": "error", "error": {"type": kind, "message": message}})
+    response.status_code = status
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    return response
+
+
+def _credential(request: HttpRequest) -> str:
+    """The consumer key: `Authorization: Bearer <key>` (ANTHROPIC_AUTH_TOKEN) or `x-api-key`
+    (ANTHROPIC_API_KEY)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("x-api-key", "").strip()
+
+
+def _model_and_session(request: HttpRequest, body: bytes) -> tuple[str | None, str]:
+    """The request's model (for per-model windows) and its session (for stickiness): Claude
+    Code's session header, else the body's metadata.user_id."""
+    try:
+        document: Any = json.loads(body)
+    except ValueError:
+        document = None
+    document = document if isinstance(document, dict) else {}
+    model = document.get("model")
+    metadata = document.get("metadata")
+    user_id = metadata.get("user_id") if isinstance(metadata, dict) else None
+    session = request.headers.get("x-claude-code-session-id") or (
+        user_id if isinstance(user_id, str) else ""
+    )
+    return (model if isinstance(model, str) and model else None), session[:200]
+
+
+def _too_large(request: HttpRequest) -> bool:
+    declared = request.headers.get("content-length", "")
+    return declared.isdigit() and int(declared) > settings.RELAY_MAX_BODY_BYTES
+
+
+async def _relayed(
+    answer: messages.Answer, head: bytes, chunks: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    """The answer as it arrives; however it ends (done, the tool gone), the upstream closes."""
+    try:
+        if head:
+            yield head
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        await answer.aclose()
+
+
+def _pass_through(
+    answer: messages.Answer, head: bytes, chunks: AsyncIterator[bytes]
+) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(_relayed(answer, head, chunks), status=answer.status_code)
+    for name, value in messages.returned_headers(answer.headers):
+        response[name] = value
+    return response
+
+
+async def _relay(request: HttpRequest, path: str) -> HttpResponse | StreamingHttpResponse:
+    if request.method != "POST":
+        return _error(404, "not_found_error", "accounts-pool relay: no such endpoint.")
+    if _too_large(request):
+        return _error(413, "request_too_large", "accounts-pool relay: the body is too large.")
+    body = request.read(settings.RELAY_MAX_BODY_BYTES + 1)
+    if len(body) > settings.RELAY_MAX_BODY_BYTES:
+        return _error(413, "request_too_large", "accounts-pool relay: the body is too large.")
+    key = await _db(relay.relay_key)(_credential(request))
+    if key is None:
+        return _error(401, "authentication_error", "accounts-pool relay: invalid consumer key.")
+    model, session = _model_and_session(request, body)
+    query = request.META.get("QUERY_STRING", "")
+    tool_headers = dict(request.headers)
+    tried: set[int] = set()
+    while len(tried) < state.RELAY_MAX_ACCOUNTS:
+        try:
+            routed = await _db(relay.relay_route)(
+                key=key, session=session, model=model, exclude=frozenset(tried)
+            )
+        except NoUsableAccount as exc:
+            return await _nothing_routable(exc, key, model)
+        tried.add(routed.account_id)
+        answer = await _answer_from(key, routed, path, query, tool_headers, body)
+        if answer is not None:
+            return answer
+    return _error(
+        429,
+        "rate_limit_error",
+        f"accounts-pool: {state.RELAY_MAX_ACCOUNTS} accounts of pool '{key.pool.slug}' "
+        "refused this request; try again shortly.",
+        retry_after="10",
+    )
+
+
+async def _answer_from(
+    key: ConsumerKey,
+    routed: relay.Routed,
+    path: str,
+    query: str,
+    tool_headers: dict[str, str],
+    body: bytes,
+) -> HttpResponse | StreamingHttpResponse | None:
+    """Send the request to one account (refreshing it once on a 401); its answer for the
+    tool, or None when the relay leaves this account for the next one."""
+    refreshed = routed.token_from_401
+    while True:
+        headers = messages.forwarded_headers(tool_headers, routed.access_token)
+        try:
+            answer = await messages.open_answer(path=path, query=query, headers=headers, body=body)
+        except messages.UpstreamUnreachable as exc:
+            logger.warning("relay: the Messages API did not answer (%s)", exc)
+            return _error(502, "api_error", "accounts-pool relay: the Messages API did not answer.")
+        chunks = answer.aiter_raw()
+        peeked = await messages.peek(answer, chunks)
+        await _db(relay.relay_harvest)(account_id=routed.account_id, headers=answer.headers)
+        verdict = state.relay_verdict(
+            status=answer.status_code,
+            first_error_type=peeked.error_type,
+            message=peeked.message,
+            refreshed=refreshed,
+        )
+        if verdict == state.RelayVerdict.PASS:
+            return _pass_through(answer, peeked.head, chunks)
+        await answer.aclose()
+        if verdict == state.RelayVerdict.REFRESH_AND_RETRY:
+            fresh = await _db(relay.relay_refresh)(key=key, routed=routed)
+            if fresh is not None:
+                routed, refreshed = fresh, True
+                continue
+            verdict = state.RelayVerdict.TOKEN_REJECTED
+        queue_check = await _db(relay.relay_failover)(
+            key=key,
+            routed=routed,
+            failover=FAILOVERS[verdict],
+            status=answer.status_code,
+            headers=answer.headers,
+            message=peeked.message,
+        )
+        if queue_check:
+            await _db(enqueue_quota_check)(routed.account_id, force=True)
+        return None
+
+
+async def _nothing_routable(
+    error: NoUsableAccount, key: ConsumerKey, model: str | None
+) -> JsonResponse:
+    said = relay.nothing_routable(error, pool_slug=key.pool.slug, model=model, now=timezone.now())
+    return _error(429, "rate_limit_error", said.message, retry_after=str(said.retry_after))
+
+
+@csrf_exempt
+async def messages_create(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    """POST /relay/anthropic/v1/messages (JSON or a stream)."""
+    return await _relay(request, "/v1/messages")
+
+
+@csrf_exempt
+async def count_tokens(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    """POST /relay/anthropic/v1/messages/count_tokens."""
+    return await _relay(request, "/v1/messages/count_tokens")
+
+
+@csrf_exempt
+async def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    return _error(404, "not_found_error", "accounts-pool relay: no such endpoint.")

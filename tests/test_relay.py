@@ -1,0 +1,313 @@
+"""The relay in process: Django's async client in front, the Messages API mocked at the HTTP
+boundary (respx). What a real tool sees through a real server is in test_relay_clients.py."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import httpx
+import pytest
+import respx
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.test import AsyncClient
+from django.utils import timezone
+
+from accounts_pool.models import Account, AccountEvent, QuotaWindow
+from accounts_pool.services.keys import consumer_key_create, consumer_key_revoke
+from accounts_pool.state import PolicyStatus, ReasonCode, Status
+
+from .conftest import POLICY_MESSAGE, make_account, policy_403, token_answer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MESSAGES = f"{settings.ANTHROPIC_API_URL}/v1/messages"
+BODY = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 10,
+    "messages": [{"role": "user", "content": "hi"}],
+}
+
+
+def reply(text: str = "hello", **headers: str) -> httpx.Response:
+    content = [{"type": "text", "text": text}]
+    return httpx.Response(200, json={"type": "message", "content": content}, headers=headers)
+
+
+def error(status: int, kind: str, message: str = "no") -> httpx.Response:
+    return httpx.Response(
+        status, json={"type": "error", "error": {"type": kind, "message": message}}
+    )
+
+
+def stream(*events: tuple[str, dict]) -> httpx.Response:
+    text = "".join(f"event: {kind}\ndata: {json.dumps(data)}\n\n" for kind, data in events)
+    return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=text)
+
+
+def usable(pool, label, **fields):
+    now = timezone.now()
+    account = make_account(
+        pool, label=label, access_token=f"sk-ant-oat01-{label}", quota_checked_at=now, **fields
+    )
+    account.quota_windows.create(
+        key="five_hour",
+        label="5-hour",
+        utilization=10,
+        resets_at=now + timedelta(hours=4),
+        checked_at=now,
+    )
+    return account
+
+
+@pytest.fixture
+def secret(pool, alice):
+    return consumer_key_create(pool=pool, name="laptop", created_by=alice)[1]
+
+
+@pytest.fixture
+def upstream():
+    with respx.mock(assert_all_called=False) as router:
+        yield router
+
+
+def relay(secret, body=BODY, path="/v1/messages?beta=true", method="post", **headers):
+    """One request through the relay: (status, headers, body bytes)."""
+
+    async def send():
+        client = AsyncClient()
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        url, sent = f"/relay/anthropic{path}", {"authorization": f"Bearer {secret}", **headers}
+        if method == "get":
+            answer = await client.get(url, headers=sent)
+        else:
+            answer = await client.post(url, raw, content_type="application/json", headers=sent)
+        content = (
+            b"".join([c async for c in answer.streaming_content])
+            if answer.streaming
+            else answer.content
+        )
+        return answer.status_code, answer.headers, content
+
+    return async_to_sync(send)()
+
+
+def test_it_sends_the_accounts_oauth_token_and_never_the_consumer_key(pool, secret, upstream):
+    usable(pool, "ana")
+    route = upstream.post(MESSAGES).mock(return_value=reply("from ana"))
+    status, _, body = relay(secret, **{"anthropic-beta": "claude-code-20250219"})
+    assert (status, json.loads(body)["content"][0]["text"]) == (200, "from ana")
+    sent = route.calls.last.request
+    assert sent.headers["authorization"] == "Bearer sk-ant-oat01-ana"
+    assert sent.headers["anthropic-beta"] == "claude-code-20250219,oauth-2025-04-20"
+    assert sent.url.query == b"beta=true"
+    assert sent.content == json.dumps(BODY).encode()  # byte for byte
+    assert secret not in str(sent.headers)
+
+
+def test_a_key_in_x_api_key_works_too(pool, secret, upstream):
+    usable(pool, "ana")
+    route = upstream.post(MESSAGES).mock(return_value=reply())
+    assert relay("", **{"authorization": "", "x-api-key": secret})[0] == 200
+    assert "x-api-key" not in route.calls.last.request.headers
+
+
+def test_a_bad_or_revoked_key_is_refused_and_nothing_is_sent(pool, alice, secret, upstream):
+    usable(pool, "ana")
+    route = upstream.post(MESSAGES).mock(return_value=reply())
+    status, _, body = relay("apk_not-a-key")
+    assert (status, json.loads(body)["error"]["type"]) == (401, "authentication_error")
+    key = pool.consumer_keys.get()
+    consumer_key_revoke(key=key)
+    assert relay(secret)[0] == 401
+    assert route.call_count == 0
+
+
+def test_a_429_cools_the_account_down_and_the_next_one_answers(pool, secret, upstream):
+    ana, bea = usable(pool, "ana", priority=1), usable(pool, "bea", priority=2)
+    route = upstream.post(MESSAGES)
+    route.side_effect = [error(429, "rate_limit_error"), reply("from bea")]
+    status, _, body = relay(secret)
+    assert (status, json.loads(body)["content"][0]["text"]) == (200, "from bea")
+    ana.refresh_from_db()
+    assert ana.cooldown_until is not None
+    event = AccountEvent.objects.get(account=ana)
+    assert (event.outcome, event.actor) == ("rate_limited", pool.consumer_keys.get().actor)
+    assert not AccountEvent.objects.filter(account=bea).exists()
+
+
+def test_a_401_refreshes_once_and_the_same_account_answers(pool, secret, upstream):
+    ana = usable(pool, "ana")
+    token = upstream.post(settings.ANTHROPIC_TOKEN_URL).respond(200, json=token_answer())
+    route = upstream.post(MESSAGES)
+    route.side_effect = [error(401, "authentication_error"), reply("again ana")]
+    status, _, body = relay(secret)
+    assert (status, json.loads(body)["content"][0]["text"]) == (200, "again ana")
+    assert token.call_count == 1
+    assert route.calls.last.request.headers["authorization"] == "Bearer sk-ant-oat01-new-access"
+    ana.refresh_from_db()
+    assert ana.access_from_401
+
+
+def test_a_second_401_backs_the_refresh_off_and_the_next_account_answers(pool, secret, upstream):
+    ana, _ = usable(pool, "ana", priority=1), usable(pool, "bea", priority=2)
+    token = upstream.post(settings.ANTHROPIC_TOKEN_URL).respond(200, json=token_answer())
+    route = upstream.post(MESSAGES)
+    route.side_effect = [error(401, "authentication_error")] * 2 + [reply("from bea")]
+    status, _, body = relay(secret)
+    assert (status, json.loads(body)["content"][0]["text"]) == (200, "from bea")
+    assert (token.call_count, route.call_count) == (1, 3)
+    ana.refresh_from_db()
+    reason = ana.verdict(timezone.now()).first_reason
+    assert reason.code == ReasonCode.REFRESH_BACKOFF
+    assert "Messages API rejected" in reason.message
+
+
+def test_a_policy_403_blocks_the_account_and_the_next_one_answers(pool, secret, upstream):
+    ana, _ = usable(pool, "ana", priority=1), usable(pool, "bea", priority=2)
+    route = upstream.post(MESSAGES)
+    route.side_effect = [httpx.Response(403, json=policy_403()), reply("from bea")]
+    assert relay(secret)[0] == 200
+    ana.refresh_from_db()
+    assert (ana.policy_status, ana.policy_message) == (PolicyStatus.BLOCKED, POLICY_MESSAGE)
+
+
+def test_another_403_passes_through_and_changes_nothing(pool, secret, upstream):
+    ana = usable(pool, "ana")
+    upstream.post(MESSAGES).mock(return_value=error(403, "permission_error", "not this model"))
+    status, _, body = relay(secret)
+    assert (status, json.loads(body)["error"]["message"]) == (403, "not this model")
+    assert Account.objects.get(pk=ana.pk).policy_status == PolicyStatus.OK
+
+
+def test_a_stream_opening_with_a_rate_limit_error_fails_over_before_any_byte(
+    pool, secret, upstream
+):
+    ana, _ = usable(pool, "ana", priority=1), usable(pool, "bea", priority=2)
+    limited = stream(
+        ("error", {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}})
+    )
+    served = stream(
+        ("message_start", {"type": "message_start", "message": {"id": "m2"}}),
+        ("message_stop", {"type": "message_stop"}),
+    )
+    upstream.post(MESSAGES).side_effect = [limited, served]
+    status, headers, body = relay(secret, body={**BODY, "stream": True})
+    assert (status, headers["content-type"]) == (200, "text/event-stream")
+    assert b"slow down" not in body
+    assert b'"m2"' in body
+    assert Account.objects.get(pk=ana.pk).cooldown_until is not None
+
+
+def test_a_529_passes_through_and_changes_no_account(pool, secret, upstream):
+    ana = usable(pool, "ana")
+    upstream.post(MESSAGES).mock(return_value=error(529, "overloaded_error"))
+    assert relay(secret)[0] == 529
+    ana.refresh_from_db()
+    assert ana.cooldown_until is None
+    assert not AccountEvent.objects.exists()
+
+
+def test_nothing_routable_is_a_429_with_retry_after_naming_the_reasons(pool, secret, upstream):
+    until = timezone.now() + timedelta(minutes=20)
+    usable(pool, "ana", cooldown_until=until)
+    usable(
+        pool,
+        "bea",
+        refresh_token="sk-ant-ort01-bea",
+        relogin_required_for="x",
+        refresh_token_fingerprint="x",
+    )
+    route = upstream.post(MESSAGES).mock(return_value=reply())
+    status, headers, body = relay(secret)
+    message = json.loads(body)["error"]["message"]
+    assert (status, json.loads(body)["error"]["type"]) == (429, "rate_limit_error")
+    assert 1150 <= int(headers["retry-after"]) <= 1201
+    assert message.startswith("accounts-pool: no account for claude-sonnet-4-5 in pool 'claude':")
+    assert f"1 rate limited until {until:%H:%M} UTC" in message
+    assert "1 need re-login" in message
+    assert route.call_count == 0
+
+
+def test_rate_limit_headers_update_the_windows_without_a_usage_call(pool, secret, upstream):
+    ana = usable(pool, "ana")
+    reset = int((timezone.now() + timedelta(hours=2)).timestamp())
+    upstream.post(MESSAGES).mock(
+        return_value=reply(
+            **{
+                "anthropic-ratelimit-unified-5h-utilization": "0.42",
+                "anthropic-ratelimit-unified-5h-reset": str(reset),
+                "anthropic-ratelimit-unified-7d-utilization": "0.9",
+            }
+        )
+    )
+    assert relay(secret)[0] == 200
+    windows = {w.key: w for w in QuotaWindow.objects.filter(account=ana)}
+    assert (windows["five_hour"].utilization, windows["five_hour"].source) == (42.0, "relay")
+    assert int(windows["five_hour"].resets_at.timestamp()) == reset
+    assert windows["seven_day"].utilization == 90.0
+
+
+def test_a_full_opus_only_window_skips_the_account_for_opus_only(pool, secret, upstream):
+    now = timezone.now()
+    ana, _ = usable(pool, "ana", priority=1), usable(pool, "bea", priority=2)
+    ana.quota_windows.create(
+        key="model:opus",
+        label="Opus-only weekly",
+        utilization=100,
+        model_name="Opus",
+        resets_at=now + timedelta(days=2),
+        checked_at=now,
+    )
+    route = upstream.post(MESSAGES).mock(return_value=reply())
+    relay(secret, body={**BODY, "model": "claude-opus-4-5"})
+    assert route.calls.last.request.headers["authorization"] == "Bearer sk-ant-oat01-bea"
+    relay(secret, body={**BODY, "model": "claude-sonnet-4-5"})
+    assert route.calls.last.request.headers["authorization"] == "Bearer sk-ant-oat01-ana"
+
+
+def test_a_session_stays_on_its_account(pool, secret, upstream):
+    usable(pool, "ana"), usable(pool, "bea")
+    route = upstream.post(MESSAGES).mock(return_value=reply())
+    session = {"x-claude-code-session-id": "4f1c"}
+    relay(secret, **session)
+    first = route.calls.last.request.headers["authorization"]
+    relay(secret)  # least recently used routing moves a request without a session on
+    relay(secret, **session)
+    assert route.calls.last.request.headers["authorization"] == first
+
+
+def test_a_body_over_the_cap_is_413_and_nothing_is_sent(pool, secret, upstream, settings):
+    settings.RELAY_MAX_BODY_BYTES = 1024
+    usable(pool, "ana")
+    route = upstream.post(MESSAGES).mock(return_value=reply())
+    status, _, body = relay(secret, body=b"x" * 2048)
+    assert (status, json.loads(body)["error"]["type"]) == (413, "request_too_large")
+    assert route.call_count == 0
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("post", "/v1/complete"), ("get", "/v1/messages"), ("post", "/v1/models")],
+)
+def test_anything_else_under_the_prefix_is_404(secret, method, path):
+    status, _, body = relay(secret, method=method, path=path)
+    assert (status, json.loads(body)["error"]["type"]) == (404, "not_found_error")
+
+
+def test_an_upstream_that_does_not_answer_is_a_502(pool, secret, upstream):
+    usable(pool, "ana")
+    upstream.post(MESSAGES).mock(side_effect=httpx.ConnectError("refused"))
+    status, _, body = relay(secret)
+    assert (status, json.loads(body)["error"]["type"]) == (502, "api_error")
+
+
+def test_a_key_of_another_pool_never_reaches_this_pools_accounts(pool, team, alice, upstream):
+    other = pool.__class__.objects.create(team=team, name="Other", slug="other")
+    usable(other, "zed")
+    secret = consumer_key_create(pool=pool, name="laptop", created_by=alice)[1]
+    route = upstream.post(MESSAGES).mock(return_value=reply())
+    assert relay(secret)[0] == 429  # this pool has no account
+    assert route.call_count == 0
+    assert Account.objects.get(label="zed").verdict(timezone.now()).status == Status.USABLE
