@@ -84,7 +84,7 @@ def relay(secret, body=BODY, path="/v1/messages?beta=true", method="post", **hea
         else:
             answer = await client.post(url, raw, content_type="application/json", headers=sent)
         content = (
-            b"".join([c async for c in answer.streaming_content])
+            b"".join([c async for c in answer.streaming_content])  # type: ignore[attr-defined]
             if answer.streaming
             else answer.content
         )
