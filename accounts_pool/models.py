@@ -259,6 +259,12 @@ class Account(models.Model):
     quota_error_at = models.DateTimeField(
         null=True, blank=True, help_text="When the last quota error happened."
     )
+    windows_observed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Last time relayed or reported answers' rate-limit headers updated the "
+        "windows; the quota poll waits its interval from this too.",
+    )
     quota_claimed_until = models.DateTimeField(
         null=True, blank=True, help_text="A worker is checking quota until then."
     )
@@ -347,6 +353,7 @@ class Account(models.Model):
             refresh_error_at=self.refresh_error_at,
             needs_relogin=self.needs_relogin,
             quota_checked_at=self.quota_checked_at,
+            windows_observed_at=self.windows_observed_at,
             quota_backoff_until=self.quota_backoff_until,
             quota_error_message=self.quota_error_message,
             policy_status=state.PolicyStatus(self.policy_status),

@@ -92,8 +92,11 @@ def accounts_due_for_quota(
     stale = Q(quota_checked_at__lte=now - min_interval) & Q(
         quota_checked_at__lte=_shifted(now, "pool__quota_interval", -1)
     )
+    headers_stale = Q(windows_observed_at__isnull=True) | Q(
+        windows_observed_at__lte=_shifted(now, "pool__quota_interval", -1)
+    )
     policy_ok = Q(policy_status=state.PolicyStatus.OK.value) & (
-        Q(quota_checked_at__isnull=True) | stale
+        Q(quota_checked_at__isnull=True) | (stale & headers_stale)
     )
     policy_recheck = Q(policy_status=state.PolicyStatus.BLOCKED.value) & (
         Q(policy_checked_at__isnull=True)

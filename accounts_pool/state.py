@@ -453,6 +453,8 @@ class AccountState:
     refresh_error_at: datetime | None = None
     needs_relogin: bool = False
     quota_checked_at: datetime | None = None
+    # The last time relayed or reported answers' rate-limit headers updated the windows.
+    windows_observed_at: datetime | None = None
     quota_backoff_until: datetime | None = None
     quota_error_message: str = ""
     policy_status: PolicyStatus = PolicyStatus.OK
@@ -496,9 +498,17 @@ def refresh_due(state: AccountState, policy: PoolPolicy, now: datetime) -> bool:
     return state.access_expires_at <= now + policy.refresh_lead
 
 
+def _quota_seen_at(state: AccountState) -> datetime | None:
+    """When the quota was last known: a poll, or rate-limit headers a relayed or reported
+    answer carried (a busy account's windows stay live without polling)."""
+    seen = [t for t in (state.quota_checked_at, state.windows_observed_at) if t is not None]
+    return max(seen) if seen else None
+
+
 def quota_due(state: AccountState, policy: PoolPolicy, now: datetime) -> bool:
-    """Quota check is due after the interval, with a valid token, outside backoff, and for a
-    policy-blocked account only after the policy recheck interval."""
+    """Quota check is due after the interval (since the last poll or header observation),
+    with a valid token, outside backoff, and for a policy-blocked account only after the
+    policy recheck interval."""
     if not (state.is_oauth and state.enabled and access_token_valid(state, now)):
         return False
     if _active(state.quota_backoff_until, now):
@@ -506,7 +516,8 @@ def quota_due(state: AccountState, policy: PoolPolicy, now: datetime) -> bool:
     if state.policy_status == PolicyStatus.BLOCKED:
         checked = state.policy_checked_at
         return checked is None or checked <= now - policy.policy_recheck
-    return state.quota_checked_at is None or state.quota_checked_at <= now - policy.quota_interval
+    seen = _quota_seen_at(state)
+    return state.quota_checked_at is None or seen is None or seen <= now - policy.quota_interval
 
 
 def quota_next_check_at(state: AccountState, policy: PoolPolicy, now: datetime) -> datetime | None:
@@ -519,7 +530,8 @@ def quota_next_check_at(state: AccountState, policy: PoolPolicy, now: datetime) 
     if state.policy_status == PolicyStatus.BLOCKED:
         checked = state.policy_checked_at
         return checked + policy.policy_recheck if checked else None
-    return state.quota_checked_at + policy.quota_interval if state.quota_checked_at else None
+    seen = _quota_seen_at(state)
+    return seen + policy.quota_interval if state.quota_checked_at and seen else None
 
 
 # --- Eligibility (DESIGN.md 3.3) ----------------------------------------------------------------

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.test import AsyncClient
 from django.utils import timezone
 
+from accounts_pool import selectors
 from accounts_pool.models import Account, AccountEvent, QuotaWindow
 from accounts_pool.services.keys import consumer_key_create, consumer_key_revoke
 from accounts_pool.state import PolicyStatus, ReasonCode, Status
@@ -48,9 +49,8 @@ def stream(*events: tuple[str, dict]) -> httpx.Response:
 
 def usable(pool, label, **fields):
     now = timezone.now()
-    account = make_account(
-        pool, label=label, access_token=f"sk-ant-oat01-{label}", quota_checked_at=now, **fields
-    )
+    fields.setdefault("quota_checked_at", now)
+    account = make_account(pool, label=label, access_token=f"sk-ant-oat01-{label}", **fields)
     account.quota_windows.create(
         key="five_hour",
         label="5-hour",
@@ -247,6 +247,18 @@ def test_rate_limit_headers_update_the_windows_without_a_usage_call(pool, secret
     assert (windows["five_hour"].utilization, windows["five_hour"].source) == (42.0, "relay")
     assert int(windows["five_hour"].resets_at.timestamp()) == reset
     assert windows["seven_day"].utilization == 90.0
+
+
+def test_a_busy_accounts_quota_is_not_polled_while_headers_keep_it_live(pool, secret, upstream):
+    ana = usable(pool, "ana", quota_checked_at=timezone.now() - timedelta(minutes=9))
+    assert selectors.accounts_due_for_quota(now=timezone.now(), limit=10) == [ana.pk]
+    upstream.post(MESSAGES).mock(
+        return_value=reply(**{"anthropic-ratelimit-unified-5h-utilization": "0.3"})
+    )
+    assert relay(secret)[0] == 200
+    assert selectors.accounts_due_for_quota(now=timezone.now(), limit=10) == []
+    later = timezone.now() + timedelta(minutes=5, seconds=1)
+    assert selectors.accounts_due_for_quota(now=later, limit=10) == [ana.pk]
 
 
 def test_a_full_opus_only_window_skips_the_account_for_opus_only(pool, secret, upstream):

@@ -277,6 +277,10 @@ def test_refresh_due(changes, due):
         ({"policy_status": PolicyStatus.BLOCKED, "policy_checked_at": NOW - 29 * MIN}, False),
         ({"policy_status": PolicyStatus.BLOCKED, "policy_checked_at": NOW - 30 * MIN}, True),
         ({"quota_checked_at": None, "enabled": False}, False),
+        # relayed answers' headers keep a busy account's windows live: no poll needed
+        ({"quota_checked_at": NOW - 9 * MIN, "windows_observed_at": NOW - 2 * MIN}, False),
+        ({"quota_checked_at": NOW - 9 * MIN, "windows_observed_at": NOW - 5 * MIN}, True),
+        ({"quota_checked_at": None, "windows_observed_at": NOW}, True),  # never polled
     ],
 )
 def test_quota_due(changes, due):
@@ -465,6 +469,7 @@ def test_the_policy_reason_says_when_it_is_rechecked():
         ({"access_expires_at": NOW - MIN}, None),  # a refresh comes first
         ({"enabled": False}, None),
         ({"quota_checked_at": None}, None),
+        ({"quota_checked_at": NOW - 9 * MIN, "windows_observed_at": NOW - 2 * MIN}, NOW + 3 * MIN),
     ],
 )
 def test_the_next_quota_check_mirrors_due_ness(changes, expected):

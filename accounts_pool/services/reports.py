@@ -65,6 +65,8 @@ def store_windows(
             },
         )
         stored.append(window.key)
+    if stored:
+        Account.objects.filter(pk=account_id).update(windows_observed_at=now)
     return stored
 
 
