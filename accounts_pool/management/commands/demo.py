@@ -25,6 +25,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument(
+            "--relay-port", type=int, default=int(os.environ.get("RELAY_PORT", "0")) or None
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         with SimulatedAnthropic() as sim:
@@ -35,6 +38,7 @@ class Command(BaseCommand):
             demo = demo_build(sim)
             env = {**os.environ, **provider, "PYTHONUNBUFFERED": "1"}
             bin_dir = Path(sys.executable).parent
+            relay_port = options["relay_port"] or options["port"] + 1
             started = [
                 subprocess.Popen(
                     [
@@ -73,6 +77,18 @@ class Command(BaseCommand):
                     ],
                     env=env,
                 ),
+                subprocess.Popen(
+                    [
+                        str(bin_dir / "uvicorn"),
+                        "config.asgi:application",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(relay_port),
+                        "--no-access-log",
+                    ],
+                    env=env,
+                ),
             ]
             url = f"http://127.0.0.1:{options['port']}"
             self.stdout.write(
@@ -86,6 +102,8 @@ class Command(BaseCommand):
                         f"  member:    {demo.member} / {demo.member_password}",
                         f"  API token (lead): {demo.api_token}",
                         f"  consumer key:     {demo.consumer_key}",
+                        f"  relay: ANTHROPIC_BASE_URL=http://127.0.0.1:{relay_port}/relay/anthropic"
+                        f" ANTHROPIC_AUTH_TOKEN={demo.consumer_key}",
                         "Every reason code is on the pool page now, except quota_stale, which the "
                         "cycle reaches within two minutes; token_expired clears when the next "
                         "cycle refreshes it. Ctrl-C stops.",
