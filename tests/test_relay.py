@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from accounts_pool import selectors
 from accounts_pool.models import Account, AccountEvent, QuotaWindow
+from accounts_pool.services import relay as relay_service
 from accounts_pool.services.keys import consumer_key_create, consumer_key_revoke
 from accounts_pool.state import PolicyStatus, ReasonCode, Status
 
@@ -59,6 +60,12 @@ def usable(pool, label, **fields):
         checked_at=now,
     )
     return account
+
+
+@pytest.fixture(autouse=True)
+def _no_harvest_wait():
+    """Each test starts with no account's header harvest throttled (ids repeat across tests)."""
+    relay_service._last_harvest.clear()
 
 
 @pytest.fixture

@@ -127,16 +127,23 @@ def relay_failover(
 _last_harvest: dict[int, float] = {}
 
 
+def harvest_due(account_id: int) -> bool:
+    """Whether this process may write this account's windows from headers now (a write per
+    account per HARVEST_EVERY seconds); answering yes starts the next wait. No database."""
+    now = time.monotonic()
+    last = _last_harvest.get(account_id)
+    if last is not None and now - last < HARVEST_EVERY:
+        return False
+    _last_harvest[account_id] = now
+    return True
+
+
 def relay_harvest(*, account_id: int, headers: Mapping[str, str]) -> list[str]:
-    """Store the windows an upstream answer's rate-limit headers carry (source relay), at most
-    once per account per HARVEST_EVERY seconds. Returns the window keys written."""
+    """Store the windows an upstream answer's rate-limit headers carry (source relay). Returns
+    the window keys written."""
     windows = anthropic.parse_ratelimit_headers(dict(headers))
     if not windows:
         return []
-    last = _last_harvest.get(account_id)
-    if last is not None and time.monotonic() - last < HARVEST_EVERY:
-        return []
-    _last_harvest[account_id] = time.monotonic()
     with transaction.atomic():
         return store_windows(account_id, windows, timezone.now(), QuotaWindow.Source.RELAY)
 

@@ -163,7 +163,8 @@ async def _answer_from(
             return _error(502, "api_error", "accounts-pool relay: the Messages API did not answer.")
         chunks = answer.aiter_raw()
         peeked = await messages.peek(answer, chunks)
-        await _db(relay.relay_harvest)(account_id=routed.account_id, headers=answer.headers)
+        if relay.harvest_due(routed.account_id):
+            await _db(relay.relay_harvest)(account_id=routed.account_id, headers=answer.headers)
         verdict = state.relay_verdict(
             status=answer.status_code,
             first_error_type=peeked.error_type,
