@@ -42,9 +42,16 @@ class SimAccount:
 
     Read `uuid`, `email`, `organization`, `refresh_token` (the current valid one) and
     `access_token` (the current one). Set `usage` (a dict: the usage JSON body; None restores the
-    default 10 % / 20 % windows with resets in the future), `policy_blocked` (usage and profile
+    default windows below), `policy_blocked` (usage and profile
     answer 403 permission_error) and `revoked` (refreshes answer invalid_grant, usage and profile
     401). The tokens change only through the simulator, under its lock.
+
+    The default usage body reads `five_hour_utilization` and `seven_day_utilization` (percent,
+    10 and 20) and `five_hour_resets_at`/`seven_day_resets_at` (epoch seconds; None: windows
+    rolling from the account's creation). The Messages API's rate-limit headers are derived from
+    the usage body, so both always agree; `ratelimit_status` overrides the derived
+    `anthropic-ratelimit-unified-status`. `stream_chunks` and `chunk_delay` (seconds before each
+    text delta) shape this account's streamed answers; None uses the simulator's.
     """
 
     __slots__ = (
@@ -54,12 +61,19 @@ class SimAccount:
         "access_expires_at",
         "access_lifetime",
         "access_token",
+        "chunk_delay",
         "email",
+        "five_hour_resets_at",
+        "five_hour_utilization",
         "organization",
         "organization_uuid",
         "policy_blocked",
+        "ratelimit_status",
         "refresh_token",
         "revoked",
+        "seven_day_resets_at",
+        "seven_day_utilization",
+        "stream_chunks",
         "uuid",
     )
 
@@ -85,6 +99,13 @@ class SimAccount:
         self.access_expires_at: float = created + access_lifetime
         self.policy_blocked: bool = False
         self.revoked: bool = False
+        self.five_hour_utilization: float = 10.0
+        self.seven_day_utilization: float = 20.0
+        self.five_hour_resets_at: float | None = None
+        self.seven_day_resets_at: float | None = None
+        self.ratelimit_status: str | None = None
+        self.stream_chunks: int | None = None
+        self.chunk_delay: float | None = None
         self._usage: dict[str, Any] | None = usage
         self._five_hour_anchor = created + 3 * 3600
         self._seven_day_anchor = created + 4 * 24 * 3600
@@ -98,14 +119,20 @@ class SimAccount:
         if self._usage is not None:
             return self._usage
         now = time.time()
+        five_hour_reset = self.five_hour_resets_at or _next_reset(
+            self._five_hour_anchor, FIVE_HOURS, now
+        )
+        seven_day_reset = self.seven_day_resets_at or _next_reset(
+            self._seven_day_anchor, SEVEN_DAYS, now
+        )
         return {
             "five_hour": {
-                "utilization": 10.0,
-                "resets_at": _iso(_next_reset(self._five_hour_anchor, FIVE_HOURS, now)),
+                "utilization": float(self.five_hour_utilization),
+                "resets_at": _iso(five_hour_reset),
             },
             "seven_day": {
-                "utilization": 20.0,
-                "resets_at": _iso(_next_reset(self._seven_day_anchor, SEVEN_DAYS, now)),
+                "utilization": float(self.seven_day_utilization),
+                "resets_at": _iso(seven_day_reset),
             },
             "seven_day_oauth_apps": None,
             "seven_day_opus": None,

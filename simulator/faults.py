@@ -11,7 +11,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-FaultKind = Literal["status", "timeout", "reset", "html", "malformed_json", "slow_body", "delay"]
+from simulator.oauth import POLICY_MESSAGE
+
+FaultKind = Literal[
+    "status",
+    "timeout",
+    "reset",
+    "html",
+    "malformed_json",
+    "slow_body",
+    "delay",
+    "stream_error",
+    "stream_cut",
+]
 FaultBody = Mapping[str, Any] | list[Any] | str | bytes | None
 
 _ERROR_TYPES = {
@@ -22,6 +34,18 @@ _ERROR_TYPES = {
     413: "request_too_large",
     429: "rate_limit_error",
     529: "overloaded_error",
+}
+
+# What the Messages API says with each error (403: the organisation policy).
+_API_MESSAGES = {
+    400: "Invalid request.",
+    401: "OAuth token has expired. Please obtain a new token or refresh your existing token.",
+    403: POLICY_MESSAGE,
+    404: "Not found.",
+    413: "Request exceeds the maximum allowed number of bytes.",
+    429: "This request would exceed your account's rate limit. Please try again later.",
+    500: "Internal server error",
+    529: "Overloaded",
 }
 
 _EDGE_PAGE = (
@@ -69,7 +93,8 @@ class Fault:
     """One misbehaviour of the provider. Build it with a factory, e.g. `Fault.status(503)`.
 
     `kind` says what happens; `code`, `body`, `headers` and `content_type` describe the answer
-    (when there is one); `seconds` is the hold, drip or delay time.
+    (when there is one); `seconds` is the hold, drip or delay time; `after_events` is where a
+    cut stream stops.
     """
 
     kind: FaultKind
@@ -78,6 +103,7 @@ class Fault:
     headers: tuple[tuple[str, str], ...] = ()
     content_type: str = "application/json"
     seconds: float = 0.0
+    after_events: int = 0
 
     @classmethod
     def status(
@@ -139,7 +165,39 @@ class Fault:
         """Wait `seconds` (on top of the global latency), then handle the request normally."""
         return cls(kind="delay", seconds=float(seconds))
 
+    @classmethod
+    def api_error(
+        cls, code: int, message: str | None = None, *, retry_after: float | None = None
+    ) -> Fault:
+        """A Messages API error in Anthropic's shape with the type of `code` (429
+        rate_limit_error, 401 authentication_error, 403 permission_error with the organisation
+        policy message, 529 overloaded_error, 500 api_error, ...), and `retry-after` when given,
+        e.g. `Fault.api_error(429, retry_after=30)`."""
+        error_type = _ERROR_TYPES.get(code, "api_error")
+        text = message if message is not None else _API_MESSAGES.get(code, f"Simulated {code}")
+        body = {"type": "error", "error": {"type": error_type, "message": text}}
+        headers = {} if retry_after is None else {"retry-after": f"{retry_after:g}"}
+        return cls.status(code, body, headers=headers)
+
+    @classmethod
+    def stream_error(
+        cls, error_type: str = "rate_limit_error", message: str | None = None
+    ) -> Fault:
+        """A 200 `text/event-stream` answer whose first event is `event: error` with
+        `{"type": "error", "error": {"type": error_type, "message"}}`, then the end of the stream
+        (for any request on the Messages endpoint, streamed or not)."""
+        code = next((c for c, t in _ERROR_TYPES.items() if t == error_type), 500)
+        text = message if message is not None else _API_MESSAGES.get(code, "Simulated error")
+        body = {"type": "error", "error": {"type": error_type, "message": text}}
+        return cls(kind="stream_error", body=json.dumps(body).encode(), content_type="")
+
+    @classmethod
+    def stream_cut(cls, after_events: int) -> Fault:
+        """Answer normally but close the connection after `after_events` server-sent events,
+        without ending the body (a JSON answer is cut after half its bytes)."""
+        return cls(kind="stream_cut", after_events=max(0, int(after_events)))
+
     @property
     def answers_normally(self) -> bool:
-        """True when the normal answer is still produced (delay, slow_body)."""
-        return self.kind in ("delay", "slow_body")
+        """True when the normal answer is still produced (delay, slow_body, stream_cut)."""
+        return self.kind in ("delay", "slow_body", "stream_cut")

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
 import socket
 import socketserver
 import struct
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from simulator.faults import Fault
-from simulator.replies import Reply, error_reply
+from simulator.messages import COUNT_TOKENS_PATH, MESSAGES_PATH, SSE
+from simulator.replies import Reply, StreamReply, error_reply
 
 if TYPE_CHECKING:
     from simulator.accounts import SimAccount
@@ -24,6 +27,7 @@ TOKEN_PATH = "/v1/oauth/token"
 USAGE_PATH = "/api/oauth/usage"
 PROFILE_PATH = "/api/oauth/profile"
 AUTHORIZE_PATH = "/oauth/authorize"
+MESSAGES_ENDPOINTS = {MESSAGES_PATH: "messages", COUNT_TOKENS_PATH: "count_tokens"}
 
 _DRIP_CHUNKS = 20
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -143,6 +147,9 @@ class SimHandler(BaseHTTPRequestHandler):
         account: SimAccount | None = None
         payload: dict[str, Any] | None = None
         query: dict[str, list[str]] = {}
+        if method == "POST" and url.path in MESSAGES_ENDPOINTS:
+            self._serve_messages(MESSAGES_ENDPOINTS[url.path], url.path, url.query, raw)
+            return
         if (method, url.path) == ("POST", TOKEN_PATH):
             endpoint = "token"
             payload = _parse_token_body(raw, self.headers.get("Content-Type", ""))
@@ -188,7 +195,106 @@ class SimHandler(BaseHTTPRequestHandler):
             extra = (*extra, ("Connection", "close"))
         self._send(Reply(fault.code, fault.body, fault.content_type, extra))
 
-    def _send(self, reply: Reply, drip: float = 0.0) -> None:
+    def _serve_messages(self, endpoint: str, path: str, query: str, raw: bytes) -> None:
+        """A Messages API request: recorded, faults applied, answered as JSON or a stream; a
+        client that hangs up before the answer is complete is noted on the record."""
+        sim = self.sim
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        record = sim.record_messages_request(path=path, query=query, headers=headers, body=raw)
+        bearer = _bearer(headers.get("authorization", ""))
+        account = sim.owner_of_access_token(bearer)
+        sim.count(endpoint)
+        fault = sim.take_fault(endpoint, account)
+        status, sent, hung_up = 0, 0, False
+        try:
+            if fault is not None and fault.kind == "delay":
+                hung_up = self._hold(fault.seconds)
+            if hung_up:
+                pass
+            elif fault is not None and fault.kind == "stream_error":
+                status, sent, hung_up = self._send_stream(sim.stream_error_reply(fault, account))
+            elif fault is not None and fault.kind == "status":
+                status = fault.code
+                limits = sim.messages_headers(account)
+                self._send(
+                    Reply(fault.code, fault.body, fault.content_type, fault.headers + limits)
+                )
+            elif fault is not None and not fault.answers_normally:
+                status = 0 if fault.kind == "reset" else fault.code
+                self._serve_fault(fault)
+            else:
+                reply = sim.messages_reply(
+                    endpoint,
+                    bearer=bearer,
+                    api_key=headers.get("x-api-key"),
+                    beta=headers.get("anthropic-beta", ""),
+                    raw=raw,
+                )
+                cut = (
+                    fault.after_events if fault is not None and fault.kind == "stream_cut" else None
+                )
+                if isinstance(reply, StreamReply):
+                    status, sent, hung_up = self._send_stream(reply, cut=cut)
+                else:
+                    status = reply.code
+                    drip = fault.seconds if fault is not None and fault.kind == "slow_body" else 0.0
+                    self._send(reply, drip=drip, cut=cut is not None)
+        except (BrokenPipeError, ConnectionResetError):
+            hung_up = True
+        if hung_up:
+            self.close_connection = True
+        sim.finish_messages_request(
+            record, account=account, status=status, events_sent=sent, disconnected=hung_up
+        )
+
+    def _hold(self, seconds: float) -> bool:
+        """Wait `seconds` (less if the simulator stops); True as soon as the client hangs up."""
+        sim = self.sim
+        deadline = time.monotonic() + seconds
+        while not sim.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+            if readable and self._hung_up():
+                return True
+            if readable:  # the client sent more (a pipelined request): just wait
+                sim.pause(deadline - time.monotonic())
+        return False
+
+    def _hung_up(self) -> bool:
+        try:
+            peeked: bytes = self.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        return peeked == b""
+
+    def _send_stream(self, reply: StreamReply, cut: int | None = None) -> tuple[int, int, bool]:
+        """Send a 200 event stream, chunked, each event after its delay. Returns (status, events
+        sent, client hung up). `cut`: close the connection after that many events."""
+        self.send_response(200)
+        self.send_header("Content-Type", SSE)
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.flush()
+        sent = 0
+        for event, delay in zip(reply.events, reply.delays, strict=True):
+            if cut is not None and sent >= cut:
+                self.close_connection = True
+                return 200, sent, False
+            if delay > 0 and self._hold(delay):
+                return 200, sent, True
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            sent += 1
+        self.wfile.write(b"0\r\n\r\n")
+        return 200, sent, False
+
+    def _send(self, reply: Reply, drip: float = 0.0, cut: bool = False) -> None:
         self.send_response(reply.code)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))
@@ -199,6 +305,10 @@ class SimHandler(BaseHTTPRequestHandler):
         if self.close_connection and "connection" not in names:
             self.send_header("Connection", "close")
         self.end_headers()
+        if cut:  # half the body, then the connection closes
+            self.wfile.write(reply.body[: len(reply.body) // 2])
+            self.close_connection = True
+            return
         if drip <= 0 or not reply.body:
             self.wfile.write(reply.body)
             return

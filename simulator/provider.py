@@ -1,16 +1,19 @@
-"""SimulatedAnthropic: a local stand-in for Anthropic's OAuth token, usage and profile endpoints.
+"""SimulatedAnthropic: a local stand-in for Anthropic's OAuth token, usage and profile endpoints
+and for the Messages API the relay forwards to.
 
 For tests, benchmarks and demos only; the app never defaults to it. Point the app at it with
-`sim.env()` (ANTHROPIC_TOKEN_URL and friends).
+`sim.env()` (ANTHROPIC_TOKEN_URL, ANTHROPIC_API_URL and friends).
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import itertools
 import secrets
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypedDict
@@ -18,6 +21,19 @@ from typing import Any, TypedDict
 from simulator.accounts import SimAccount, new_access_token, new_refresh_token, org_uuid
 from simulator.faults import Fault
 from simulator.handler import AUTHORIZE_PATH, PROFILE_PATH, TOKEN_PATH, USAGE_PATH, SimServer
+from simulator.messages import (
+    OAUTH_BETA,
+    MessagesRequest,
+    betas,
+    encode_event,
+    input_tokens,
+    invalid_request,
+    message,
+    message_id,
+    parse_body,
+    ratelimit_headers,
+    stream_events,
+)
 from simulator.oauth import (
     CODE_LIFETIME,
     LOGIN_SCOPES,
@@ -28,9 +44,11 @@ from simulator.oauth import (
     pkce_ok,
     token_answer,
 )
-from simulator.replies import Reply, error_reply, json_reply, oauth_error
+from simulator.replies import Reply, StreamReply, error_reply, json_reply, oauth_error
 
-ENDPOINTS = frozenset({"token", "usage", "profile", "authorize"})
+ENDPOINTS = frozenset({"token", "usage", "profile", "authorize", "messages", "count_tokens"})
+# The newest Messages requests kept for `messages_requests()` (a benchmark sends many).
+RECORDED_REQUESTS = 10_000
 
 
 class SimStats(TypedDict):
@@ -45,6 +63,9 @@ class SimStats(TypedDict):
     invalid_grant: int  # answers of 400 invalid_grant
     reused: int  # already-exchanged refresh tokens presented again (the lost-rotation signal)
     faults: int  # injected faults served
+    messages: int  # POST /v1/messages
+    count_tokens: int  # POST /v1/messages/count_tokens
+    disconnects: int  # Messages requests whose client hung up before the answer was complete
 
 
 @dataclass
@@ -60,9 +81,20 @@ class SimulatedAnthropic:
 
     `with SimulatedAnthropic() as sim:` starts and stops it. Accounts come from `add_account`,
     `seed` or a PKCE login (`/oauth/authorize` then an authorization_code exchange).
+
+    Streamed Messages answers have `stream_chunks` text deltas, each sent `chunk_delay` seconds
+    after the previous event (both settable while running; an account's own values win).
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, latency: float = 0.0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency: float = 0.0,
+        *,
+        stream_chunks: int = 4,
+        chunk_delay: float = 0.0,
+    ) -> None:
         self.host = host
         self._port = port
         self._lock = threading.Lock()
@@ -79,6 +111,9 @@ class SimulatedAnthropic:
         self._injections: list[_Injection] = []
         self._counts: Counter[str] = Counter()
         self._refreshes: Counter[str] = Counter()
+        self.stream_chunks = stream_chunks
+        self.chunk_delay = chunk_delay
+        self._requests: deque[MessagesRequest] = deque(maxlen=RECORDED_REQUESTS)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -143,6 +178,7 @@ class SimulatedAnthropic:
             "ANTHROPIC_USAGE_URL": base + USAGE_PATH,
             "ANTHROPIC_PROFILE_URL": base + PROFILE_PATH,
             "ANTHROPIC_AUTHORIZE_URL": base + AUTHORIZE_PATH,
+            "ANTHROPIC_API_URL": base,
         }
 
     @property
@@ -242,12 +278,12 @@ class SimulatedAnthropic:
         times: int | None = None,
         account: SimAccount | None = None,
     ) -> None:
-        """Serve `fault` on `endpoint` ("token", "usage", "profile" or "authorize"), for requests
-        of `account` only (None: any request), `times` times (None: until `clear_faults`).
+        """Serve `fault` on `endpoint` ("token", "usage", "profile", "authorize", "messages" or
+        "count_tokens"), for requests of `account` only (None: any request), `times` times
+        (None: until `clear_faults`).
 
         The token endpoint finds the account by the refresh token presented (current or used),
-        usage and profile by the bearer token (current or stale). The oldest matching injection
-        wins."""
+        the others by the bearer token (current or stale). The oldest matching injection wins."""
         if endpoint not in ENDPOINTS:
             raise ValueError(f"endpoint must be one of {sorted(ENDPOINTS)}, not {endpoint!r}")
         if times is not None and times < 1:
@@ -275,6 +311,11 @@ class SimulatedAnthropic:
                 self._counts["faults"] += 1
                 return injection.fault
         return None
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop` has begun (held requests end early)."""
+        return self._stopping.is_set()
 
     def pause(self, seconds: float) -> None:
         """Sleep `seconds`, or less if the simulator stops meanwhile."""
@@ -307,13 +348,61 @@ class SimulatedAnthropic:
                 invalid_grant=self._counts["invalid_grant"],
                 reused=self._counts["reused"],
                 faults=self._counts["faults"],
+                messages=self._counts["messages"],
+                count_tokens=self._counts["count_tokens"],
+                disconnects=self._counts["disconnects"],
             )
 
     def reset_stats(self) -> None:
-        """Zero every counter."""
+        """Zero every counter and forget the recorded Messages requests."""
         with self._lock:
             self._counts.clear()
             self._refreshes.clear()
+            self._requests.clear()
+
+    def messages_requests(self) -> list[MessagesRequest]:
+        """Copies of the recorded Messages requests, oldest first (the newest 10,000; requests
+        still being answered have `finished` false)."""
+        with self._lock:
+            return [copy.copy(request) for request in self._requests]
+
+    def record_messages_request(
+        self, *, path: str, query: str, headers: dict[str, str], body: bytes
+    ) -> MessagesRequest:
+        """Record a request as it arrives (used by the handler)."""
+        document = parse_body(body)
+        request = MessagesRequest(
+            path=path,
+            query=query,
+            headers=headers,
+            body=body,
+            body_sha256=hashlib.sha256(body).hexdigest(),
+            account=None,
+            stream=bool(document and document.get("stream") is True),
+            started_at=time.time(),
+        )
+        with self._lock:
+            self._requests.append(request)
+        return request
+
+    def finish_messages_request(
+        self,
+        request: MessagesRequest,
+        *,
+        account: SimAccount | None,
+        status: int,
+        events_sent: int,
+        disconnected: bool,
+    ) -> None:
+        """Note how a recorded request ended (used by the handler); counts a disconnect."""
+        with self._lock:
+            request.account = account
+            request.status = status
+            request.events_sent = events_sent
+            request.disconnected = disconnected
+            request.finished = True
+            if disconnected:
+                self._counts["disconnects"] += 1
 
     # -- protocol ----------------------------------------------------------------------------
 
@@ -419,3 +508,81 @@ class SimulatedAnthropic:
             if endpoint == "usage":
                 return json_reply(200, account.usage)
             return json_reply(200, account.identity())
+
+    def messages_headers(self, account: SimAccount | None) -> tuple[tuple[str, str], ...]:
+        """Headers of every Messages answer: a request id, and the account's rate-limit headers
+        when the bearer token names an account."""
+        request_id = ("request-id", "req_sim_" + secrets.token_hex(12))
+        if account is None:
+            return (request_id,)
+        return (request_id, *ratelimit_headers(account))
+
+    def messages_reply(
+        self,
+        endpoint: str,
+        *,
+        bearer: str | None,
+        api_key: str | None,
+        beta: str,
+        raw: bytes,
+    ) -> Reply | StreamReply:
+        """POST /v1/messages ("messages") or /v1/messages/count_tokens ("count_tokens"), with
+        the OAuth access token of an account and the OAuth beta."""
+        with self._lock:
+            account = self._access_owner.get(bearer) if bearer is not None else None
+            denied = self._oauth_denied(account, bearer, api_key, beta)
+            chunks = account.stream_chunks if account and account.stream_chunks else None
+            delay = account.chunk_delay if account and account.chunk_delay is not None else None
+            chunks = chunks or self.stream_chunks
+            delay = self.chunk_delay if delay is None else delay
+        headers = self.messages_headers(account)
+        if denied is not None:
+            return Reply(denied.code, denied.body, denied.content_type, headers)
+        assert account is not None
+        body = parse_body(raw)
+        problem = invalid_request(body, count_only=endpoint == "count_tokens")
+        if problem is not None:
+            error = error_reply(400, "invalid_request_error", problem)
+            return Reply(error.code, error.body, error.content_type, headers)
+        assert body is not None
+        if endpoint == "count_tokens":
+            answer = json_reply(200, {"input_tokens": input_tokens(body)})
+            return Reply(answer.code, answer.body, answer.content_type, headers)
+        if body.get("stream") is not True:
+            answer = json_reply(200, message(body, account, message_id()))
+            return Reply(answer.code, answer.body, answer.content_type, headers)
+        events = stream_events(body, account, message_id(), max(1, int(chunks)))
+        return StreamReply(
+            events=tuple(encode_event(kind, data) for kind, data in events),
+            delays=tuple(delay if kind == "content_block_delta" else 0.0 for kind, _ in events),
+            headers=headers,
+        )
+
+    def _oauth_denied(
+        self, account: SimAccount | None, bearer: str | None, api_key: str | None, beta: str
+    ) -> Reply | None:
+        if api_key is not None:
+            return error_reply(401, "authentication_error", "invalid x-api-key")
+        if bearer is None:
+            return error_reply(401, "authentication_error", "Missing bearer token")
+        if account is None or account.access_token != bearer or account.revoked:
+            return error_reply(401, "authentication_error", "Invalid bearer token")
+        if account.access_expired:
+            return error_reply(
+                401,
+                "authentication_error",
+                "OAuth token has expired. Please obtain a new token or refresh your "
+                "existing token.",
+            )
+        if OAUTH_BETA not in betas(beta):
+            return error_reply(
+                401, "authentication_error", "OAuth authentication is currently not supported."
+            )
+        if account.policy_blocked:
+            return error_reply(403, "permission_error", POLICY_MESSAGE)
+        return None
+
+    def stream_error_reply(self, fault: Fault, account: SimAccount | None) -> StreamReply:
+        """The 200 stream of a `Fault.stream_error`: one `error` event."""
+        event = b"event: error\ndata: " + fault.body + b"\n\n"
+        return StreamReply(events=(event,), delays=(0.0,), headers=self.messages_headers(account))

@@ -32,3 +32,12 @@ def error_reply(code: int, error_type: str, message: str) -> Reply:
 def oauth_error(error: str, description: str, code: int = 400) -> Reply:
     """An OAuth error in the token endpoint's shape: {"error", "error_description"}."""
     return json_reply(code, {"error": error, "error_description": description})
+
+
+@dataclass(frozen=True)
+class StreamReply:
+    """A 200 `text/event-stream` answer: encoded events, each sent after its delay (seconds)."""
+
+    events: tuple[bytes, ...]
+    delays: tuple[float, ...]
+    headers: tuple[tuple[str, str], ...] = ()
