@@ -2,7 +2,8 @@
 
     python -m simulator --port 8765 --latency-ms 50 --accounts 3 --tokens-out var/sim-tokens.json
 
-Prints the ANTHROPIC_* lines to point the app here, then serves until SIGTERM or SIGINT.
+Prints the ANTHROPIC_* lines to point the app here (the OAuth URLs, then ANTHROPIC_API_URL for
+the Messages API), then serves until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every request")
+    parser.add_argument(
+        "--stream-chunks", type=int, default=4, help="text deltas per streamed answer"
+    )
+    parser.add_argument(
+        "--chunk-delay-ms", type=float, default=0.0, help="pause before each streamed text delta"
+    )
     parser.add_argument("--accounts", type=int, default=0, help="accounts to seed")
     parser.add_argument("--prefix", default="sim", help="email prefix of seeded accounts")
     parser.add_argument(
@@ -51,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    sim = SimulatedAnthropic(host=args.host, port=args.port, latency=args.latency_ms / 1000)
+    sim = SimulatedAnthropic(
+        host=args.host,
+        port=args.port,
+        latency=args.latency_ms / 1000,
+        stream_chunks=args.stream_chunks,
+        chunk_delay=args.chunk_delay_ms / 1000,
+    )
     sim.start()
     try:
         accounts = sim.seed(args.accounts, prefix=args.prefix)

@@ -240,7 +240,8 @@ def test_cli_seeds_writes_tokens_prints_env_and_exits_zero_on_sigterm(tmp_path):
         [*command, "--tokens-out", str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     try:
-        env = dict(process.stdout.readline().strip().partition("=")[::2] for _ in range(4))
+        env = dict(process.stdout.readline().strip().partition("=")[::2] for _ in range(5))
+        assert env["ANTHROPIC_TOKEN_URL"] == env["ANTHROPIC_API_URL"] + "/v1/oauth/token"
         rows = json.loads(out.read_text())
         assert [sorted(row) for row in rows] == [["email", "refresh_token", "uuid"]] * 2
         body = {"grant_type": "refresh_token", "refresh_token": rows[0]["refresh_token"]}
