@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import time
 from datetime import UTC, datetime
@@ -109,14 +108,15 @@ def test_it_streams_the_real_event_sequence_with_cumulative_output_tokens(client
 
 
 def test_an_account_streams_its_own_number_of_chunks_one_per_delay(client, alice):
-    alice.stream_chunks, alice.chunk_delay = 3, 0.2
-    arrivals = []
+    alice.stream_chunks, alice.chunk_delay = 3, 0.3
+    started, arrivals = time.monotonic(), []
     with open_stream(client, alice) as answer:
         for line in answer.iter_lines():
             if line == "event: content_block_delta":
-                arrivals.append(time.monotonic())
+                arrivals.append(time.monotonic() - started)
     assert len(arrivals) == 3
-    assert all(later - earlier >= 0.15 for earlier, later in itertools.pairwise(arrivals))
+    assert all(arrival >= 0.3 * n for n, arrival in enumerate(arrivals, start=1))
+    assert arrivals[0] < arrivals[-1] - 0.3  # the first came well before the last: not buffered
 
 
 def test_count_tokens_answers_the_input_tokens_of_the_request(client, alice):
@@ -274,3 +274,21 @@ def test_a_client_that_hangs_up_mid_stream_is_counted_as_a_disconnect(sim, alice
     assert sim.stats()["disconnects"] == 1
     (request,) = sim.messages_requests()
     assert (request.disconnected, request.finished, request.events_sent) == (True, True, 4)
+
+
+def test_a_client_that_gives_up_during_the_latency_is_counted_as_a_disconnect(sim, client, alice):
+    sim.inject("messages", Fault.delay(3), times=1)
+    with pytest.raises(httpx.ReadTimeout):
+        client.post("/v1/messages", json=BODY, headers=oauth(alice), timeout=0.3)
+    deadline = time.monotonic() + 2
+    while sim.stats()["disconnects"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (request,) = sim.messages_requests()
+    assert (request.disconnected, request.status) == (True, 0)
+
+
+def test_a_cut_json_answer_ends_after_half_its_body(sim, client, alice):
+    sim.inject("messages", Fault.stream_cut(after_events=0), times=1)
+    with pytest.raises(httpx.RemoteProtocolError):
+        ask(client, alice)
+    assert ask(client, alice).status_code == 200
