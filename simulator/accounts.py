@@ -42,9 +42,9 @@ class SimAccount:
 
     Read `uuid`, `email`, `organization`, `refresh_token` (the current valid one) and
     `access_token` (the current one). Set `usage` (a dict: the usage JSON body; None restores the
-    default windows below), `policy_blocked` (usage and profile
-    answer 403 permission_error) and `revoked` (refreshes answer invalid_grant, usage and profile
-    401). The tokens change only through the simulator, under its lock.
+    default windows below), `policy_blocked` (usage, profile and Messages answer 403
+    permission_error) and `revoked` (refreshes answer invalid_grant, the others 401). The tokens
+    change only through the simulator, under its lock.
 
     The default usage body reads `five_hour_utilization` and `seven_day_utilization` (percent,
     10 and 20) and `five_hour_resets_at`/`seven_day_resets_at` (epoch seconds; None: windows

@@ -201,51 +201,54 @@ class SimHandler(BaseHTTPRequestHandler):
         sim = self.sim
         headers = {name.lower(): value for name, value in self.headers.items()}
         record = sim.record_messages_request(path=path, query=query, headers=headers, body=raw)
-        bearer = _bearer(headers.get("authorization", ""))
-        account = sim.owner_of_access_token(bearer)
+        account = sim.owner_of_access_token(_bearer(headers.get("authorization", "")))
         sim.count(endpoint)
         fault = sim.take_fault(endpoint, account)
-        status, sent, hung_up = 0, 0, False
         try:
-            if fault is not None and fault.kind == "delay":
-                hung_up = self._hold(fault.seconds)
-            if hung_up:
-                pass
-            elif fault is not None and fault.kind == "stream_error":
-                status, sent, hung_up = self._send_stream(sim.stream_error_reply(fault, account))
-            elif fault is not None and fault.kind == "status":
-                status = fault.code
-                limits = sim.messages_headers(account)
-                self._send(
-                    Reply(fault.code, fault.body, fault.content_type, fault.headers + limits)
-                )
-            elif fault is not None and not fault.answers_normally:
-                status = 0 if fault.kind == "reset" else fault.code
-                self._serve_fault(fault)
-            else:
-                reply = sim.messages_reply(
-                    endpoint,
-                    bearer=bearer,
-                    api_key=headers.get("x-api-key"),
-                    beta=headers.get("anthropic-beta", ""),
-                    raw=raw,
-                )
-                cut = (
-                    fault.after_events if fault is not None and fault.kind == "stream_cut" else None
-                )
-                if isinstance(reply, StreamReply):
-                    status, sent, hung_up = self._send_stream(reply, cut=cut)
-                else:
-                    status = reply.code
-                    drip = fault.seconds if fault is not None and fault.kind == "slow_body" else 0.0
-                    self._send(reply, drip=drip, cut=cut is not None)
+            status, sent, hung_up = self._answer_messages(endpoint, headers, raw, account, fault)
         except (BrokenPipeError, ConnectionResetError):
-            hung_up = True
+            status, sent, hung_up = 0, 0, True
         if hung_up:
             self.close_connection = True
         sim.finish_messages_request(
             record, account=account, status=status, events_sent=sent, disconnected=hung_up
         )
+
+    def _answer_messages(
+        self,
+        endpoint: str,
+        headers: dict[str, str],
+        raw: bytes,
+        account: SimAccount | None,
+        fault: Fault | None,
+    ) -> tuple[int, int, bool]:
+        """Send the answer (or the fault); returns (status, events sent, client hung up)."""
+        sim = self.sim
+        kind = fault.kind if fault is not None else None
+        if fault is not None and kind == "delay" and self._hold(fault.seconds):
+            return 0, 0, True
+        if fault is not None and kind == "stream_error":
+            return self._send_stream(sim.stream_error_reply(fault, account))
+        if fault is not None and kind == "status":
+            limits = sim.messages_headers(account)
+            self._send(Reply(fault.code, fault.body, fault.content_type, fault.headers + limits))
+            return fault.code, 0, False
+        if fault is not None and not fault.answers_normally:
+            self._serve_fault(fault)
+            return (0 if kind == "reset" else fault.code), 0, False
+        reply = sim.messages_reply(
+            endpoint,
+            bearer=_bearer(headers.get("authorization", "")),
+            api_key=headers.get("x-api-key"),
+            beta=headers.get("anthropic-beta", ""),
+            raw=raw,
+        )
+        cut = fault.after_events if fault is not None and kind == "stream_cut" else None
+        if isinstance(reply, StreamReply):
+            return self._send_stream(reply, cut=cut)
+        drip = fault.seconds if fault is not None and kind == "slow_body" else 0.0
+        self._send(reply, drip=drip, cut=cut is not None)
+        return reply.code, 0, False
 
     def _hold(self, seconds: float) -> bool:
         """Wait `seconds` (less if the simulator stops); True as soon as the client hangs up."""
@@ -283,15 +286,18 @@ class SimHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         sent = 0
-        for event, delay in zip(reply.events, reply.delays, strict=True):
-            if cut is not None and sent >= cut:
-                self.close_connection = True
-                return 200, sent, False
-            if delay > 0 and self._hold(delay):
-                return 200, sent, True
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
-            sent += 1
-        self.wfile.write(b"0\r\n\r\n")
+        try:
+            for event, delay in zip(reply.events, reply.delays, strict=True):
+                if cut is not None and sent >= cut:
+                    self.close_connection = True
+                    return 200, sent, False
+                if delay > 0 and self._hold(delay):
+                    return 200, sent, True
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                sent += 1
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            return 200, sent, True
         return 200, sent, False
 
     def _send(self, reply: Reply, drip: float = 0.0, cut: bool = False) -> None:
