@@ -292,3 +292,18 @@ def test_a_cut_json_answer_ends_after_half_its_body(sim, client, alice):
     with pytest.raises(httpx.RemoteProtocolError):
         ask(client, alice)
     assert ask(client, alice).status_code == 200
+
+
+def test_a_refreshed_access_token_serves_and_the_one_it_replaced_is_401(client, alice):
+    stale = alice.access_token
+    body = {"grant_type": "refresh_token", "refresh_token": alice.refresh_token}
+    fresh = client.post("/v1/oauth/token", json=body).json()["access_token"]
+    headers = {"anthropic-beta": BETAS}
+    old = client.post(
+        "/v1/messages", json=BODY, headers=headers | {"authorization": f"Bearer {stale}"}
+    )
+    new = client.post(
+        "/v1/messages", json=BODY, headers=headers | {"authorization": f"Bearer {fresh}"}
+    )
+    assert (old.status_code, new.status_code) == (401, 200)
+    assert new.json()["content"][0]["text"] == reply_text(alice)
