@@ -15,8 +15,6 @@ from accounts_pool.state import ReasonCode
 
 from . import processes
 
-pytestmark = pytest.mark.slow
-
 
 def _codes(url: str, token: str) -> set[str]:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
@@ -28,6 +26,7 @@ def _codes(url: str, token: str) -> set[str]:
     return {reason["code"] for account in pool["accounts"] for reason in account["reasons"]}
 
 
+@pytest.mark.slow
 def test_the_demo_shows_every_reason_code(tmp_path):
     port = processes.free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE",)}
