@@ -99,8 +99,8 @@ def unacked_on(name: str) -> int:
 
 
 def queue_drop(name: str) -> None:
-    """Empty and delete queue `name`; on Redis also its unacknowledged messages and the bindings
-    of its exchange (Celery names the exchange after the default queue)."""
+    """Empty and delete queue `name`, and the bindings of its exchange (Celery names the exchange
+    after the default queue); on Redis also its unacknowledged messages."""
     with _channel() as channel:
         channel.queue_purge(name)
         channel.queue_delete(name)
@@ -110,6 +110,9 @@ def queue_drop(name: str) -> None:
             client.hdel("unacked", tag)
             client.zrem("unacked_index", tag)
         client.delete(f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
+    control = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}).get("control_folder")
+    if control:  # the file broker keeps each exchange's bindings in a file
+        (Path(control) / f"{name}.exchange").unlink(missing_ok=True)
 
 
 def _redis() -> Any:
