@@ -1,7 +1,8 @@
 import os
 
 from celery import Celery, signals
-from django.db import close_old_connections
+from django.conf import settings
+from django.db import close_old_connections, transaction
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -22,3 +23,30 @@ def recycle_database_connections(sender: object = None, **_: object) -> None:
     if getattr(getattr(sender, "request", None), "is_eager", False):
         return
     close_old_connections()
+
+
+@signals.beat_init.connect
+def apply_beat_interval(sender: object = None, **_: object) -> None:
+    """When ACCOUNTS_POOL_BEAT_SECONDS is set, beat runs both dispatchers every that many seconds;
+    unset, the database's schedule (the admin's) is left as it is."""
+    if settings.ACCOUNTS_POOL_BEAT_SECONDS is not None:
+        beat_interval_set(seconds=settings.ACCOUNTS_POOL_BEAT_SECONDS)
+
+
+def beat_interval_set(*, seconds: int) -> int:
+    """Point the dispatchers' beat entries at an interval of `seconds`, and tell beat.
+
+    Returns how many entries now use it. The shared one-minute interval row is left alone (other
+    entries may use it); bulk updates send no signal, hence `update_changed()`."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
+
+    from accounts_pool.tasks import dispatch_quota_checks_task, dispatch_token_refresh_task
+
+    names = [dispatch_token_refresh_task.name, dispatch_quota_checks_task.name]
+    with transaction.atomic():
+        every, _ = IntervalSchedule.objects.get_or_create(
+            every=seconds, period=IntervalSchedule.SECONDS
+        )
+        count = PeriodicTask.objects.filter(task__in=names).update(interval=every, crontab=None)
+        PeriodicTasks.update_changed()
+    return int(count)

@@ -231,3 +231,12 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # (config/celery.py); Celery's fixup would otherwise close them after every task.
 CELERY_DB_REUSE_MAX = 2**31
 CELERY_TIMEZONE = TIME_ZONE
+# Beat's interval for the two dispatchers. Unset, beat keeps the schedule in the database (one
+# minute as created; operators edit it in the admin). Set, beat points both dispatchers at every
+# N seconds when it starts (config/celery.py): tests and demos tick in seconds, not minutes.
+ACCOUNTS_POOL_BEAT_SECONDS: int | None = env.int("ACCOUNTS_POOL_BEAT_SECONDS", default=None)
+if ACCOUNTS_POOL_BEAT_SECONDS is not None and ACCOUNTS_POOL_BEAT_SECONDS < 1:
+    raise ImproperlyConfigured("ACCOUNTS_POOL_BEAT_SECONDS must be at least 1 (or unset).")
+# The queue tasks are sent to and workers take from. Deployments sharing one broker database,
+# and the tests' processes, each use their own: no process takes another's messages.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")

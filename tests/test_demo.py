@@ -15,8 +15,6 @@ from accounts_pool.state import ReasonCode
 
 from . import processes
 
-pytestmark = pytest.mark.slow
-
 
 def _codes(url: str, token: str) -> set[str]:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
@@ -28,10 +26,17 @@ def _codes(url: str, token: str) -> set[str]:
     return {reason["code"] for account in pool["accounts"] for reason in account["reasons"]}
 
 
+@pytest.mark.slow
 def test_the_demo_shows_every_reason_code(tmp_path):
     port = processes.free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE",)}
-    env.update(PORT=str(port), ACCOUNTS_POOL_DEMO_DIR=str(tmp_path / "demo"))
+    env.update(
+        PORT=str(port),
+        ACCOUNTS_POOL_DEMO_DIR=str(tmp_path / "demo"),
+        # quota_stale needs the pool's quota interval (30 s) to pass and then a failed check: a
+        # tick every few seconds finds it then, not at the next whole minute.
+        ACCOUNTS_POOL_BEAT_SECONDS=processes.BEAT_SECONDS,
+    )
     env.pop("ACCOUNTS_POOL_ENCRYPTION_KEYS", None)  # the demo makes its own
     log = tmp_path / "demo.log"
     demo = processes.start([str(processes.ROOT / "scripts" / "demo")], env, log)

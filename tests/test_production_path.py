@@ -1,7 +1,8 @@
 """The documented production commands, as an operator runs them: migrate and collectstatic,
 then gunicorn, two Celery workers and one beat against DATABASE_URL and CELERY_BROKER_URL
-(PostgreSQL and Redis in CI; a fresh database of its own), and an account onboarded through the
-API is refreshed by the cycle within two minutes."""
+(PostgreSQL and Redis in CI; a fresh database of its own, a queue of its own), and an account
+onboarded through the API is refreshed by the cycle. Beat ticks every few seconds here
+(ACCOUNTS_POOL_BEAT_SECONDS); the default schedule's minute is tested in test_beat_interval."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import os
 import secrets
 import shlex
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -102,11 +102,11 @@ ONBOARD_LEAD = (
 )
 
 
-def test_the_production_commands_serve_and_refresh_within_two_minutes(tmp_path, database_url):
+def test_the_production_commands_serve_and_the_cycle_refreshes(tmp_path, database_url):
     port = processes.free_port()
     base = f"http://127.0.0.1:{port}"
     procfile = _procfile()
-    with fake_anthropic({REFRESH}) as fake:
+    with fake_anthropic({REFRESH}) as fake, processes.own_queue() as queue:
         env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
         env.update(
             fake.env(),
@@ -123,6 +123,8 @@ def test_the_production_commands_serve_and_refresh_within_two_minutes(tmp_path, 
             PORT=str(port),
             WEB_CONCURRENCY="2",
             WORKER_CONCURRENCY="2",
+            CELERY_TASK_DEFAULT_QUEUE=queue,
+            ACCOUNTS_POOL_BEAT_SECONDS=processes.BEAT_SECONDS,
         )
         (tmp_path / "metrics").mkdir()
         _run(procfile["release"], env)
@@ -151,7 +153,6 @@ def test_the_production_commands_serve_and_refresh_within_two_minutes(tmp_path, 
             )
             assert status == 201, body
             account_url = f"{base}/api/v1/accounts/{body['account']['id']}"
-            onboarded = time.monotonic()
 
             def refreshed() -> bool:
                 return (
@@ -159,8 +160,7 @@ def test_the_production_commands_serve_and_refresh_within_two_minutes(tmp_path, 
                     is not None
                 )
 
-            processes.wait_for(refreshed, 120, "the cycle's refresh", started[-1][1])
-            assert time.monotonic() - onboarded < 120
+            processes.wait_for(refreshed, 60, "the cycle's refresh", started[-1][1])
             assert fake.calls["token"] == 1
             assert _status(f"{base}/static/accounts_pool/app.css") == 200
             metrics = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()

@@ -54,6 +54,7 @@ def test_the_run_command_serves_the_app_and_the_cycle_refreshes(tmp_path):
             ACCOUNTS_POOL_ENCRYPTION_KEYS=os.environ["ACCOUNTS_POOL_ENCRYPTION_KEYS"],
             DEBUG="true",
             PORT=str(port),
+            ACCOUNTS_POOL_BEAT_SECONDS=processes.BEAT_SECONDS,
         )
         log = tmp_path / "run.log"
         run = processes.start([str(processes.ROOT / "scripts" / "run")], env, log)
@@ -63,8 +64,8 @@ def test_the_run_command_serves_the_app_and_the_cycle_refreshes(tmp_path):
             )
             manage = [str(processes.VENV_BIN / "python"), "manage.py", "shell", "-c"]
             subprocess.run([*manage, ONBOARD], cwd=processes.ROOT, env=env, check=True)
-            # Beat sends the first dispatch a minute after it starts; the worker refreshes.
-            processes.wait_for(lambda: fake.calls["token"] >= 1, 150, "beat and worker", log)
+            # Beat sends a dispatch every BEAT_SECONDS (a minute unless told); the worker refreshes.
+            processes.wait_for(lambda: fake.calls["token"] >= 1, 60, "beat and worker", log)
             read = subprocess.run(
                 [*manage, READ], cwd=processes.ROOT, env=env, check=True, capture_output=True
             )

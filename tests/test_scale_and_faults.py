@@ -25,6 +25,7 @@ from . import processes
 
 ACCOUNTS = 1000
 WORKERS = 4
+DEFAULT_QUEUE = "celery"  # Celery's, which any worker started without a queue of its own takes
 
 
 def _point_at(settings, sim: SimulatedAnthropic, timeout: float = 5.0) -> None:
@@ -64,13 +65,13 @@ def _accounts_from(pool, sim_accounts, *, expires_in: timedelta) -> dict[int, Si
     return {a.pk: by_uuid[a.provider_account_uuid] for a in rows}
 
 
-def _workers(sim, tmp_path, count: int, **env: str) -> list:
+def _workers(sim, tmp_path, count: int, queue: str, **env: str) -> list:
     started = []
     for n in range(count):
         log = tmp_path / f"worker-{n}.log"
-        purge = ("--purge",) if n == 0 else ()
-        args = processes.celery_worker("--concurrency", "4", "--hostname", f"w{n}@%h", *purge)
-        started.append((processes.start(args, processes.child_env(**sim.env(), **env), log), log))
+        args = processes.celery_worker("--concurrency", "4", "--hostname", f"w{n}@%h")
+        child = processes.child_env(queue=queue, **sim.env(), **env)
+        started.append((processes.start(args, child, log), log))
     for _, log in started:
         processes.wait_for(_ready(log), 60, "a worker", log)
     return started
@@ -86,7 +87,7 @@ def _ready(log):
 def test_four_workers_and_repeated_dispatches_refresh_every_account_exactly_once(
     pool, alice, tmp_path, settings
 ):
-    with SimulatedAnthropic(latency=0.02) as sim:
+    with SimulatedAnthropic(latency=0.02) as sim, processes.own_queue() as queue:
         _point_at(settings, sim)
         by_id = _accounts_from(pool, sim.seed(ACCOUNTS), expires_in=timedelta(minutes=3))
         key, _ = consumer_key_create(pool=pool, name="load", created_by=alice)
@@ -100,12 +101,12 @@ def test_four_workers_and_repeated_dispatches_refresh_every_account_exactly_once
             finally:
                 connection.close()
 
-        workers = _workers(sim, tmp_path, WORKERS)
+        workers = _workers(sim, tmp_path, WORKERS, queue)
         try:
             tool = threading.Thread(target=check_out_while_the_workers_run)
             tool.start()
             for _ in range(5):  # beat ticking, and a second beat by mistake
-                dispatch_token_refresh_task.delay()
+                dispatch_token_refresh_task.apply_async(queue=queue)
                 time.sleep(0.3)
             processes.wait_for(
                 lambda: not Account.objects.filter(credential_version=1).exists(),
@@ -187,16 +188,17 @@ def test_each_injected_fault_is_classified_and_never_stalls_the_cycle(pool, sett
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_mid_refresh_leaves_no_claim_beyond_its_timeout(pool, tmp_path, settings):
     claim_seconds = 4
-    with SimulatedAnthropic() as sim:
+    shared_before = processes.queue_size(DEFAULT_QUEUE)
+    with SimulatedAnthropic() as sim, processes.own_queue() as queue:
         _point_at(settings, sim)
         sim_account = sim.add_account()
         by_id = _accounts_from(pool, [sim_account], expires_in=timedelta(minutes=10))
         account_id = next(iter(by_id))
         sim.inject("token", Fault.timeout(60), account=sim_account)  # holds, never rotates
-        workers = _workers(sim, tmp_path, 1, ACCOUNTS_POOL_CLAIM_SECONDS=str(claim_seconds))
+        workers = _workers(sim, tmp_path, 1, queue, ACCOUNTS_POOL_CLAIM_SECONDS=str(claim_seconds))
         process, log = workers[0]
         try:
-            refresh_account.delay(account_id)
+            refresh_account.apply_async([account_id], queue=queue)
             processes.wait_for(lambda: sim.stats()["token"] >= 1, 30, "the refresh in flight", log)
             claimed = Account.objects.get(pk=account_id).refresh_claimed_until
             os.killpg(process.pid, 9)  # SIGKILL the worker and its pool, mid-request
@@ -205,6 +207,11 @@ def test_a_worker_killed_mid_refresh_leaves_no_claim_beyond_its_timeout(pool, tm
             processes.stop(process)
         assert claimed is not None
         assert claimed <= timezone.now() + timedelta(seconds=claim_seconds)
+        # The message the dead worker held is redelivered only on this test's queue (Redis keeps
+        # it unacknowledged; the file broker dropped it), which own_queue empties.
+        assert processes.unacked_on(queue) == (
+            1 if settings.CELERY_BROKER_URL.startswith("redis") else 0
+        )
         time.sleep(max(0.0, (claimed - timezone.now()).total_seconds()) + 0.2)
         sim.clear_faults()
         recovered = list(cycle_run())  # the next cycle takes the account over
@@ -214,3 +221,6 @@ def test_a_worker_killed_mid_refresh_leaves_no_claim_beyond_its_timeout(pool, tm
     assert account.refresh_token == sim_account.refresh_token
     assert account.refresh_claimed_until is None
     assert (stats["reused"], stats["invalid_grant"]) == (0, 0)
+    # Nothing reached the queue other runs' workers take, and nothing is left for them.
+    assert processes.queue_size(DEFAULT_QUEUE) == shared_before
+    assert (processes.queue_size(queue), processes.unacked_on(queue)) == (0, 0)
