@@ -192,9 +192,10 @@ LOGGING = {
 }
 
 # --- Health and metrics --------------------------------------------------------------------
-# /metrics answers a Bearer METRICS_TOKEN, or any client inside METRICS_ALLOWED_NETWORKS.
+# /metrics answers a Bearer METRICS_TOKEN, or any client inside METRICS_ALLOWED_NETWORKS. No
+# network by default: behind a proxy on the same host every client arrives from loopback.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
-METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])
 HEALTHZ_BROKER_TIMEOUT = env.float("HEALTHZ_BROKER_TIMEOUT", default=2.0)
 
 # --- Secrets at rest -----------------------------------------------------------------------
