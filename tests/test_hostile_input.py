@@ -90,3 +90,10 @@ def test_it_answers_a_5000_digit_account_id_on_login_start_with_a_404(alice, poo
     response = client.post("/pools/claude/login/start/", {"account_id": "9" * 5_000})
 
     assert response.status_code == 404
+
+
+def test_an_id_that_decodes_to_a_slash_is_the_apis_json_404(lead, no_traceback):
+    response = lead.get("/accounts/%2F")
+
+    assert response.status_code == 404
+    assert error_code(response) == "not_found"

@@ -127,6 +127,12 @@ def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
     return error_response(request, 413, "payload_too_large", "The request body is too large.")
 
 
+def unknown_path(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """Any other path under /api/v1/ (an id that decodes to a slash, a typo): the API's 404,
+    in its one error shape rather than the site's HTML page."""
+    return error_response(request, 404, "not_found", "No such API path.")
+
+
 # Tools first: Django tries URL patterns in order, and checkout and reports are most requests.
 api.add_router("", tools.router)
 api.add_router("", teams.router)
