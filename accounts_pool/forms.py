@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django import forms
 
+from .jsoninput import UnreadableJson, json_loads
 from .models import Account
 from .services.errors import Conflict
 from .services.onboarding import refuse_held_refresh_token
@@ -88,9 +88,9 @@ class UploadCredentialsForm(forms.Form):
         if upload.size > MAX_UPLOAD_BYTES:
             raise forms.ValidationError("The file is larger than 256 KiB.")
         try:
-            return json.loads(upload.read().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise forms.ValidationError("The file is not JSON.") from None
+            return json_loads(upload.read())
+        except UnreadableJson as exc:
+            raise forms.ValidationError(f"The file is {exc}.") from None
 
 
 class PasteCodeForm(forms.Form):

@@ -4,6 +4,7 @@ Every variable is listed in `.env.example`. Defaults are safe for development: S
 filesystem broker under `var/`, so nothing but Python is needed to run the app.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import django_stubs_ext
@@ -40,6 +41,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "ninja",
+    "axes",
     "accounts_pool",
 ]
 
@@ -52,7 +54,27 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- Login throttling (django-axes) ----------------------------------------------------------
+# Password logins (the pages' and the admin's) count failures per username and per client
+# address; LOGIN_FAILURE_LIMIT of either locks it out for LOGIN_LOCKOUT_MINUTES, during which
+# even the right password fails. Lockouts show in the admin under Axes; `manage.py axes_reset`
+# lifts them. API tokens and consumer keys are not passwords and are not counted.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=20)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "accounts_pool.logins.client_ip"
+AXES_LOCKOUT_CALLABLE = "accounts_pool.logins.locked_out"
+# A log line per failure is enough; a row per successful login would grow without end.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_VERBOSE = False  # no banner at every process start; failures are still logged
 
 # Flash messages live in the session. The default (a signed cookie first) derives a cookie
 # signing key on every request, API and health checks included: 15% of a /livez request and 5%
@@ -146,7 +168,10 @@ if not DEBUG:
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
-if env.bool("BEHIND_TLS_PROXY", default=False):
+# Behind the proxy, the client's address is the last X-Forwarded-For entry (the one the proxy
+# appended), for login throttling; REMOTE_ADDR is the proxy's own.
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -167,9 +192,10 @@ LOGGING = {
 }
 
 # --- Health and metrics --------------------------------------------------------------------
-# /metrics answers a Bearer METRICS_TOKEN, or any client inside METRICS_ALLOWED_NETWORKS.
+# /metrics answers a Bearer METRICS_TOKEN, or any client inside METRICS_ALLOWED_NETWORKS. No
+# network by default: behind a proxy on the same host every client arrives from loopback.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
-METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])
 HEALTHZ_BROKER_TIMEOUT = env.float("HEALTHZ_BROKER_TIMEOUT", default=2.0)
 
 # --- Secrets at rest -----------------------------------------------------------------------

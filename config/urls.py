@@ -2,12 +2,13 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
-from accounts_pool.api.main import api
+from accounts_pool.api.main import api, unknown_path
 from accounts_pool.views import relay
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    re_path(r"^api/v1/(?P<rest>.*)$", unknown_path),
     # The relay (DESIGN.md 4.4); production serves it from the ASGI process (Procfile: relay).
     path("relay/anthropic/v1/messages", relay.messages_create, name="relay_messages"),
     path("relay/anthropic/v1/messages/count_tokens", relay.count_tokens, name="relay_count"),

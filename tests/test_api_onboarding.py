@@ -225,3 +225,12 @@ def test_the_import_command_refuses_bad_files_and_saves_nothing(pool, tmp_path, 
     with pytest.raises(CommandError, match=message):
         call_command("import_accounts", "--pool", "claude", str(path))
     assert Account.objects.count() == 0
+
+
+def test_an_api_key_account_needs_no_refresh_token_field(lead, pool):
+    body = {"label": "spare", "kind": "api_key", "api_key": "sk-ant-api03-spare"}
+
+    response = lead.post("/pools/claude/accounts", body)
+
+    assert response.status_code == 201, response.content
+    assert Account.objects.get().kind == "api_key"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from django.utils import timezone
 
 from .conftest import POLICY_MESSAGE, make_account
@@ -26,14 +27,33 @@ def test_healthz_names_the_broker_when_it_is_down(client, db, settings):
     assert body["broker"].startswith("broker: ")
 
 
-def test_metrics_count_accounts_by_status_and_reason_per_pool(client, pool):
+@pytest.fixture
+def scraper(client, settings):
+    """A Prometheus that sends the scrape token."""
+    settings.METRICS_TOKEN = "scrape-secret"
+    client.defaults["HTTP_AUTHORIZATION"] = "Bearer scrape-secret"
+    return client
+
+
+def test_metrics_count_accounts_by_status_and_reason_per_pool(scraper, pool):
     now = timezone.now()
     make_account(pool, label="blocked", policy_status="blocked", policy_message=POLICY_MESSAGE)
     make_account(pool, label="cooling", cooldown_until=now + timedelta(minutes=5))
-    text = client.get("/metrics").content.decode()
+    text = scraper.get("/metrics").content.decode()
     assert 'accounts_pool_accounts{pool="claude",status="excluded"} 2.0' in text
     assert 'accounts_pool_account_reasons{pool="claude",reason="org_policy_blocked"} 1.0' in text
     assert 'accounts_pool_account_reasons{pool="claude",reason="cooldown"} 1.0' in text
+
+
+def test_metrics_trust_no_network_by_default_not_even_loopback(client, db):
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
+    assert client.get("/metrics", REMOTE_ADDR="::1").status_code == 403
+
+
+def test_metrics_answer_clients_in_networks_an_operator_allowed(client, db, settings):
+    settings.METRICS_ALLOWED_NETWORKS = ["10.0.0.0/8"]
+    assert client.get("/metrics", REMOTE_ADDR="10.1.2.3").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
 
 
 def test_metrics_refuse_clients_outside_the_allowed_networks(client, db, settings):
@@ -44,13 +64,13 @@ def test_metrics_refuse_clients_outside_the_allowed_networks(client, db, setting
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer scrape-secret").status_code == 200
 
 
-def test_refresh_outcomes_are_counted(client, pool, provider):
+def test_refresh_outcomes_are_counted(scraper, pool, provider):
     from accounts_pool.services.refresh import account_refresh
 
     account = make_account(pool, access_expires_at=timezone.now() - timedelta(minutes=1))
     provider.token.respond(403)
     account_refresh(account_id=account.pk)
-    text = client.get("/metrics").content.decode()
+    text = scraper.get("/metrics").content.decode()
     line = next(
         row
         for row in text.splitlines()

@@ -120,6 +120,7 @@ def test_the_production_commands_serve_and_the_cycle_refreshes(tmp_path, databas
             CSRF_COOKIE_SECURE="false",
             ACCOUNTS_POOL_VAR_DIR=str(tmp_path / "var"),
             PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
+            METRICS_ALLOWED_NETWORKS="127.0.0.1/32",  # no proxy here: loopback is this test
             PORT=str(port),
             WEB_CONCURRENCY="2",
             WORKER_CONCURRENCY="2",

@@ -11,7 +11,7 @@ import pytest
 import respx
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.test import AsyncClient
+from django.test import AsyncClient, Client
 from django.utils import timezone
 
 from accounts_pool import selectors
@@ -330,3 +330,25 @@ def test_a_key_of_another_pool_never_reaches_this_pools_accounts(pool, team, ali
     assert relay(secret)[0] == 429  # this pool has no account
     assert route.call_count == 0
     assert Account.objects.get(label="zed").verdict(timezone.now()).status == Status.USABLE
+
+
+def test_a_content_length_of_5000_digits_is_a_413_not_a_crash(pool, secret, upstream):
+    usable(pool, "ana")
+    route = upstream.post(MESSAGES).mock(return_value=reply())
+    answer = Client().post(  # WSGI: the header arrives as it was sent
+        "/relay/anthropic/v1/messages",
+        json.dumps(BODY),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+        CONTENT_LENGTH="9" * 5_000,
+    )
+    assert (answer.status_code, answer.json()["error"]["type"]) == (413, "request_too_large")
+    assert route.call_count == 0
+
+
+def test_a_body_nested_1000_deep_is_relayed_byte_for_byte(pool, secret, upstream):
+    usable(pool, "ana")
+    route = upstream.post(MESSAGES).mock(return_value=reply())
+    deep = b'{"model": "claude-sonnet-4-5", "x": ' + b"[" * 1_000 + b"]" * 1_000 + b"}"
+    assert relay(secret, body=deep)[0] == 200
+    assert route.calls.last.request.content == deep

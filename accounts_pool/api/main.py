@@ -11,13 +11,26 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
+from ninja.types import DictStrAny
 
+from ..jsoninput import UnreadableJson, json_loads
 from ..services.checkout import NoUsableAccount
 from ..services.errors import ServiceError
 from . import accounts, pools, teams, tools
 from .auth import AUTH
 
 logger = logging.getLogger("accounts_pool.api")
+
+
+class BoundedJsonParser(Parser):
+    """Bodies nested deeper than any real document, or holding lone surrogates, are refused
+    here (a 400) rather than overflowing the stack or an encoder inside a service."""
+
+    def parse_body(self, request: HttpRequest) -> DictStrAny:
+        document: DictStrAny = json_loads(request.body)
+        return document
+
 
 api = NinjaAPI(
     title="accounts-pool",
@@ -32,6 +45,7 @@ api = NinjaAPI(
         "quota_stale, cooldown."
     ),
     auth=AUTH,
+    parser=BoundedJsonParser(),
     urls_namespace="api",
     docs_url="/docs",
     openapi_url="/openapi.json",
@@ -89,7 +103,10 @@ def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResp
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     code = STATUS_CODES.get(exc.status_code, "error")
-    return error_response(request, exc.status_code, code, str(exc))
+    message = str(exc)
+    if isinstance(exc.__cause__, UnreadableJson):  # ninja wraps every parser error in a 400
+        message = f"The request body is {exc.__cause__}."
+    return error_response(request, exc.status_code, code, message)
 
 
 @api.exception_handler(Http404)
@@ -108,6 +125,12 @@ def _unstorable(request: HttpRequest, exc: DataError) -> HttpResponse:
 @api.exception_handler(RequestDataTooBig)
 def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
     return error_response(request, 413, "payload_too_large", "The request body is too large.")
+
+
+def unknown_path(request: HttpRequest, rest: str = "") -> HttpResponse:
+    """Any other path under /api/v1/ (an id that decodes to a slash, a typo): the API's 404,
+    in its one error shape rather than the site's HTML page."""
+    return error_response(request, 404, "not_found", "No such API path.")
 
 
 # Tools first: Django tries URL patterns in order, and checkout and reports are most requests.

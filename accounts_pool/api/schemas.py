@@ -231,7 +231,7 @@ class AccountOut(Out):
 class AccountCreateIn(In):
     label: str = Label
     kind: Literal["oauth", "api_key"]
-    refresh_token: str | None = Secret
+    refresh_token: str | None = Field(None, min_length=1, max_length=4096)
     access_token: str | None = Field(None, min_length=1, max_length=4096)
     expires_at: datetime | None = None
     api_key: str | None = Field(None, min_length=1, max_length=4096)

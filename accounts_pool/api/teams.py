@@ -38,8 +38,10 @@ def create_team(request: HttpRequest, payload: TeamIn) -> Status[dict[str, objec
 @router.post("/teams/{team}/members", response={201: MemberOut, **ERRORS})
 def add_member(request: HttpRequest, team: str, payload: MemberIn) -> Status[dict[str, object]]:
     """Add a user to the team as `lead` or `member` (or change their role). Leads only."""
-    found = access.team_for(access.principal(request), team, lead=True)
+    principal = access.principal(request)
+    found = access.team_for(principal, team, lead=True)
+    assert principal.user is not None  # team_for(lead=True) admits people only
     membership = team_services.membership_set(
-        team=found, username=payload.username, role=payload.role
+        team=found, username=payload.username, role=payload.role, by=principal.user
     )
     return Status(201, {"username": membership.user.get_username(), "role": membership.role})

@@ -5,17 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
+from django.db import transaction
 from django.utils import timezone
 
 from .. import state
 from ..models import Account
+from .errors import Invalid
 from .events import event_record
 from .quota import QuotaOutcome, account_check_quota
 from .refresh import RefreshOutcome, account_refresh
 
 
-class LeverError(ValueError):
-    """The lever cannot be pulled as asked (the message says why)."""
+class LeverError(Invalid):
+    """The lever cannot be pulled as asked (the message says why): a 422 in the API."""
 
 
 class ClearOutcome(StrEnum):
@@ -34,13 +36,18 @@ def _admin_event(account: Account, now: datetime, outcome: str, message: str, ac
     )
 
 
+def _disabled_reason(reason: str) -> str:
+    reason = reason.strip()
+    if not reason:
+        raise LeverError("Say why the account is disabled.")
+    return reason
+
+
 def account_disable(
     *, account: Account, reason: str, actor: str, now: datetime | None = None
 ) -> None:
     """Take an account out of use until a person enables it again."""
-    reason = reason.strip()
-    if not reason:
-        raise LeverError("Say why the account is disabled.")
+    reason = _disabled_reason(reason)
     now = now or timezone.now()
     Account.objects.filter(pk=account.pk).update(
         enabled=False, disabled_reason=reason[:200], disabled_by=actor[:150], disabled_at=now
@@ -104,18 +111,25 @@ def account_update(
     enabled: bool | None = None,
     disabled_reason: str | None = None,
 ) -> None:
-    """Change what people own on an account; enabling and disabling go through their levers."""
+    """Change what people own on an account; enabling and disabling go through their levers.
+
+    Everything is checked before anything is written, and written in one transaction: a refused
+    change leaves the account as it was."""
+    disabling = enabled is False and account.enabled
+    if disabling and disabled_reason is not None:
+        _disabled_reason(disabled_reason)
     changes: dict[str, object] = {}
     if label is not None:
         changes["label"] = label
     if priority is not None:
         changes["priority"] = priority
-    if changes:
-        Account.objects.filter(pk=account.pk).update(**changes)
-    if enabled is False and account.enabled:
-        account_disable(account=account, reason=disabled_reason or "disabled", actor=actor)
-    elif enabled is True and not account.enabled:
-        account_enable(account=account, actor=actor)
+    with transaction.atomic():
+        if changes:
+            Account.objects.filter(pk=account.pk).update(**changes)
+        if disabling:
+            account_disable(account=account, reason=disabled_reason or "disabled", actor=actor)
+        elif enabled is True and not account.enabled:
+            account_enable(account=account, actor=actor)
 
 
 def account_delete(*, account: Account) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 
 from ..models import Membership, Pool, Team
 from .errors import Conflict, Invalid
@@ -24,11 +25,25 @@ def team_create(*, name: str, slug: str) -> Team:
     return Team.objects.create(name=name, slug=slug)
 
 
-def membership_set(*, team: Team, username: str, role: str) -> Membership:
-    """Add a user to the team with a role, or change the role of a member."""
-    user = User.objects.filter(username=username, is_active=True).first()
+def membership_set(*, team: Team, username: str, role: str, by: User) -> Membership:
+    """Add a user to the team with a role, or change the role of a member.
+
+    A lead adds people of their own teams, or people in no team yet (new colleagues); a member
+    of other teams only answers as an unknown username does, so the answer tells a lead
+    nothing about other teams. Superusers add anyone."""
+    users = User.objects.filter(username=username, is_active=True)
+    if not by.is_superuser:
+        own_teams = Membership.objects.filter(user=by).values("team")
+        users = users.filter(
+            Q(memberships__team__in=own_teams) | Q(memberships__isnull=True)
+        ).distinct()
+    user = users.first()
     if user is None:
-        raise Invalid(f"No active user {username!r}.", code="unknown_user")
+        raise Invalid(
+            f"No user {username!r} you can add: people of your teams, or in no team yet. "
+            "An administrator adds anyone else.",
+            code="unknown_user",
+        )
     membership, _ = Membership.objects.update_or_create(
         team=team, user=user, defaults={"role": role}
     )
@@ -48,13 +63,20 @@ def _pool_values(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def pool_create(*, team: Team, fields: dict[str, Any]) -> Pool:
+    """Slugs are unique across teams. One another team holds is refused as a slug that is not
+    valid, so the answer says nothing of other teams' pools."""
     values = _pool_values(fields)
     try:
         with transaction.atomic():
             return Pool.objects.create(team=team, **values)
     except IntegrityError:
-        raise Conflict(
-            f"A pool with slug {values.get('slug')!r} exists.", code="slug_taken"
+        if Pool.objects.filter(team=team, slug=values.get("slug")).exists():
+            raise Conflict(
+                f"Your team already has a pool with slug {values.get('slug')!r}.",
+                code="slug_taken",
+            ) from None
+        raise Invalid(
+            "This slug cannot be used; choose another.", code="validation_error"
         ) from None
 
 

@@ -141,7 +141,9 @@ def login_start(request: HttpRequest, pool: str) -> HttpResponse:
     found, _ = pool_or_404(request, pool, lead=True)
     account = None
     if chosen := request.POST.get("account_id", ""):  # re-login of an account of this pool
-        account = selectors.pool_account(found, int(chosen)) if chosen.isdecimal() else None
+        # 18 digits fit any id column; more would overflow int() or the database, not a 404.
+        valid = chosen.isascii() and chosen.isdigit() and len(chosen) <= 18
+        account = selectors.pool_account(found, int(chosen)) if valid else None
         if account is None:
             raise Http404("No such account in this pool.")
     started = onboarding.oauth_login_start(pool=found, user=_user(request), account=account)

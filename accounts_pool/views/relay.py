@@ -69,7 +69,7 @@ def _model_and_session(request: HttpRequest, body: bytes) -> tuple[str | None, s
     Code's session header, else the body's metadata.user_id."""
     try:
         document: Any = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack
         document = None
     document = document if isinstance(document, dict) else {}
     model = document.get("model")
@@ -83,7 +83,11 @@ def _model_and_session(request: HttpRequest, body: bytes) -> tuple[str | None, s
 
 def _too_large(request: HttpRequest) -> bool:
     declared = request.headers.get("content-length", "")
-    return declared.isdigit() and int(declared) > settings.RELAY_MAX_BODY_BYTES
+    if not (declared.isascii() and declared.isdigit()):
+        return False
+    # A length with more digits than the limit is over it, without int() refusing 4,300+ digits.
+    limit = str(settings.RELAY_MAX_BODY_BYTES)
+    return len(declared.lstrip("0")) > len(limit) or int(declared) > settings.RELAY_MAX_BODY_BYTES
 
 
 async def _relayed(

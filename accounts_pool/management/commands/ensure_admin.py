@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,13 @@ class Command(BaseCommand):
         password = secrets.token_urlsafe(12)
         User.objects.create_superuser("admin", email="", password=password)
         path = Path(settings.VAR_DIR) / "initial-admin-password"
-        path.write_text(password + "\n")
-        path.chmod(0o600)
+        # Created private: writing first and restricting after leaves a moment (or, if the
+        # chmod fails, for good) when anyone on the machine can read it. A leftover file may
+        # carry a wider mode, which O_CREAT would keep, so it goes first.
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(password + "\n")
         self.stdout.write(
             f"Created superuser 'admin' with password {password} (also in {path}; change it in "
             "the admin and delete that file)."

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...jsoninput import UnreadableJson, json_loads
 from ...models import Pool
 from ...services.errors import ServiceError
 from ...services.onboarding import accounts_import
@@ -29,11 +29,11 @@ class Command(BaseCommand):
             raise CommandError(f"No pool with slug {options['pool']!r}.")
         path = Path(options["file"])
         try:
-            document = json.loads(path.read_text())
+            document = json_loads(path.read_bytes())
         except OSError as exc:
             raise CommandError(f"Cannot read {path}: {exc.strerror}.") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CommandError(f"{path} is not JSON: {exc}.") from None
+        except UnreadableJson as exc:
+            raise CommandError(f"{path} is {exc}.") from None
         try:
             created = accounts_import(
                 pool=pool, document=document, label=options["label"], actor="command:import"
