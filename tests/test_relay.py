@@ -352,3 +352,11 @@ def test_a_body_nested_1000_deep_is_relayed_byte_for_byte(pool, secret, upstream
     deep = b'{"model": "claude-sonnet-4-5", "x": ' + b"[" * 1_000 + b"]" * 1_000 + b"}"
     assert relay(secret, body=deep)[0] == 200
     assert route.calls.last.request.content == deep
+
+
+def test_an_upstream_error_nested_past_the_parsers_stack_passes_through(pool, secret, upstream):
+    usable(pool, "ana")
+    nested = b"[" * 100_000 + b"]" * 100_000
+    upstream.post(MESSAGES).mock(return_value=httpx.Response(400, content=nested))
+    status, _, body = relay(secret)
+    assert (status, body) == (400, nested)

@@ -143,7 +143,7 @@ def first_event(buffer: bytes) -> tuple[str, Any] | None:
             continue
         try:
             parsed = json.loads("\n".join(data)) if data else None
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the stack
             parsed = None
         kind = kind or (parsed.get("type", "") if isinstance(parsed, dict) else "")
         if kind == "ping":
@@ -164,7 +164,7 @@ async def peek(answer: httpx.Response, chunks: AsyncIterator[bytes]) -> Peeked:
                 break
         try:
             document = json.loads(head)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the stack
             return Peeked(head, "", "")
         return Peeked(head, *_error_of(document))
     if answer.status_code == 200 and content_type.startswith("text/event-stream"):
