@@ -108,3 +108,22 @@ class DisableForm(forms.Form):
 
 class ConsumerKeyForm(forms.Form):
     name = forms.CharField(max_length=100, strip=True, help_text="Which tool or machine uses it.")
+
+
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(max_length=100, strip=True, help_text="What the token is for.")
+    expires_in_days = forms.TypedChoiceField(
+        label="Expires",
+        choices=[
+            ("7", "in 7 days"),
+            ("30", "in 30 days"),
+            ("90", "in 90 days"),
+            ("366", "in a year"),
+            ("", "never (revoke it by hand)"),
+        ],
+        initial="90",
+        required=False,
+        coerce=int,
+        empty_value=None,
+        help_text="An expired token stops working; make a new one.",
+    )

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import actions, onboarding, ops, pages
+from .views import actions, onboarding, ops, pages, tokens
 
 urlpatterns = [
     path("livez", ops.livez, name="livez"),
@@ -22,6 +22,8 @@ urlpatterns = [
         actions.consumer_key_revoke,
         name="consumer_key_revoke",
     ),
+    path("me/tokens/", tokens.api_tokens, name="api_tokens"),
+    path("me/tokens/<int:token_id>/revoke/", tokens.api_token_revoke, name="api_token_revoke"),
     path("invite/<str:token>/", onboarding.invite, name="invite"),
     path("accounts/<int:account_id>/", pages.account_detail, name="account"),
     path(

@@ -84,6 +84,11 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, tuple[int, ...]]] = [
     ("POST", "/pools/{pool}/checkout", {},                 (401, 404, 403, 403, 404, 404, 200)),
     ("POST", "/checkouts/{checkout}/report", {"status": 200},
                                                            (401, 403, 403, 403, 403, 404, 200)),
+    # A person's own API tokens: anyone signed in with a token, never a consumer key; another
+    # person's token is not found.
+    ("GET", "/me/tokens", None,                            (401, 200, 200, 200, 200, 403, 403)),
+    ("POST", "/me/tokens", {"name": "Another"},            (401, 201, 201, 201, 201, 403, 403)),
+    ("DELETE", "/me/tokens/{lead_token}", None,            (401, 404, 404, 204, 404, 403, 403)),
 ]
 # fmt: on
 
@@ -123,11 +128,12 @@ def world(team, alice, bob, pool, provider):
     _, other_secret = consumer_key_create(pool=other_pool, name="Their tool", created_by=olga)
     checkout = checkout_create(key=own_key).checkout
     login = oauth_login_start(pool=pool, user=alice)
+    lead_token, lead_secret = api_token_create(user=alice, name="t")
     secrets = {
         "nobody": None,
         "outsider": api_token_create(user=oscar, name="t")[1],
         "member": api_token_create(user=bob, name="t")[1],
-        "lead": api_token_create(user=alice, name="t")[1],
+        "lead": lead_secret,
         "other_lead": api_token_create(user=olga, name="t")[1],
         "other_key": other_secret,
         "own_key": own_secret,
@@ -140,6 +146,7 @@ def world(team, alice, bob, pool, provider):
             "account": account.pk,
             "own_key": own_key.pk,
             "doomed_key": doomed.pk,
+            "lead_token": lead_token.pk,
             "checkout": checkout.pk,
             "session": login.session,
             "state": parse_qs(urlsplit(login.authorize_url).query)["state"][0],
