@@ -46,8 +46,12 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: nothing may parse a cookie before its size is bounded (CVE-2024-7592).
+    "accounts_pool.middleware.CookieSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After whitenoise (static files keep their cache headers): no-store on the rest.
+    "accounts_pool.middleware.NoStoreMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -140,6 +144,10 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+
+# The Cookie headers of one request, together, past this size are refused (431) before they
+# are parsed: a session and a CSRF cookie take about 150 bytes.
+COOKIE_MAX_BYTES = env.int("COOKIE_MAX_BYTES", default=8192)
 
 # JSON bodies past this size are refused (413) before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024)
