@@ -22,8 +22,12 @@ def _refusal(request: HttpRequest, status: int, message: str) -> HttpResponse:
     elif path.startswith("/relay/"):
         body = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
     else:
-        return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
-    return HttpResponse(json.dumps(body), status=status, content_type="application/json")
+        response = HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
+        response["Cache-Control"] = "no-store"
+        return response
+    response = HttpResponse(json.dumps(body), status=status, content_type="application/json")
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 class CookieSizeLimitMiddleware:
