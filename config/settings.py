@@ -193,10 +193,26 @@ LOGGING = {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "accounts_pool.logs.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    # Invite tokens and login codes in URLs are masked in every line ("Not Found: /invite/...").
+    "filters": {"mask_secrets": {"()": "accounts_pool.logs.MaskSecrets"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["mask_secrets"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    # httpx logs every request URL at INFO; the provider module logs what matters.
-    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+    "loggers": {
+        # httpx logs every request URL at INFO; the provider module logs what matters.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+        # uvicorn (the relay) configures its loggers before it loads the app; this puts its
+        # lines through the same handler: masked, and JSON under LOG_FORMAT=json. Not "uvicorn"
+        # itself: configuring a parent resets its children, and would turn back on the access
+        # log that the Procfile's --no-access-log turned off.
+        "uvicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 }
 
 # --- Health and metrics --------------------------------------------------------------------
