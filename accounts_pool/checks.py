@@ -32,7 +32,7 @@ def cookie_flaw(version: tuple[int, ...]) -> str | None:
 
 @register(Tags.security)
 def check_cookie_parser(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    flaw = cookie_flaw(sys.version_info)
+    flaw = cookie_flaw(tuple(sys.version_info[:3]))
     if flaw is None:
         return []
     return [Error(flaw, hint="Upgrade the Python interpreter.", id=COOKIE_CHECK_ID)]
@@ -43,6 +43,6 @@ def refuse_flawed_interpreter() -> None:
     start-up, unless the check is silenced in settings (SILENCED_SYSTEM_CHECKS)."""
     if COOKIE_CHECK_ID in settings.SILENCED_SYSTEM_CHECKS:
         return
-    flaw = cookie_flaw(sys.version_info)
+    flaw = cookie_flaw(tuple(sys.version_info[:3]))
     if flaw is not None:
         raise ImproperlyConfigured(flaw)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -16,6 +17,7 @@ def _refusal(request: HttpRequest, status: int, message: str) -> HttpResponse:
     """The refusal in the shape the caller reads: the API's, the relay's (Anthropic's), or
     plain text for a browser."""
     path = request.path_info
+    body: dict[str, Any]
     if path.startswith("/api/"):
         code = "request_header_too_large" if status == 431 else "bad_request"
         body = {"error": {"code": code, "message": message}}
