@@ -11,6 +11,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
+from functools import partial
 
 import pytest
 
@@ -79,6 +80,10 @@ def _get(url: str, **headers: str) -> int:
         return 0
 
 
+def _get_ok(url: str) -> bool:
+    return _get(url) == 200
+
+
 @pytest.mark.slow
 @pytest.mark.django_db
 @pytest.mark.parametrize("log_format", ["text", "json"])
@@ -101,12 +106,8 @@ def test_the_servers_logs_have_no_url_secrets(tmp_path, log_format) -> None:
     }
     try:
         for name, port in (("web", web_port), ("relay", relay_port)):
-            processes.wait_for(
-                lambda port=port: _get(f"http://127.0.0.1:{port}/livez") == 200,
-                60,
-                name,
-                logs[name],
-            )
+            livez = f"http://127.0.0.1:{port}/livez"
+            processes.wait_for(partial(_get_ok, livez), 60, name, logs[name])
         web = f"http://127.0.0.1:{web_port}"
         referer = f"{web}/invite/{REFERER_TOKEN}/"
         assert _get(f"{web}/invite/{INVITE}/", Referer=referer) in (200, 404, 410)
