@@ -49,6 +49,7 @@ MIDDLEWARE = [
     # First: nothing may parse a cookie before its size is bounded (CVE-2024-7592).
     "accounts_pool.middleware.CookieSizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # After whitenoise (static files keep their cache headers): no-store on the rest.
     "accounts_pool.middleware.NoStoreMiddleware",
@@ -61,6 +62,26 @@ MIDDLEWARE = [
     # Last, as axes asks: it turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
+
+# --- Content-Security-Policy (django-csp) ----------------------------------------------------
+# Scripts, styles and everything else from this site only, never inline: behaviour lives in
+# accounts_pool/static (app.js), so an injected <script> or onclick= runs nowhere. data: images
+# are the admin's and the API docs' icons. The relay and the API answer JSON, which a policy
+# costs nothing on.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # --- Login throttling (django-axes) ----------------------------------------------------------
 # Password logins (the pages' and the admin's) count failures per username and per client

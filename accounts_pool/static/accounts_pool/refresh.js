@@ -7,7 +7,11 @@
   function refresh() {
     fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
       .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
-      .then(function (html) { box.innerHTML = html; box.dataset.refreshedAt = new Date().toISOString(); })
+      .then(function (html) {
+        box.innerHTML = html;
+        if (window.accountsPoolBars) window.accountsPoolBars(box);  // app.js: quota bar widths
+        box.dataset.refreshedAt = new Date().toISOString();
+      })
       .catch(function () { /* keep the last rows; the next tick tries again */ });
   }
   window.accountsPoolRefresh = refresh;
