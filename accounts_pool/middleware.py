@@ -1,10 +1,10 @@
-"""Middleware of our own: bound the Cookie header before anything parses it, and keep every
-dynamic answer out of caches."""
+"""Middleware of our own: bound the Cookie header and the request body before anything parses
+or stores them, and keep every dynamic answer out of caches."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -12,24 +12,52 @@ from django.http import HttpRequest, HttpResponse
 
 Handler = Callable[[HttpRequest], HttpResponse]
 
+# (API error code, relay error type) per refusal status.
+_CODES = {
+    400: ("bad_request", "invalid_request_error"),
+    413: ("payload_too_large", "request_too_large"),
+    431: ("request_header_too_large", "invalid_request_error"),
+}
 
-def _refusal(request: HttpRequest, status: int, message: str) -> HttpResponse:
-    """The refusal in the shape the caller reads: the API's, the relay's (Anthropic's), or
-    plain text for a browser."""
-    path = request.path_info
-    body: dict[str, Any]
+
+def refusal(path: str, status: int, message: str) -> tuple[str, bytes]:
+    """A refusal in the shape the caller reads: the API's, the relay's (Anthropic's), or plain
+    text for a browser. Returns (content type, body)."""
+    api_code, relay_type = _CODES[status]
     if path.startswith("/api/"):
-        code = "request_header_too_large" if status == 431 else "bad_request"
-        body = {"error": {"code": code, "message": message}}
+        document: dict[str, Any] = {"error": {"code": api_code, "message": message}}
     elif path.startswith("/relay/"):
-        body = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+        document = {"type": "error", "error": {"type": relay_type, "message": message}}
     else:
-        response = HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
-        response["Cache-Control"] = "no-store"
-        return response
-    response = HttpResponse(json.dumps(body), status=status, content_type="application/json")
+        return "text/plain; charset=utf-8", message.encode()
+    return "application/json", json.dumps(document).encode()
+
+
+def _refuse(request: HttpRequest, status: int, message: str) -> HttpResponse:
+    content_type, body = refusal(request.path_info, status, message)
+    response = HttpResponse(body, status=status, content_type=content_type)
     response["Cache-Control"] = "no-store"
     return response
+
+
+def body_limit(path: str) -> int:
+    """The largest request body a path takes: the relay's (a Messages request with its images
+    and documents), else REQUEST_MAX_BODY_BYTES (forms, JSON, an uploaded credentials file)."""
+    if path.startswith("/relay/"):
+        limit: int = settings.RELAY_MAX_BODY_BYTES
+    else:
+        limit = settings.REQUEST_MAX_BODY_BYTES
+    return limit
+
+
+def declared_length(value: str) -> int | None:
+    """A Content-Length header's value as a number; None when it is not one (a 400). A number
+    of more digits than any limit counts as too large, without int() on thousands of digits."""
+    value = value.strip()
+    if not value.isascii() or not value.isdigit():
+        return None
+    digits = value.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else 10**18
 
 
 class CookieSizeLimitMiddleware:
@@ -48,8 +76,99 @@ class CookieSizeLimitMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         cookie = request.META.get("HTTP_COOKIE", "")
         if len(cookie) > self.limit:
-            return _refusal(request, 431, f"The Cookie header is larger than {self.limit} bytes.")
+            return _refuse(request, 431, f"The Cookie header is larger than {self.limit} bytes.")
         return self.get_response(request)
+
+
+class BodySizeLimitMiddleware:
+    """Answer 413 to a body declared larger than the path's limit (body_limit), before any of
+    it is read: Django reads a body lazily, so under WSGI nothing of it has been read or parsed
+    yet, and multipart files are never spooled to disk (settings keep uploads in memory, up to
+    the same limit). A body sent without a Content-Length is not read at all by Django under
+    WSGI; under ASGI, AsgiBodyLimit counts what arrives before Django buffers it."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        raw = request.META.get("CONTENT_LENGTH") or ""
+        if raw:
+            length = declared_length(raw)
+            if length is None:
+                return _refuse(request, 400, "The Content-Length header is not a number.")
+            limit = body_limit(request.path_info)
+            if length > limit:
+                return _refuse(request, 413, f"The request body is larger than {limit} bytes.")
+        return self.get_response(request)
+
+
+Scope = dict[str, Any]
+Message = Mapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class AsgiBodyLimit:
+    """The body limit for the ASGI app (config/asgi.py), which Django's ASGI handler needs
+    because it reads the whole body into a spooled temporary file before any middleware runs.
+    A declared Content-Length past the limit is refused at once; a body that streams past it
+    (chunked, or longer than declared) is cut off there, and answered 413."""
+
+    def __init__(self, app: AsgiApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        limit = body_limit(path)
+        too_big = f"The request body is larger than {limit} bytes."
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"content-length":
+                length = declared_length(value.decode("latin-1"))
+                if length is None:
+                    await self._refuse(send, path, 400, "The Content-Length is not a number.")
+                    return
+                if length > limit:
+                    await self._refuse(send, path, 413, too_big)
+                    return
+        received = 0
+        exceeded = False
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    exceeded = True
+                    return {"type": "http.disconnect"}  # Django stops reading and gives up
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, tracking_send)
+        if exceeded and not started:
+            await self._refuse(send, path, 413, too_big)
+
+    @staticmethod
+    async def _refuse(send: Send, path: str, status: int, message: str) -> None:
+        content_type, body = refusal(path, status, message)
+        headers = [
+            (b"content-type", content_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+            (b"connection", b"close"),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 class NoStoreMiddleware:

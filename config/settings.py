@@ -48,6 +48,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: nothing may parse a cookie before its size is bounded (CVE-2024-7592).
     "accounts_pool.middleware.CookieSizeLimitMiddleware",
+    # Then the body: refused by its declared size before anything reads it.
+    "accounts_pool.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -170,8 +172,15 @@ USE_TZ = True
 # are parsed: a session and a CSRF cookie take about 150 bytes.
 COOKIE_MAX_BYTES = env.int("COOKIE_MAX_BYTES", default=8192)
 
-# JSON bodies past this size are refused (413) before they are parsed.
+# Request bodies past REQUEST_MAX_BODY_BYTES (the relay's: RELAY_MAX_BODY_BYTES) are refused
+# (413) by their Content-Length before any byte is read (accounts_pool/middleware.py), under
+# WSGI and ASGI. Within it, JSON bodies past DATA_UPLOAD_MAX_MEMORY_SIZE are refused when read,
+# and uploaded files stay in memory: the only upload handler is the memory one, and it takes
+# the whole limit, so no upload is ever written to a temporary file.
+REQUEST_MAX_BODY_BYTES = env.int("REQUEST_MAX_BODY_BYTES", default=2 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = REQUEST_MAX_BODY_BYTES
+FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.MemoryFileUploadHandler"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
