@@ -7,10 +7,11 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-Handler = Callable[[HttpRequest], HttpResponse]
+Handler = Callable[[HttpRequest], Any]
 
 # (API error code, relay error type) per refusal status.
 _CODES = {
@@ -60,7 +61,41 @@ def declared_length(value: str) -> int | None:
     return int(digits) if len(digits) <= 18 else 10**18
 
 
-class CookieSizeLimitMiddleware:
+class _Middleware:
+    """Sync and async alike, so the relay's async views under uvicorn take no thread hop for
+    it: `refuse` may answer before the view, `finish` sees every answer."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        refused = self.refuse(request)
+        if refused is not None:
+            return refused
+        return self.finish(self.get_response(request))
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        refused = self.refuse(request)
+        if refused is not None:
+            return refused
+        return self.finish(await self.get_response(request))
+
+    def refuse(self, request: HttpRequest) -> HttpResponse | None:
+        return None
+
+    def finish(self, response: HttpResponse) -> HttpResponse:
+        return response
+
+
+class CookieSizeLimitMiddleware(_Middleware):
     """Answer 431 to a request whose Cookie headers add up to more than COOKIE_MAX_BYTES,
     before Django parses them (`request.COOKIES` is parsed on first use, by
     `http.cookies._unquote`, which is quadratic in a value's backslashes before Python 3.11.10
@@ -70,27 +105,23 @@ class CookieSizeLimitMiddleware:
     Django every Cookie header joined into one value."""
 
     def __init__(self, get_response: Handler) -> None:
-        self.get_response = get_response
+        super().__init__(get_response)
         self.limit: int = settings.COOKIE_MAX_BYTES
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        cookie = request.META.get("HTTP_COOKIE", "")
-        if len(cookie) > self.limit:
+    def refuse(self, request: HttpRequest) -> HttpResponse | None:
+        if len(request.META.get("HTTP_COOKIE", "")) > self.limit:
             return _refuse(request, 431, f"The Cookie header is larger than {self.limit} bytes.")
-        return self.get_response(request)
+        return None
 
 
-class BodySizeLimitMiddleware:
+class BodySizeLimitMiddleware(_Middleware):
     """Answer 413 to a body declared larger than the path's limit (body_limit), before any of
     it is read: Django reads a body lazily, so under WSGI nothing of it has been read or parsed
     yet, and multipart files are never spooled to disk (settings keep uploads in memory, up to
     the same limit). A body sent without a Content-Length is not read at all by Django under
     WSGI; under ASGI, AsgiBodyLimit counts what arrives before Django buffers it."""
 
-    def __init__(self, get_response: Handler) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def refuse(self, request: HttpRequest) -> HttpResponse | None:
         raw = request.META.get("CONTENT_LENGTH") or ""
         if raw:
             length = declared_length(raw)
@@ -99,7 +130,7 @@ class BodySizeLimitMiddleware:
             limit = body_limit(request.path_info)
             if length > limit:
                 return _refuse(request, 413, f"The request body is larger than {limit} bytes.")
-        return self.get_response(request)
+        return None
 
 
 Scope = dict[str, Any]
@@ -171,17 +202,13 @@ class AsgiBodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class NoStoreMiddleware:
+class NoStoreMiddleware(_Middleware):
     """`Cache-Control: no-store` on every answer of the app that does not set its own: pages
     and API answers may carry a secret (a checked-out credential, a new key or token, an invite
     or login link) or a team's data, and none is worth a browser's or a proxy's cache. Static
     files, served by whitenoise before this runs, keep their long cache."""
 
-    def __init__(self, get_response: Handler) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
+    def finish(self, response: HttpResponse) -> HttpResponse:
         if not response.has_header("Cache-Control"):
             response["Cache-Control"] = "no-store"
         return response

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import socket
 import time
 from typing import Any
@@ -188,3 +189,16 @@ def _connects(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+@override_settings(DEBUG=True)  # Django logs the adaptation only then
+def test_our_middleware_costs_the_async_relay_no_thread_hop(caplog) -> None:
+    """Django adapts a sync-only middleware in an async stack with a thread hop per request
+    (and logs it at DEBUG): ours are async-capable, so the relay's views take none for them."""
+    from django.core.handlers.asgi import ASGIHandler
+
+    with caplog.at_level(logging.DEBUG, logger="django.request"):
+        ASGIHandler().load_middleware(is_async=True)
+    adapted = [r.getMessage() for r in caplog.records if "adapted for middleware" in r.getMessage()]
+    assert adapted  # some of Django's own are adapted: the log is on
+    assert not [line for line in adapted if "accounts_pool.middleware" in line], adapted
