@@ -7,6 +7,7 @@ size, before any middleware runs."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -202,3 +203,44 @@ def test_our_middleware_costs_the_async_relay_no_thread_hop(caplog) -> None:
     adapted = [r.getMessage() for r in caplog.records if "adapted for middleware" in r.getMessage()]
     assert adapted  # some of Django's own are adapted: the log is on
     assert not [line for line in adapted if "accounts_pool.middleware" in line], adapted
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_uvicorn_serves_the_relay_through_the_body_limit(tmp_path) -> None:
+    """The relay's process for real: a small body is read and answered (401: no such key); a
+    chunked body streaming past RELAY_MAX_BODY_BYTES is cut off with a 413."""
+    port = processes.free_port()
+    env = processes.child_env(DEBUG="false", RELAY_MAX_BODY_BYTES=str(64 * 1024))
+    log = tmp_path / "uvicorn.log"
+    server = processes.start(
+        [str(processes.VENV_BIN / "uvicorn"), "config.asgi:application", "--log-config",
+         "config/uvicorn-logging.json", "--host", "127.0.0.1", "--port", str(port),
+         "--loop", "uvloop", "--http", "httptools", "--no-access-log"],
+        env, log,
+    )  # fmt: skip
+    try:
+        processes.wait_for(lambda: _connects(port), 60, "uvicorn", log)
+        small = json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 8, "messages": []})
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /relay/anthropic/v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"x-api-key: apk_nobody\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(small)}\r\n\r\n{small}".encode()
+            )
+            assert sock.recv(4096).decode().startswith("HTTP/1.1 401")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /relay/anthropic/v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            answer = b""
+            with contextlib.suppress(OSError):
+                for _ in range(200):  # up to 3.2 MB, far past the 64 KiB limit
+                    sock.sendall(b"4000\r\n" + b" " * 0x4000 + b"\r\n")
+            with contextlib.suppress(OSError):
+                answer = sock.recv(4096)
+    finally:
+        processes.stop(server)
+    assert answer.decode(errors="replace").startswith("HTTP/1.1 413"), answer[:200]
+    assert b"request_too_large" in answer
