@@ -120,6 +120,9 @@ def world(alice, pool, provider):
     account_create_api_key(pool=pool, label="Spare", api_key="sk-ant-api03-spare", actor="test")
     key, key_secret = consumer_key_create(pool=pool, name="Runner", created_by=alice)
     checkout = checkout_create(key=key).checkout
+    # The caller's own token that DELETE /me/tokens/{token_id} may revoke (not the one it calls
+    # with, which would turn the rest of the run into 401s).
+    spare_token, _ = api_token_create(user=alice, name="spare")
     return {
         "lead": api_token_create(user=alice, name="fuzz")[1],
         "key": key_secret,
@@ -130,6 +133,7 @@ def world(alice, pool, provider):
             "key_id": str(key.pk),
             "checkout_id": str(checkout.pk),
             "action": "clear-backoff",
+            "token_id": str(spare_token.pk),
         },
     }
 
