@@ -13,6 +13,11 @@ from . import metrics
 from .services.checkout import checkouts_prune
 from .services.cycle import dispatch_quota_checks, dispatch_tick_run, dispatch_token_refresh
 from .services.events import events_prune
+from .services.notifications import (
+    deliveries_due,
+    delivery_attempt,
+    notifications_evaluate,
+)
 from .services.quota import account_check_quota
 from .services.refresh import account_refresh
 
@@ -67,3 +72,18 @@ def prune_events() -> int:
     events = timedelta(days=settings.ACCOUNTS_POOL_EVENT_RETENTION_DAYS)
     checkouts = timedelta(days=settings.ACCOUNTS_POOL_CHECKOUT_RETENTION_DAYS)
     return events_prune(now=now, older_than=events) + checkouts_prune(now=now, older_than=checkouts)
+
+
+@shared_task(name="accounts_pool.deliver_notification")
+def deliver_notification(delivery_id: str) -> str:
+    return delivery_attempt(delivery_id=delivery_id).value
+
+
+@shared_task(name="accounts_pool.notify_tick")
+def notify_tick() -> int:
+    """Beat's tick for notifications: queue the retries that are due, then turn this tick's
+    changes of condition into messages (queued as they commit)."""
+    with metrics.CYCLE_SECONDS.labels("notify_tick").time():
+        for delivery_id in deliveries_due(now=timezone.now()):
+            deliver_notification.delay(str(delivery_id))
+        return notifications_evaluate(enqueue=deliver_notification.delay)
