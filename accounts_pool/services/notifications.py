@@ -138,7 +138,7 @@ def _team_evaluate(team: Team, now: datetime) -> list[Delivery]:
                 _remember(subject, seen, step.memory)
             if step.send is not None:
                 payload = message_payload(seen, step.send, now)
-                created += [
+                these = [
                     Delivery.objects.create(
                         channel=channel,
                         kind=seen.kind.value,
@@ -150,7 +150,8 @@ def _team_evaluate(team: Team, now: datetime) -> list[Delivery]:
                     for channel in channels
                     if seen.kind.value in channel.kinds
                 ]
-                logger.info("notify %s %s: %d channel(s)", seen.key, step.send, len(created))
+                created += these
+                logger.info("notify %s %s: %d channel(s)", seen.key, step.send, len(these))
     return created
 
 

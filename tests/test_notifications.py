@@ -1,0 +1,275 @@
+"""Notifications end to end in this process: evaluations turn verdict changes into one message
+per channel, delivered to real local receivers (HTTP in a thread, aiosmtpd), signed as the
+README documents, retried and logged. Scheduling uses a fixed clock; the network is real."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+
+from accounts_pool.crypto import fingerprint
+from accounts_pool.models import Channel, Delivery, DeliveryAttempt, QuotaWindow
+from accounts_pool.services.channels import channel_create
+from accounts_pool.services.notifications import (
+    DeliveryOutcome,
+    deliveries_due,
+    delivery_attempt,
+    notifications_evaluate,
+)
+
+from . import receivers
+from .conftest import ACCESS, NOW, REFRESH, make_account
+
+pytestmark = pytest.mark.django_db
+MIN = timedelta(minutes=1)
+ALL_KINDS = ["needs_relogin", "policy_blocked", "refresh_backoff", "pool_low", "pool_dry"]
+
+
+@pytest.fixture
+def account(pool):
+    """A usable account: fresh token and a known quota."""
+    return _usable(make_account(pool))
+
+
+def _usable(account):
+    QuotaWindow.objects.create(
+        account=account,
+        key="five_hour",
+        label="5-hour",
+        utilization=20.0,
+        resets_at=NOW + timedelta(hours=4),
+        checked_at=NOW - MIN,
+    )
+    return account
+
+
+def _raw_channel() -> tuple[str, str]:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT target, signing_secret FROM {Channel._meta.db_table}")
+        return cursor.fetchone()
+
+
+def _relogin(account) -> None:
+    account.relogin_required_for = fingerprint(REFRESH)
+    account.refresh_error_kind = "invalid_grant"
+    account.refresh_error_message = "Refresh token not found or invalid"
+    account.refresh_error_at = NOW
+    account.save()
+
+
+def _webhook(team, alice, url, kinds=ALL_KINDS):
+    return channel_create(
+        team=team, name="hook", channel_type="webhook", target=url, kinds=kinds, created_by=alice
+    )
+
+
+def _deliver_all(now) -> list[DeliveryOutcome]:
+    return [delivery_attempt(delivery_id=d, now=now) for d in deliveries_due(now=now)]
+
+
+def test_it_sends_a_signed_webhook_the_readme_recipe_verifies(team, alice, account):
+    verify = receivers.readme_verify()
+    with receivers.receiver(200) as hook:
+        channel, secret = _webhook(team, alice, hook.url)
+        _relogin(account)
+        assert notifications_evaluate(now=NOW) == 1
+        assert _deliver_all(NOW) == [DeliveryOutcome.DELIVERED]
+    got = hook.accepted()[0]
+    stamp, signature = (
+        got.headers["X-AccountsPool-Timestamp"],
+        got.headers["X-AccountsPool-Signature"],
+    )
+    assert verify(secret, got.body, stamp, signature)
+    assert not verify(secret, got.body.replace(b"main", b"mainx"), stamp, signature)  # altered
+    assert not verify(secret, got.body, str(int(stamp) + 1), signature)  # re-stamped
+    assert not verify(secret, got.body, stamp, signature, now=int(stamp) + 301)  # replayed later
+    assert not verify("whsec_other", got.body, stamp, signature)
+    message = json.loads(got.body)
+    assert (message["kind"], message["state"], message["account"]) == (
+        "needs_relogin",
+        "started",
+        {"id": account.pk, "label": "main"},
+    )
+    assert "Refresh token rejected" in message["reason"]
+    assert message["url"].endswith(f"/accounts/{account.pk}/")
+
+
+def test_it_sends_once_per_transition_never_once_per_cycle(team, alice, account):
+    _webhook(team, alice, "http://127.0.0.1:9/never", kinds=["needs_relogin"])
+    _relogin(account)
+    counts = [notifications_evaluate(now=NOW + n * MIN) for n in range(10)]
+    assert counts == [1] + [0] * 9
+    account.relogin_required_for = ""
+    account.save()
+    counts = [notifications_evaluate(now=NOW + n * MIN) for n in range(10, 20)]
+    assert counts == [1] + [0] * 9
+    assert list(Delivery.objects.order_by("created_at").values_list("direction", flat=True)) == [
+        "started",
+        "ended",
+    ]
+
+
+def test_a_policy_block_that_lifts_within_five_minutes_sends_nothing(team, alice, account):
+    _webhook(team, alice, "http://127.0.0.1:9/never")
+    account.policy_status, account.policy_message = "blocked", "not allowed"
+    account.save()
+    assert [notifications_evaluate(now=NOW + n * MIN) for n in range(4)] == [0, 0, 0, 0]
+    account.policy_status = "ok"
+    account.save()
+    assert [notifications_evaluate(now=NOW + n * MIN) for n in range(4, 30)] == [0] * 26
+
+
+def test_a_channel_hears_only_the_kinds_it_picked(team, alice, account):
+    _webhook(team, alice, "http://127.0.0.1:9/a", kinds=["pool_dry"])
+    _webhook(team, alice, "http://127.0.0.1:9/b", kinds=["needs_relogin"])
+    _relogin(account)  # the only account: the pool runs dry too (sent after 5 minutes)
+    notifications_evaluate(now=NOW)
+    notifications_evaluate(now=NOW + 5 * MIN)
+    sent = set(Delivery.objects.values_list("channel__name", "kind"))
+    assert sent == {("hook", "needs_relogin"), ("hook", "pool_dry")}
+    assert Delivery.objects.filter(channel__kinds=["pool_dry"], kind="needs_relogin").count() == 0
+
+
+def test_a_receiver_answering_500_then_200_gets_the_message_once_on_the_retry(team, alice, account):
+    with receivers.receiver(500, 200) as hook:
+        _webhook(team, alice, hook.url)
+        _relogin(account)
+        notifications_evaluate(now=NOW)
+        assert _deliver_all(NOW) == [DeliveryOutcome.FAILED]
+        assert _deliver_all(NOW + 10 * timedelta(seconds=1)) == []  # not due before 30 s
+        assert _deliver_all(NOW + 30 * timedelta(seconds=1)) == [DeliveryOutcome.DELIVERED]
+        assert _deliver_all(NOW + 2 * timedelta(hours=1)) == []
+    assert [r.answered for r in hook.got] == [500, 200]
+    assert len({json.loads(r.body)["id"] for r in hook.got}) == 1  # the same message
+    log = list(
+        DeliveryAttempt.objects.order_by("attempt").values_list("attempt", "status_code", "ok")
+    )
+    assert log == [(1, 500, False), (2, 200, True)]
+
+
+def test_a_receiver_down_for_hours_loses_nothing_and_every_attempt_is_logged(team, alice, account):
+    with receivers.receiver(200) as probe:
+        port = probe.port  # a port that is free once the probe stops
+    _webhook(team, alice, f"http://127.0.0.1:{port}/hooks/secret-path-123")
+    _relogin(account)
+    notifications_evaluate(now=NOW)
+    now, failures = NOW, 0
+    while now < NOW + timedelta(hours=6):
+        outcomes = _deliver_all(now)
+        failures += outcomes.count(DeliveryOutcome.FAILED)
+        now += timedelta(minutes=1)
+    assert failures >= 8  # 30 s, 1, 2, 4 ... minutes apart, then every 2 hours
+    with receivers.receiver(200, port=port) as hook:
+        now += timedelta(hours=2)
+        assert _deliver_all(now) == [DeliveryOutcome.DELIVERED]
+    assert len(hook.accepted()) == 1
+    log = list(DeliveryAttempt.objects.order_by("attempt"))
+    assert [row.attempt for row in log] == list(range(1, failures + 2))
+    assert all("could not connect" in row.error for row in log[:-1])
+    assert log[-1].ok and log[-1].status_code == 200
+
+
+def test_it_gives_up_after_24_hours(team, alice, account):
+    _webhook(team, alice, "http://127.0.0.1:9/never")
+    _relogin(account)
+    notifications_evaluate(now=NOW)
+    now = NOW
+    while now < NOW + timedelta(hours=25):
+        _deliver_all(now)
+        now += timedelta(minutes=10)
+    delivery = Delivery.objects.get()
+    assert delivery.status == Delivery.Status.GAVE_UP
+    assert delivery.attempts == DeliveryAttempt.objects.count() > 10
+
+
+def test_the_pool_going_dry_and_recovering_arrives_by_email(team, alice, pool, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    account = _usable(make_account(pool))
+    with receivers.smtp_server() as (port, inbox):
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+        channel_create(
+            team=team,
+            name="ops mail",
+            channel_type="email",
+            target="ops@acme.test, lead@acme.test",
+            kinds=["pool_dry"],
+            created_by=alice,
+        )
+        account.cooldown_until, account.cooldown_reason = NOW + timedelta(hours=3), "429"
+        account.save()
+        for minute in range(0, 7):
+            notifications_evaluate(now=NOW + minute * MIN)
+            _deliver_all(NOW + minute * MIN)
+        account.cooldown_until = None
+        account.save()
+        for minute in range(7, 14):
+            notifications_evaluate(now=NOW + minute * MIN)
+            _deliver_all(NOW + minute * MIN)
+    subjects = [m["Subject"] for m in inbox]
+    assert subjects == [
+        "[accounts-pool] Pool Claude: dry: no usable account",
+        "[accounts-pool] Pool Claude: recovered: usable again",
+    ]
+    assert inbox[0]["To"] == "ops@acme.test, lead@acme.test"
+    assert "None of the pool's 1 accounts is usable." in inbox[0].get_payload()
+    assert "/pools/claude/" in inbox[1].get_payload()
+    assert set(DeliveryAttempt.objects.values_list("status_code", flat=True)) == {250}
+
+
+def test_slack_gets_plain_text_with_a_link(team, alice, account):
+    with receivers.receiver(200) as slack:
+        channel_create(
+            team=team,
+            name="slack",
+            channel_type="slack",
+            target=slack.url,
+            kinds=["needs_relogin"],
+            created_by=alice,
+        )
+        _relogin(account)
+        notifications_evaluate(now=NOW)
+        _deliver_all(NOW)
+    body = json.loads(slack.accepted()[0].body)
+    assert set(body) == {"text"}
+    assert body["text"].startswith("Account main in pool Claude: needs re-login.")
+    assert f"/accounts/{account.pk}/|Open>" in body["text"]
+
+
+def test_no_secret_reaches_a_payload_or_the_log(team, alice, pool, caplog):
+    caplog.set_level(logging.DEBUG)
+    account = _usable(make_account(pool))
+    with receivers.receiver(500) as hook:
+        _, secret = _webhook(team, alice, hook.url)
+        account.relogin_required_for = fingerprint(REFRESH)
+        account.refresh_error_message = f"rejected {REFRESH}"  # as if a provider echoed it
+        account.save()
+        notifications_evaluate(now=NOW)
+        _deliver_all(NOW)
+    body = hook.got[0].body.decode()
+    for secret_text in (ACCESS, REFRESH, secret, "secret-path-123"):
+        assert secret_text not in body
+        assert secret_text not in caplog.text
+    stored = _raw_channel()
+    assert "secret-path-123" not in stored[0] and secret not in stored[1]  # encrypted at rest
+
+
+def test_an_unresolvable_or_refused_target_at_send_time_is_logged_not_sent(
+    team, alice, account, settings
+):
+    _webhook(team, alice, "http://127.0.0.1:9/x")
+    settings.ACCOUNTS_POOL_NOTIFY_ALLOW_PRIVATE_TARGETS = False  # changed since it was saved
+    _relogin(account)
+    notifications_evaluate(now=NOW)
+    _deliver_all(NOW)
+    attempt = DeliveryAttempt.objects.get()
+    assert not attempt.ok and "127.0.0.1" in attempt.error and "private" in attempt.error
+
+
+def test_two_evaluations_at_once_announce_a_change_once(team, alice, account):
+    _webhook(team, alice, "http://127.0.0.1:9/x")
+    _relogin(account)
+    assert notifications_evaluate(now=NOW) + notifications_evaluate(now=NOW) == 1
