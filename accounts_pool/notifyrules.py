@@ -176,14 +176,27 @@ def address_refused(address: str) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
-def target_problem(url: str, addresses: Iterable[str] | None, *, allow_private: bool) -> str | None:
-    """Why a webhook URL may not be used, or None. `addresses` are what its host resolves to
-    (None: it does not resolve)."""
-    parts = urlsplit(url)
+def url_problem(url: str) -> str | None:
+    """What is wrong with the URL itself (checked before its host is looked up)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        return "Give an http:// or https:// URL with a host."
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "Give an http:// or https:// URL with a host."
     if parts.username or parts.password:
         return "A webhook URL may not carry a user name or password."
+    return None
+
+
+def target_problem(url: str, addresses: Iterable[str] | None, *, allow_private: bool) -> str | None:
+    """Why a webhook URL may not be used, or None. `addresses` are what its host resolves to
+    (None: it does not resolve)."""
+    problem = url_problem(url)
+    if problem:
+        return problem
+    parts = urlsplit(url)
     if addresses is None:
         return f"The host {parts.hostname} does not resolve."
     if allow_private:

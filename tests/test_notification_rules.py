@@ -192,6 +192,8 @@ def test_it_refuses_addresses_inside_the_network(address, refused):
         ("ftp://example.com/x", ["93.184.216.34"], True, "http"),
         ("https://user:pw@example.com/", ["93.184.216.34"], True, "user name"),
         ("https://nowhere.invalid/", None, True, "does not resolve"),
+        ("http://example.com:99999/x", ["93.184.216.34"], True, "http"),
+        ("http://[::1/x", None, True, "http"),
     ],
 )
 def test_it_says_why_a_target_may_not_be_used(url, addresses, allow, problem):

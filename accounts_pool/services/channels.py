@@ -36,7 +36,7 @@ def channel_target_clean(channel_type: str, target: str) -> tuple[str, str]:
         return ", ".join(addresses), notifyrules.mask_addresses(target)
     if len(target) > 2000:
         raise _bad_target("The URL is too long.")
-    problem = notifyrules.target_problem(
+    problem = notifyrules.url_problem(target) or notifyrules.target_problem(
         target,
         outside.resolve(target),
         allow_private=settings.ACCOUNTS_POOL_NOTIFY_ALLOW_PRIVATE_TARGETS,

@@ -257,7 +257,7 @@ def _send(channel: Channel, delivery: Delivery) -> outside.Sent:
             subject=f"[accounts-pool] {payload['title']}",
             text=render_text(payload),
         )
-    problem = notifyrules.target_problem(
+    problem = notifyrules.url_problem(channel.target) or notifyrules.target_problem(
         channel.target,
         outside.resolve(channel.target),
         allow_private=settings.ACCOUNTS_POOL_NOTIFY_ALLOW_PRIVATE_TARGETS,
