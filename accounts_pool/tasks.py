@@ -15,6 +15,7 @@ from .services.cycle import dispatch_quota_checks, dispatch_tick_run, dispatch_t
 from .services.events import events_prune
 from .services.notifications import (
     deliveries_due,
+    deliveries_prune,
     delivery_attempt,
     notifications_evaluate,
 )
@@ -67,11 +68,16 @@ def dispatch_quota_checks_task(budget: int | None = None) -> int:
 
 @shared_task(name="accounts_pool.prune_events")
 def prune_events() -> int:
-    """Daily: account history past its retention, and checkouts past theirs."""
+    """Daily: account history and finished deliveries past the history's retention, and
+    checkouts past theirs."""
     now = timezone.now()
     events = timedelta(days=settings.ACCOUNTS_POOL_EVENT_RETENTION_DAYS)
     checkouts = timedelta(days=settings.ACCOUNTS_POOL_CHECKOUT_RETENTION_DAYS)
-    return events_prune(now=now, older_than=events) + checkouts_prune(now=now, older_than=checkouts)
+    return (
+        events_prune(now=now, older_than=events)
+        + checkouts_prune(now=now, older_than=checkouts)
+        + deliveries_prune(now=now, older_than=events)
+    )
 
 
 @shared_task(name="accounts_pool.deliver_notification")

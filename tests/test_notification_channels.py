@@ -3,12 +3,16 @@ loopback, private or link-local address unless allowed), the delivery log and th
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
-from accounts_pool.models import Channel, Membership, Pool, Team
+from accounts_pool.models import Channel, DeliveryAttempt, Membership, Pool, Team
 from accounts_pool.services.channels import channel_create
 from accounts_pool.services.keys import api_token_create
+from accounts_pool.services.notifications import channel_send_test, deliveries_prune
 
 from . import receivers
 from .api import Api, error_code
@@ -178,3 +182,60 @@ def test_the_channel_page_shows_the_mask_the_log_and_never_the_target(client, te
 def test_members_get_no_notification_pages(client, team, bob):
     client.force_login(bob)
     assert client.get(reverse("channels", args=["acme"])).status_code == 403
+
+
+def _channels_with_log(team, alice, count: int) -> None:
+    for n in range(count):
+        channel, _ = channel_create(
+            team=team,
+            name=f"c{n}",
+            channel_type="email",
+            target=f"c{n}@acme.test",
+            kinds=["pool_dry"],
+            created_by=alice,
+        )
+        channel_send_test(channel=channel)
+
+
+@pytest.mark.parametrize("count", [1, 5])
+def test_listing_channels_and_a_log_costs_the_same_queries_for_more_rows(
+    api, team, alice, count, django_assert_max_num_queries
+):
+    _channels_with_log(team, alice, count)
+    channel = Channel.objects.first()
+    for _ in range(3):
+        channel_send_test(channel=channel)
+    with django_assert_max_num_queries(6):
+        assert len(api.get("/teams/acme/channels").json()) == count
+    with django_assert_max_num_queries(7):
+        assert api.get(f"/teams/acme/channels/{channel.pk}/deliveries").json()["count"] == 4
+
+
+def test_the_admin_shows_channels_masked_and_never_their_secret(admin_client, team, alice):
+    channel, secret = channel_create(
+        team=team,
+        name="hook",
+        channel_type="webhook",
+        target="http://127.0.0.1:9/secret-path-123",
+        kinds=["pool_dry"],
+        created_by=alice,
+    )
+    pages = [
+        admin_client.get(reverse("admin:accounts_pool_channel_changelist")),
+        admin_client.get(reverse("admin:accounts_pool_channel_change", args=[channel.pk])),
+    ]
+    html = "".join(page.content.decode() for page in pages)
+    assert all(page.status_code == 200 for page in pages)
+    assert "http://127.0.0.1:9/…" in html
+    assert "secret-path-123" not in html
+    assert secret not in html
+
+
+def test_old_finished_deliveries_are_pruned_with_their_log(team, alice):
+    _channels_with_log(team, alice, 1)
+    assert deliveries_prune(now=timezone.now(), older_than=timedelta(days=30)) == 0
+    assert (
+        deliveries_prune(now=timezone.now() + timedelta(days=31), older_than=timedelta(days=30))
+        == 2
+    )
+    assert not DeliveryAttempt.objects.exists()

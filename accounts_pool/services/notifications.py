@@ -223,6 +223,16 @@ def deliveries_due(*, now: datetime, limit: int = 500) -> list[UUID]:
     return list(due.values_list("pk", flat=True)[:limit])
 
 
+def deliveries_prune(*, now: datetime, older_than: timedelta) -> int:
+    """Delete finished deliveries (with their log) older than the retention."""
+    deleted, _ = (
+        Delivery.objects.filter(created_at__lt=now - older_than)
+        .exclude(status=Delivery.Status.PENDING)
+        .delete()
+    )
+    return int(deleted)
+
+
 def _claim(delivery_id: UUID | str, now: datetime) -> bool:
     return bool(
         Delivery.objects.filter(
