@@ -277,3 +277,14 @@ def test_two_evaluations_at_once_announce_a_change_once(team, alice, account):
     _webhook(team, alice, "http://127.0.0.1:9/x")
     _relogin(account)
     assert notifications_evaluate(now=NOW) + notifications_evaluate(now=NOW) == 1
+
+
+def test_a_disabled_account_sends_nothing_of_its_own(team, alice, account):
+    _webhook(team, alice, "http://127.0.0.1:9/never", kinds=["needs_relogin"])
+    _relogin(account)
+    account.enabled, account.disabled_reason = False, "leaving"
+    account.save()
+    assert notifications_evaluate(now=NOW) == 0
+    account.enabled = True
+    account.save()
+    assert notifications_evaluate(now=NOW + MIN) == 1

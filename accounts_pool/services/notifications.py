@@ -51,6 +51,8 @@ def _observations(
 ) -> Iterator[Observation]:
     usable, total = notifyrules.usable_count(r.verdict.status for r in rows)
     for row in rows:
+        if not row.account.enabled:
+            continue  # a person took it out: its conditions are theirs to know, not news
         conditions = notifyrules.account_conditions(row.verdict, now)
         for kind in notifyrules.ACCOUNT_KINDS:
             yield Observation(
