@@ -28,6 +28,9 @@ class ChannelForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text="Each is sent when it starts and when it ends.",
     )
+    daily_digest = forms.BooleanField(
+        required=False, help_text="Email only: also a summary of every pool each morning (UTC)."
+    )
 
 
 class ChannelEditForm(forms.Form):
@@ -42,6 +45,7 @@ class ChannelEditForm(forms.Form):
         choices=KIND_CHOICES, widget=forms.CheckboxSelectMultiple, required=False
     )
     enabled = forms.BooleanField(required=False)
+    daily_digest = forms.BooleanField(required=False, help_text="Email only.")
 
 
 class MinimumUsableForm(forms.Form):

@@ -41,6 +41,10 @@ class Channel(models.Model):
         help_text="Which kinds it receives: " + ", ".join(k.value for k in notifyrules.Kind) + ".",
     )
     enabled = models.BooleanField(default=True, help_text="A disabled channel is sent nothing.")
+    daily_digest = models.BooleanField(
+        default=False,
+        help_text="Email only: also a daily summary of every pool and its excluded accounts.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,

@@ -17,6 +17,7 @@ from .services.notifications import (
     deliveries_due,
     deliveries_prune,
     delivery_attempt,
+    digests_queue,
     notifications_evaluate,
 )
 from .services.quota import account_check_quota
@@ -93,3 +94,9 @@ def notify_tick() -> int:
         for delivery_id in deliveries_due(now=timezone.now()):
             deliver_notification.delay(str(delivery_id))
         return notifications_evaluate(enqueue=deliver_notification.delay)
+
+
+@shared_task(name="accounts_pool.notify_digest")
+def notify_digest() -> int:
+    """Daily: the summary email of every channel that asked for one."""
+    return digests_queue(enqueue=deliver_notification.delay)

@@ -90,6 +90,7 @@ def test_the_form_refuses_internal_webhook_targets_unless_allowed(client, alice,
         ({"target": "ftp://example.com/x"}, "invalid_target"),
         ({"type": "email", "target": "not-an-address"}, "invalid_target"),
         ({"surprise": 1}, "validation_error"),
+        ({"daily_digest": True}, "invalid_digest"),  # a webhook: the digest is email only
     ],
 )
 def test_bad_channels_are_refused_and_nothing_is_stored(api, change, code):

@@ -18,6 +18,7 @@ from accounts_pool.services.notifications import (
     DeliveryOutcome,
     deliveries_due,
     delivery_attempt,
+    digests_queue,
     notifications_evaluate,
 )
 
@@ -288,3 +289,25 @@ def test_a_disabled_account_sends_nothing_of_its_own(team, alice, account):
     account.enabled = True
     account.save()
     assert notifications_evaluate(now=NOW + MIN) == 1
+
+
+def test_the_daily_digest_lists_every_pool_and_why_accounts_are_out_once_a_day(
+    team, alice, pool, account, mailoutbox
+):
+    make_account(pool, label="blocked one", policy_status="blocked", policy_message="no OAuth")
+    channel_create(
+        team=team,
+        name="digest",
+        channel_type="email",
+        target="lead@acme.test",
+        kinds=[],
+        created_by=alice,
+        daily_digest=True,
+    )
+    assert digests_queue(now=NOW) == 1
+    assert digests_queue(now=NOW + MIN) == 0  # the same day: nothing more
+    _deliver_all(NOW + MIN)
+    text = mailoutbox[0].body
+    assert mailoutbox[0].subject == "[accounts-pool] Daily summary of team Acme"
+    assert "Claude: 1 of 2 accounts usable." in text
+    assert "  - blocked one: Blocked by the organisation's policy: no OAuth" in text

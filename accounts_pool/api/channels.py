@@ -35,6 +35,7 @@ def channel_out(channel: Channel, signing_secret: str | None = None) -> dict[str
         "target": channel.target_masked,
         "kinds": channel.kinds,
         "enabled": channel.enabled,
+        "daily_digest": channel.daily_digest,
         "created_at": channel.created_at,
         "signing_secret": signing_secret or None,
     }
@@ -71,6 +72,7 @@ def create_channel(request: HttpRequest, team: str, payload: ChannelIn) -> Statu
         channel_type=payload.type,
         target=payload.target,
         kinds=payload.kinds,
+        daily_digest=payload.daily_digest,
         created_by=principal.user,
     )
     return Status(201, channel_out(channel, secret))
@@ -88,6 +90,7 @@ def patch_channel(
         target=payload.target,
         kinds=payload.kinds,
         enabled=payload.enabled,
+        daily_digest=payload.daily_digest,
     )
     return channel_out(channel)
 

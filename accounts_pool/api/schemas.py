@@ -404,6 +404,7 @@ class ChannelIn(In):
         description="The webhook or Slack incoming-webhook URL, or comma-separated emails.",
     )
     kinds: list[NotificationKind] = Field(min_length=1, max_length=10)
+    daily_digest: bool = Field(False, description="Email only: a daily summary too.")
 
 
 class ChannelPatch(In):
@@ -411,6 +412,7 @@ class ChannelPatch(In):
     target: str | None = Field(None, min_length=1, max_length=2000)
     kinds: list[NotificationKind] | None = Field(None, max_length=10)
     enabled: bool | None = None
+    daily_digest: bool | None = None
 
 
 class ChannelOut(Out):
@@ -420,6 +422,7 @@ class ChannelOut(Out):
     target: str = Field(description="Masked: a URL's host only, emails' domains.")
     kinds: list[str]
     enabled: bool
+    daily_digest: bool
     created_at: datetime
     signing_secret: str | None = Field(
         None, description="Webhook channels: the HMAC key, in the creation answer only."

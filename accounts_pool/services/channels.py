@@ -62,6 +62,15 @@ def _kinds(kinds: Iterable[str]) -> list[str]:
     return [k.value for k in notifyrules.Kind if k.value in set(kinds)]
 
 
+def _digest_fits(channel_type: str, daily_digest: bool) -> None:
+    if daily_digest and channel_type != Channel.Type.EMAIL:
+        raise Invalid(
+            "The daily digest goes by email only.",
+            code="invalid_digest",
+            details={"field": "daily_digest"},
+        )
+
+
 def channel_create(
     *,
     team: Team,
@@ -70,10 +79,12 @@ def channel_create(
     target: str,
     kinds: Iterable[str],
     created_by: User | None,
+    daily_digest: bool = False,
 ) -> tuple[Channel, str]:
     """A new channel. For a webhook, the signing secret is returned this once ('' otherwise)."""
     if channel_type not in Channel.Type.values:
         raise Invalid(f"Unknown channel type {channel_type!r}.", details={"field": "type"})
+    _digest_fits(channel_type, daily_digest)
     stored, masked = channel_target_clean(channel_type, target)
     secret = (
         SECRET_PREFIX + secrets.token_urlsafe(32) if channel_type == Channel.Type.WEBHOOK else ""
@@ -86,6 +97,7 @@ def channel_create(
         target_masked=masked,
         signing_secret=secret,
         kinds=_kinds(kinds),
+        daily_digest=daily_digest,
         created_by=created_by,
     )
     return channel, secret
@@ -98,9 +110,13 @@ def channel_update(
     target: str | None = None,
     kinds: Iterable[str] | None = None,
     enabled: bool | None = None,
+    daily_digest: bool | None = None,
 ) -> Channel:
     """Change what is given; everything is checked before anything is written."""
     values: dict[str, object] = {}
+    if daily_digest is not None:
+        _digest_fits(channel.type, daily_digest)
+        values["daily_digest"] = daily_digest
     if target is not None:
         values["target"], values["target_masked"] = channel_target_clean(channel.type, target)
     if kinds is not None:

@@ -25,6 +25,7 @@ from ..models import Account, Channel, Delivery, DeliveryAttempt, NotificationSu
 from ..notifyrules import Direction, Kind
 from ..providers import notify as outside
 from ..redaction import redact
+from ..state import Status
 
 logger = logging.getLogger("accounts_pool.notifications")
 
@@ -345,6 +346,66 @@ def delivery_attempt(*, delivery_id: UUID | str, now: datetime | None = None) ->
         status_code,
     )
     return outcome
+
+
+DIGEST_KIND = "digest"
+
+
+def digest_payload(team: Team, now: datetime) -> dict[str, Any]:
+    """Every pool of the team with its usable count and each excluded account's first reason."""
+    lines = []
+    for pool, rows in selectors.team_overview(team, now=now):
+        usable, total = notifyrules.usable_count(r.verdict.status for r in rows)
+        minimum = f", minimum {pool.minimum_usable}" if pool.minimum_usable else ""
+        lines.append(f"{pool.name}: {usable} of {total} accounts usable{minimum}.")
+        for row in rows:
+            reason = row.verdict.first_reason
+            if row.verdict.status == Status.EXCLUDED and reason is not None:
+                lines.append(f"  - {row.account.label}: {redact(reason.message)}")
+    return {
+        "type": "accounts_pool.notification",
+        "kind": DIGEST_KIND,
+        "state": "daily",
+        "title": f"Daily summary of team {team.name}",
+        "reason": "\n".join(lines) or "No pools.",
+        "until": None,
+        "at": _iso(now),
+        "url": _site(reverse("team", args=[team.slug])),
+        "team": {"slug": team.slug, "name": team.name},
+        "pool": None,
+        "account": None,
+    }
+
+
+def digests_queue(
+    *, now: datetime | None = None, enqueue: Callable[[str], object] | None = None
+) -> int:
+    """Queue today's summary for every enabled email channel that asked for one, once a day
+    (running it twice the same UTC day queues nothing more)."""
+    now = now or timezone.now()
+    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    channels = Channel.objects.filter(
+        enabled=True, daily_digest=True, type=Channel.Type.EMAIL
+    ).select_related("team")
+    created = []
+    with transaction.atomic():
+        for channel in channels.select_for_update(of=("self",)):
+            if Delivery.objects.filter(
+                channel=channel, kind=DIGEST_KIND, created_at__gte=day_start
+            ).exists():
+                continue
+            created.append(
+                Delivery.objects.create(
+                    channel=channel,
+                    kind=DIGEST_KIND,
+                    payload=digest_payload(channel.team, now),
+                    created_at=now,
+                    next_attempt_at=now,
+                )
+            )
+        if enqueue is not None:
+            transaction.on_commit(_enqueue_all(enqueue, [str(d.pk) for d in created]))
+    return len(created)
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ def channels(request: HttpRequest, team: str) -> HttpResponse:
                     channel_type=form.cleaned_data["type"],
                     target=form.cleaned_data["target"],
                     kinds=form.cleaned_data["kinds"],
+                    daily_digest=form.cleaned_data["daily_digest"],
                     created_by=signed_in_user(request),
                 )
             except Invalid as refused:
@@ -91,7 +92,12 @@ def _channel_page(
     )
     page = Paginator(log, LOG_PER_PAGE).get_page(request.GET.get("page"))
     form = form or ChannelEditForm(
-        initial={"name": channel.name, "kinds": channel.kinds, "enabled": channel.enabled}
+        initial={
+            "name": channel.name,
+            "kinds": channel.kinds,
+            "enabled": channel.enabled,
+            "daily_digest": channel.daily_digest,
+        }
     )
     return render(
         request,
@@ -117,6 +123,7 @@ def channel_detail(request: HttpRequest, team: str, channel_id: int) -> HttpResp
                 target=form.cleaned_data["target"] or None,
                 kinds=form.cleaned_data["kinds"],
                 enabled=form.cleaned_data["enabled"],
+                daily_digest=form.cleaned_data["daily_digest"],
             )
         except Invalid as refused:
             _refused(form, refused)
