@@ -311,3 +311,23 @@ def test_the_daily_digest_lists_every_pool_and_why_accounts_are_out_once_a_day(
     assert mailoutbox[0].subject == "[accounts-pool] Daily summary of team Acme"
     assert "Claude: 1 of 2 accounts usable." in text
     assert "  - blocked one: Blocked by the organisation's policy: no OAuth" in text
+
+
+def test_a_message_held_by_a_killed_worker_is_sent_once_its_claim_runs_out(team, alice, account):
+    with receivers.receiver(200) as hook:
+        _webhook(team, alice, hook.url, kinds=["needs_relogin"])
+        _relogin(account)
+        notifications_evaluate(now=NOW)
+        Delivery.objects.update(claimed_until=NOW + 2 * MIN)  # a worker took it, then died
+        assert deliveries_due(now=NOW + MIN) == []
+        assert _deliver_all(NOW + 3 * MIN) == [DeliveryOutcome.DELIVERED]
+    assert len(hook.accepted()) == 1
+
+
+def test_a_deleted_channel_drops_its_pending_messages(team, alice, account):
+    channel, _ = _webhook(team, alice, "http://127.0.0.1:9/x", kinds=["needs_relogin"])
+    _relogin(account)
+    notifications_evaluate(now=NOW)
+    delivery_id = Delivery.objects.get().pk
+    channel.delete()
+    assert delivery_attempt(delivery_id=delivery_id, now=NOW) == DeliveryOutcome.SKIPPED
