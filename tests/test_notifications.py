@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 
+from accounts_pool import selectors
 from accounts_pool.crypto import fingerprint
 from accounts_pool.models import Delivery, DeliveryAttempt, QuotaWindow
 from accounts_pool.services.channels import channel_create
@@ -331,3 +332,26 @@ def test_a_deleted_channel_drops_its_pending_messages(team, alice, account):
     delivery_id = Delivery.objects.get().pk
     channel.delete()
     assert delivery_attempt(delivery_id=delivery_id, now=NOW) == DeliveryOutcome.SKIPPED
+
+
+def test_the_ticks_cheap_read_gives_the_pages_verdicts(team, pool, account):
+    make_account(pool, label="blocked", policy_status="blocked", policy_message="no")
+    make_account(pool, label="cooling", cooldown_until=NOW + timedelta(hours=1))
+    _relogin(account)
+    cheap = selectors.team_verdicts(team, now=NOW)
+    full = selectors.team_overview(team, now=NOW)
+    assert [(p.pk, [(r.account.pk, r.verdict) for r in rows]) for p, rows in cheap] == [
+        (p.pk, [(r.account.pk, r.verdict) for r in rows]) for p, rows in full
+    ]
+
+
+@pytest.mark.parametrize("accounts", [1, 8])
+def test_an_evaluation_costs_the_same_queries_for_more_accounts(
+    team, alice, pool, accounts, django_assert_max_num_queries
+):
+    _webhook(team, alice, "http://127.0.0.1:9/x")
+    for n in range(accounts):
+        _usable(make_account(pool, label=f"a{n}"))
+    notifications_evaluate(now=NOW)
+    with django_assert_max_num_queries(9):
+        assert notifications_evaluate(now=NOW + MIN) == 0

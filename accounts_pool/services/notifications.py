@@ -130,7 +130,7 @@ def _team_evaluate(team: Team, now: datetime) -> list[Delivery]:
     channels = [c for c in Channel.objects.filter(team=team, enabled=True) if c.kinds]
     known = {s.key: s for s in NotificationSubject.objects.filter(pool__team=team)}
     created: list[Delivery] = []
-    for pool, rows in selectors.team_overview(team, now=now):
+    for pool, rows in selectors.team_verdicts(team, now=now):
         for seen in _observations(pool, rows, now):
             subject = known.get(seen.key)
             if subject is None and not seen.holds:
@@ -354,7 +354,7 @@ DIGEST_KIND = "digest"
 def digest_payload(team: Team, now: datetime) -> dict[str, Any]:
     """Every pool of the team with its usable count and each excluded account's first reason."""
     lines = []
-    for pool, rows in selectors.team_overview(team, now=now):
+    for pool, rows in selectors.team_verdicts(team, now=now):
         usable, total = notifyrules.usable_count(r.verdict.status for r in rows)
         minimum = f", minimum {pool.minimum_usable}" if pool.minimum_usable else ""
         lines.append(f"{pool.name}: {usable} of {total} accounts usable{minimum}.")
