@@ -134,6 +134,11 @@ class Delivery(models.Model):
     claimed_until = models.DateTimeField(
         null=True, blank=True, help_text="A worker is sending it until then."
     )
+    queued_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="A task to send it is queued; not queued again before then.",
+    )
     delivered_at = models.DateTimeField(null=True, blank=True, help_text="When it arrived.")
 
     class Meta:

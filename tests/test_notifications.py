@@ -355,3 +355,13 @@ def test_an_evaluation_costs_the_same_queries_for_more_accounts(
     notifications_evaluate(now=NOW)
     with django_assert_max_num_queries(9):
         assert notifications_evaluate(now=NOW + MIN) == 0
+
+
+def test_a_queued_message_is_not_queued_again_until_its_task_is_presumed_lost(team, alice, account):
+    _webhook(team, alice, "http://127.0.0.1:9/x", kinds=["needs_relogin"])
+    _relogin(account)
+    notifications_evaluate(now=NOW)
+    first = deliveries_due(now=NOW)
+    assert len(first) == 1
+    assert deliveries_due(now=NOW + MIN) == []  # its task waits for a worker
+    assert deliveries_due(now=NOW + 3 * MIN) == first  # the task was lost: queued again

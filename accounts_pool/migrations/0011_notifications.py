@@ -198,6 +198,14 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 (
+                    "queued_until",
+                    models.DateTimeField(
+                        blank=True,
+                        help_text="A task to send it is queued; not queued again before then.",
+                        null=True,
+                    ),
+                ),
+                (
                     "delivered_at",
                     models.DateTimeField(blank=True, help_text="When it arrived.", null=True),
                 ),

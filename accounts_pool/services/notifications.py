@@ -126,7 +126,7 @@ def message_payload(seen: Observation, direction: Direction, now: datetime) -> d
     }
 
 
-def _team_evaluate(team: Team, now: datetime) -> list[Delivery]:
+def _team_evaluate(team: Team, now: datetime, *, queued: bool) -> list[Delivery]:
     channels = [c for c in Channel.objects.filter(team=team, enabled=True) if c.kinds]
     known = {s.key: s for s in NotificationSubject.objects.filter(pool__team=team)}
     created: list[Delivery] = []
@@ -149,6 +149,7 @@ def _team_evaluate(team: Team, now: datetime) -> list[Delivery]:
                         payload=payload,
                         created_at=now,
                         next_attempt_at=now,
+                        queued_until=now + CLAIM if queued else None,
                     )
                     for channel in channels
                     if seen.kind.value in channel.kinds
@@ -199,7 +200,7 @@ def notifications_evaluate(
             team = Team.objects.select_for_update().filter(pk=team_id).first()
             if team is None:
                 continue
-            created = _team_evaluate(team, now)
+            created = _team_evaluate(team, now, queued=enqueue is not None)
             if enqueue is not None:
                 transaction.on_commit(_enqueue_all(enqueue, [str(d.pk) for d in created]))
         count += len(created)
@@ -217,13 +218,19 @@ class DeliveryOutcome(StrEnum):
 
 
 def deliveries_due(*, now: datetime, limit: int = 500) -> list[UUID]:
-    """Pending deliveries whose next attempt is due and that no worker holds."""
-    due = (
-        Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
-        .order_by("next_attempt_at")
-    )
-    return list(due.values_list("pk", flat=True)[:limit])
+    """Pending deliveries whose next attempt is due, that no worker holds and no queued task
+    waits for; each is marked as queued (for CLAIM), so a backlog is not queued again at every
+    tick. A task lost after that is queued again once its mark lapses."""
+    with transaction.atomic():
+        due = (
+            Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+            .filter(Q(queued_until__isnull=True) | Q(queued_until__lte=now))
+            .order_by("next_attempt_at")
+        )
+        ids = list(due.select_for_update(skip_locked=True).values_list("pk", flat=True)[:limit])
+        Delivery.objects.filter(pk__in=ids).update(queued_until=now + CLAIM)
+    return ids
 
 
 def deliveries_prune(*, now: datetime, older_than: timedelta) -> int:
@@ -335,6 +342,7 @@ def delivery_attempt(*, delivery_id: UUID | str, now: datetime | None = None) ->
             next_attempt_at=retry_at if status == Delivery.Status.PENDING else None,
             delivered_at=now if outcome == DeliveryOutcome.DELIVERED else None,
             claimed_until=None,
+            queued_until=None,
         )
     logger.info(
         "delivery=%s channel=%s kind=%s attempt=%d outcome=%s status=%s",
@@ -401,6 +409,7 @@ def digests_queue(
                     payload=digest_payload(channel.team, now),
                     created_at=now,
                     next_attempt_at=now,
+                    queued_until=now + CLAIM if enqueue is not None else None,
                 )
             )
         if enqueue is not None:
