@@ -365,3 +365,30 @@ def test_a_queued_message_is_not_queued_again_until_its_task_is_presumed_lost(te
     assert len(first) == 1
     assert deliveries_due(now=NOW + MIN) == []  # its task waits for a worker
     assert deliveries_due(now=NOW + 3 * MIN) == first  # the task was lost: queued again
+
+
+def test_a_label_with_line_breaks_cannot_add_email_headers(team, alice, pool, mailoutbox):
+    account = make_account(pool, label="evil\nBcc: thief@evil.test")
+    channel_create(
+        team=team,
+        name="m",
+        channel_type="email",
+        target="lead@acme.test",
+        kinds=["needs_relogin"],
+        created_by=alice,
+    )
+    _relogin(account)
+    notifications_evaluate(now=NOW)
+    assert _deliver_all(NOW) == [DeliveryOutcome.DELIVERED]
+    assert mailoutbox[0].subject.startswith("[accounts-pool] Account evil Bcc: thief@evil.test")
+    assert mailoutbox[0].recipients() == ["lead@acme.test"]
+
+
+def test_a_failure_inside_is_logged_and_retried_like_any_other(team, alice, account):
+    _webhook(team, alice, "http://127.0.0.1:9/x", kinds=["needs_relogin"])
+    _relogin(account)
+    notifications_evaluate(now=NOW)
+    with connection.cursor() as cursor:  # a key rotated out from under it
+        cursor.execute("UPDATE accounts_pool_channel SET signing_secret = 'not a fernet token'")
+    assert _deliver_all(NOW) == [DeliveryOutcome.FAILED]
+    assert DeliveryAttempt.objects.get().error == "internal error (SecretDecryptionError)"

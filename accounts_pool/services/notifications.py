@@ -274,7 +274,7 @@ def _send(channel: Channel, delivery: Delivery) -> outside.Sent:
     if channel.type == Channel.Type.EMAIL:
         return outside.send_email(
             to=notifyrules.split_addresses(channel.target),
-            subject=f"[accounts-pool] {payload['title']}",
+            subject=" ".join(f"[accounts-pool] {payload['title']}".split()),  # one line
             text=render_text(payload),
         )
     problem = notifyrules.url_problem(channel.target) or notifyrules.target_problem(
@@ -303,14 +303,17 @@ def delivery_attempt(*, delivery_id: UUID | str, now: datetime | None = None) ->
     now = now or timezone.now()
     if not _claim(delivery_id, now):
         return DeliveryOutcome.SKIPPED
-    delivery = Delivery.objects.select_related("channel").get(pk=delivery_id)
-    channel = delivery.channel
+    delivery = Delivery.objects.get(pk=delivery_id)
     status_code: int | None
     try:
-        sent = _send(channel, delivery)
+        sent = _send(Channel.objects.get(pk=delivery.channel_id), delivery)
         status_code, error = sent.status_code, ""
     except outside.SendFailed as failed:
         status_code, error = failed.status_code, failed.message
+    except Exception as exc:  # a bug or a bad key must not leave it unlogged, retried forever
+        # Only the type: an exception's text may quote the target.
+        logger.error("delivery=%s failed inside: %s", delivery.pk, type(exc).__name__)
+        status_code, error = None, f"internal error ({type(exc).__name__})"
     attempt = delivery.attempts + 1
     base = timedelta(seconds=settings.ACCOUNTS_POOL_NOTIFY_RETRY_BASE_SECONDS)
     retry_at = (
@@ -329,7 +332,7 @@ def delivery_attempt(*, delivery_id: UUID | str, now: datetime | None = None) ->
     with transaction.atomic():
         DeliveryAttempt.objects.create(
             delivery=delivery,
-            channel=channel,
+            channel_id=delivery.channel_id,
             at=now,
             attempt=attempt,
             status_code=status_code,
@@ -347,7 +350,7 @@ def delivery_attempt(*, delivery_id: UUID | str, now: datetime | None = None) ->
     logger.info(
         "delivery=%s channel=%s kind=%s attempt=%d outcome=%s status=%s",
         delivery.pk,
-        channel.pk,
+        delivery.channel_id,
         delivery.kind,
         attempt,
         outcome,
