@@ -392,3 +392,30 @@ def test_a_failure_inside_is_logged_and_retried_like_any_other(team, alice, acco
         cursor.execute("UPDATE accounts_pool_channel SET signing_secret = 'not a fernet token'")
     assert _deliver_all(NOW) == [DeliveryOutcome.FAILED]
     assert DeliveryAttempt.objects.get().error == "internal error (SecretDecryptionError)"
+
+
+def test_a_pool_below_its_minimum_is_announced_after_five_minutes(team, alice, pool, account):
+    _usable(make_account(pool, label="second"))
+    pool.minimum_usable = 2
+    pool.save()
+    _webhook(team, alice, "http://127.0.0.1:9/x", kinds=["pool_low"])
+    account.cooldown_until = NOW + timedelta(hours=2)
+    account.save()
+    assert [notifications_evaluate(now=NOW + n * MIN) for n in range(7)] == [0] * 5 + [1, 0]
+    payload = Delivery.objects.get().payload
+    assert payload["title"] == "Pool Claude: below its minimum usable accounts"
+    assert payload["reason"] == "1 of 2 accounts usable; the pool's minimum is 2."
+    assert (payload["pool"]["usable"], payload["pool"]["minimum_usable"]) == (1, 2)
+
+
+def test_a_refresh_backing_off_for_over_an_hour_is_announced_with_its_end(team, alice, account):
+    _webhook(team, alice, "http://127.0.0.1:9/x", kinds=["refresh_backoff"])
+    until = NOW + timedelta(hours=3)
+    account.access_expires_at, account.refresh_backoff_until = NOW - MIN, until
+    account.refresh_error_status, account.refresh_error_at = 503, NOW
+    account.save()
+    assert sum(notifications_evaluate(now=NOW + n * MIN) for n in range(6)) == 1
+    payload = Delivery.objects.get().payload
+    assert payload["kind"] == "refresh_backoff"
+    assert "HTTP 503 from the token endpoint" in payload["reason"]
+    assert payload["until"] == until.isoformat().replace("+00:00", "Z")
