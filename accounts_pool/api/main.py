@@ -17,7 +17,7 @@ from ninja.types import DictStrAny
 from ..jsoninput import UnreadableJson, json_loads
 from ..services.checkout import NoUsableAccount
 from ..services.errors import ServiceError
-from . import accounts, me, pools, teams, tools
+from . import accounts, channels, me, pools, teams, tools
 from .auth import AUTH
 
 logger = logging.getLogger("accounts_pool.api")
@@ -139,3 +139,4 @@ api.add_router("", teams.router)
 api.add_router("", pools.router)
 api.add_router("", accounts.router)
 api.add_router("", me.router)
+api.add_router("", channels.router)
