@@ -381,3 +381,5 @@ class ReportOut(Out):
     cooldown_until: datetime | None
     queued: list[str]
     windows_updated: list[str]
+    duplicate: bool = False
+    note: str = ""
