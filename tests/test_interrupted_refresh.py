@@ -92,6 +92,7 @@ def test_sigkill_after_the_provider_rotated_is_recorded_as_an_interrupted_refres
         # The record: a request went out with the current token and no answer was stored.
         assert killed.refresh_sent_at is not None
         assert killed.refresh_token == sent_token != sim_account.refresh_token
+        assert killed.refresh_claimed_until is not None
         time.sleep(max(0.0, (killed.refresh_claimed_until - timezone.now()).total_seconds()) + 0.2)
         assert state.refresh_interrupted(
             sent_at=killed.refresh_sent_at,

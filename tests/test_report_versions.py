@@ -121,6 +121,7 @@ def test_a_401_report_loop_makes_at_most_one_provider_refresh_per_credential_ver
     assert len(rotating.sent) <= len(versions) <= 2
     # The token a 401's refresh issued was reported dead too: the refresh backs off instead.
     assert account.refresh_error_kind == state.FailureKind.ACCESS_REJECTED
+    assert account.refresh_backoff_until is not None
     assert account.refresh_backoff_until > timezone.now() + timedelta(minutes=4)
     assert _checkout(tool) is None
 

@@ -1,0 +1,240 @@
+"""Redis killed ten times under a refresh load: 4 workers and beat (run by accounts_pool.supervise,
+as scripts/run runs them) on PostgreSQL, 200 accounts whose tokens are due every few seconds,
+against the simulated provider (a real HTTP server the workers call; it knows every refresh
+token it ever issued).
+
+After each return of the broker refreshes resume within one beat tick plus 30 s; in the end no
+rotation is lost (every account holds the provider's current refresh token), no refresh token
+was sent twice, no credential version was refreshed twice, and every worker answers a ping.
+Each return's delay and the workers' restarts are printed."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from random import Random
+
+import pytest
+import redis
+from django.apps import apps
+from django.db.models import Max
+from django.utils import timezone
+
+from accounts_pool.crypto import fingerprint
+from accounts_pool.models import Account, QuotaWindow
+from simulator import SimulatedAnthropic
+
+from . import processes
+from .test_scale_and_faults import _point_at
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+ACCOUNTS = 200
+WORKERS = 4
+KILLS = 10
+DOWN_SECONDS = 2.0
+BEAT_SECONDS = 2
+LEAD = 60  # the pool's refresh lead (s)
+DUE_EVERY = 25  # a fresh token is due again this many seconds after its refresh
+RESUME_LIMIT = BEAT_SECONDS + 30
+RESUMED = 5  # refreshes stored after the broker's return that count as resumed
+
+
+class RedisServer:
+    """Our own redis-server (never the shared one), killed and started again on one port."""
+
+    def __init__(self, port: int, log: Path) -> None:
+        self.port = port
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        self.process = processes.start([*args, "--appendonly", "no"], dict(os.environ), self.log)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        processes.wait_for(self._pings(client), 10, "redis-server", self.log)
+
+    @staticmethod
+    def _pings(client: redis.Redis) -> object:
+        def check() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        return check
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            processes.stop(self.process)
+
+
+@contextmanager
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(processes.free_port(), tmp_path / "redis.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _beat_entries() -> None:
+    """The dispatchers' beat rows (a data migration; an earlier test's flush may have left none)."""
+    migration = importlib.import_module("accounts_pool.migrations.0002_beat_schedule")
+    migration.create_entries(apps, None)
+
+
+def _accounts(pool, sim: SimulatedAnthropic) -> dict[int, str]:
+    """200 accounts due over the next DUE_EVERY seconds, each due again DUE_EVERY s after its
+    refresh. Returns simulator uuid by account id."""
+    pool.refresh_lead = timedelta(seconds=LEAD)
+    pool.save(update_fields=["refresh_lead"])
+    now = timezone.now()
+    spread = Random(16)
+    sims = [sim.add_account(access_lifetime=LEAD + DUE_EVERY) for _ in range(ACCOUNTS)]
+    rows = Account.objects.bulk_create(
+        Account(
+            pool=pool,
+            label=f"soak {n}",
+            access_token=s.access_token,
+            access_expires_at=now + timedelta(seconds=LEAD + spread.uniform(0, DUE_EVERY)),
+            refresh_token=s.refresh_token,
+            refresh_token_fingerprint=fingerprint(s.refresh_token),
+            provider_account_uuid=s.uuid,
+            credential_version=1,
+            quota_checked_at=now,
+            policy_checked_at=now,
+        )
+        for n, s in enumerate(sims)
+    )
+    QuotaWindow.objects.bulk_create(
+        QuotaWindow(
+            account=a,
+            key="five_hour",
+            label="5-hour",
+            utilization=10.0,
+            resets_at=now + timedelta(hours=3),
+            checked_at=now,
+        )
+        for a in rows
+    )
+    return {a.pk: a.provider_account_uuid for a in rows}
+
+
+def _resumed(since: datetime) -> Callable[[], bool]:
+    """Whether RESUMED refreshes were stored after `since`."""
+    return lambda: Account.objects.filter(last_refreshed_at__gt=since).count() >= RESUMED
+
+
+def _supervised(tmp_path: Path, sim: SimulatedAnthropic, broker: RedisServer):
+    worker = processes.celery_worker("--pool", "threads", "--concurrency", "4")
+    beat = [
+        str(processes.VENV_BIN / "celery"),
+        *("-A", "config", "beat", "--loglevel", "INFO", "--pidfile="),
+        *("--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"),
+    ]
+    specs = [
+        f"w{n}="
+        + subprocess.list2cmdline([*worker, "--hostname", f"w{n}@%h", "--logfile", str(path)])
+        for n, path in enumerate(_worker_logs(tmp_path))
+    ]
+    specs.append("beat=" + subprocess.list2cmdline(beat))
+    env = processes.child_env(
+        **sim.env(),
+        CELERY_BROKER_URL=broker.url,
+        ACCOUNTS_POOL_BEAT_SECONDS=str(BEAT_SECONDS),
+        ACCOUNTS_POOL_CLAIM_SECONDS="15",  # a task lost with the broker is queued again after it
+        ANTHROPIC_HTTP_TIMEOUT="5",
+    )
+    command = [sys.executable, "-m", "accounts_pool.supervise", "--grace", "20", *specs]
+    log = tmp_path / "supervised.log"
+    return processes.start(command, env, log), log
+
+
+def _worker_logs(tmp_path: Path) -> list[Path]:
+    return [tmp_path / f"w{n}.log" for n in range(WORKERS)]
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _working_since(logs: list[Path], offsets: list[int]) -> bool:
+    """Every worker finished a task after its log was `offsets` long (all four serve)."""
+    return all(
+        "succeeded in" in _read(log)[offset:] for log, offset in zip(logs, offsets, strict=True)
+    )
+
+
+def test_refreshes_resume_after_each_broker_return_and_no_rotation_is_lost(
+    pool, tmp_path, settings
+):
+    _beat_entries()
+    with SimulatedAnthropic(latency=0.005) as sim, own_redis(tmp_path) as broker:
+        _point_at(settings, sim)
+        uuids = _accounts(pool, sim)
+        supervisor, log = _supervised(tmp_path, sim, broker)
+        resumes: list[float] = []
+        try:
+            logs = _worker_logs(tmp_path)
+            processes.wait_for(lambda: all("ready." in _read(w) for w in logs), 90, "4", log)
+            for _ in range(KILLS):
+                flowing = timezone.now()
+                processes.wait_for(_resumed(flowing), 60, "load", log)
+                broker.kill()
+                time.sleep(DOWN_SECONDS)
+                broker.start()
+                back = timezone.now()
+                processes.wait_for(_resumed(back), RESUME_LIMIT, "refreshes after the return", log)
+                resumes.append((timezone.now() - back).total_seconds())
+            # No worker left dead: each one (the same or restarted) serves after the last return.
+            offsets = [len(_read(w)) for w in logs]
+            alive = processes.wait_for(
+                lambda: _working_since(logs, offsets), 60, "every worker at work", log
+            )
+        finally:
+            supervisor.send_signal(signal.SIGTERM)  # graceful: refreshes in hand finish
+            try:
+                supervisor.wait(timeout=40)
+            finally:
+                processes.stop(supervisor)
+        stats = sim.stats()
+        current = {a.uuid: a.refresh_token for a in sim.accounts()}
+    text = log.read_text()
+    restarts = text.count(" exited with ")
+    print(
+        f"\nbroker returns: {len(resumes)}; refreshes resumed after "
+        f"{', '.join(f'{r:.1f}' for r in resumes)} s (limit {RESUME_LIMIT} s); "
+        f"worker/beat restarts: {restarts}; provider refreshes: {sum(stats['refreshes'].values())}"
+    )
+    assert len(resumes) == KILLS
+    assert max(resumes) <= RESUME_LIMIT
+    assert alive
+    rows = Account.objects.values_list("pk", "refresh_token", "credential_version")
+    lost = [pk for pk, token, _ in rows if token != current[uuids[pk]]]
+    doubled = [pk for pk, _, version in rows if stats["refreshes"].get(uuids[pk], 0) != version - 1]
+    assert lost == []  # every rotation the provider made is stored
+    assert doubled == []  # one provider refresh per credential version
+    assert (stats["reused"], stats["invalid_grant"]) == (0, 0)  # no refresh token sent twice
+    assert Account.objects.filter(refresh_sent_at__isnull=False).count() == 0
+    latest = Account.objects.aggregate(latest=Max("last_refreshed_at"))["latest"]
+    assert latest is not None
+    assert sum(stats["refreshes"].values()) >= ACCOUNTS
