@@ -11,11 +11,14 @@ Each return's delay and the workers' restarts are printed."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -238,3 +241,66 @@ def test_refreshes_resume_after_each_broker_return_and_no_rotation_is_lost(
     latest = Account.objects.aggregate(latest=Max("last_refreshed_at"))["latest"]
     assert latest is not None
     assert sum(stats["refreshes"].values()) >= ACCOUNTS
+
+
+def _post(url: str, secret: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return int(error.code), {"raw": error.read().decode(errors="replace")}
+    except OSError:  # not listening yet
+        return 0, {}
+
+
+def test_a_401_report_with_the_broker_down_is_recorded_once_and_answers_success(
+    pool, alice, tmp_path
+):
+    """gunicorn on our own redis-server, killed: the report is kept and answers 200 with a note
+    (it once answered 500 after recording, so a retrying tool recorded it twice)."""
+    from accounts_pool.models import AccountEvent
+    from accounts_pool.services.keys import consumer_key_create
+
+    from .test_report_versions import make_usable
+
+    account = make_usable(pool)
+    _, secret = consumer_key_create(pool=pool, name="tool", created_by=alice)
+    port = processes.free_port()
+    base = f"http://127.0.0.1:{port}/api/v1"
+    with own_redis(tmp_path) as broker:
+        env = processes.child_env(CELERY_BROKER_URL=broker.url, ALLOWED_HOSTS="127.0.0.1")
+        web_log = tmp_path / "web.log"
+        gunicorn = [str(processes.VENV_BIN / "gunicorn"), "config.wsgi:application"]
+        web = processes.start([*gunicorn, "--bind", f"127.0.0.1:{port}"], env, web_log)
+        try:
+            processes.wait_for(
+                lambda: _post(f"{base}/pools/claude/checkout", secret, {})[0] == 200,
+                60,
+                "web",
+                web_log,
+            )
+            status, checkout = _post(f"{base}/pools/claude/checkout", secret, {})
+            assert status == 200, checkout
+            broker.kill()
+            report = f"{base}/checkouts/{checkout['checkout_id']}/report"
+            started = time.monotonic()
+            first = _post(report, secret, {"status": 401})
+            took = time.monotonic() - started
+            retried = _post(report, secret, {"status": 401})
+        finally:
+            processes.stop(web)
+    print(f"\na 401 report with the broker down answered in {took * 1000:.0f} ms")
+    assert first[0] == 200, first
+    assert (first[1]["outcome"], first[1]["queued"]) == ("access_rejected", [])
+    assert "cycle will take it" in first[1]["note"]
+    assert retried[0] == 200, retried
+    assert retried[1]["duplicate"] is True
+    assert AccountEvent.objects.filter(account=account, operation="report").count() == 1
+    account.refresh_from_db()
+    assert account.verdict(timezone.now()).first_reason.code == "token_expired"
