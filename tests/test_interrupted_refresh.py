@@ -14,6 +14,7 @@ import pytest
 from django.utils import timezone
 
 from accounts_pool import state
+from accounts_pool.api import present
 from accounts_pool.models import Account, AccountEvent
 from accounts_pool.services.cycle import cycle_run
 from accounts_pool.tasks import refresh_account
@@ -99,6 +100,8 @@ def test_sigkill_after_the_provider_rotated_is_recorded_as_an_interrupted_refres
             claimed_until=killed.refresh_claimed_until,
             now=timezone.now(),
         )
+        shown = present.account_detail_by_id(account_id)["refresh"]
+        assert shown["interrupted_at"] == killed.refresh_sent_at
         settings.ACCOUNTS_POOL_CLAIM_SECONDS = claim_seconds
         outcomes = [r.outcome for r in cycle_run()]  # the next cycle takes the account over
         stats = sim.stats()
@@ -107,6 +110,7 @@ def test_sigkill_after_the_provider_rotated_is_recorded_as_an_interrupted_refres
     assert account.needs_relogin
     assert account.refresh_error_message.startswith(state.INTERRUPTED_REFRESH_NOTE)
     assert account.refresh_sent_at is None
+    assert present.account_detail_by_id(account_id)["refresh"]["interrupted_at"] is None
     events = list(
         AccountEvent.objects.filter(account_id=account_id, operation="token_refresh")
         .order_by("at", "pk")

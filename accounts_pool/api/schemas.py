@@ -185,6 +185,9 @@ class RefreshGroup(Out):
     failures: int
     last_error: LastError | None
     needs_relogin: bool
+    # A refresh request went out then and its worker stopped before storing the answer: the
+    # provider may have rotated the token (the next refresh says so if it fails).
+    interrupted_at: datetime | None = None
 
 
 class QuotaGroup(Out):
