@@ -199,3 +199,38 @@ def test_an_idempotency_key_tells_a_retry_from_a_new_report(tool, pool):
     assert AccountEvent.objects.filter(account=account, operation="report").count() == 2
     # The key is the tool's: only its hash is kept.
     assert not CheckoutReport.objects.filter(key__contains="tool-req").exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_same_report_sent_at_once_from_many_threads_records_once(pool, alice):
+    """A tool that retries before the first attempt answered: the receipt's unique row makes
+    the later ones wait for the first and answer as duplicates."""
+    import threading
+
+    from django.db import connection
+
+    from accounts_pool.services.checkout import checkout_create
+    from accounts_pool.services.reports import report_record
+
+    account = make_usable(pool)
+    key, _ = consumer_key_create(pool=pool, name="retrier", created_by=alice)
+    handed = checkout_create(key=key)
+    barrier = threading.Barrier(6)
+    outcomes: list[tuple[str, bool]] = []
+
+    def report() -> None:
+        try:
+            barrier.wait()
+            done = report_record(checkout=handed.checkout, key=key, status=429, retry_after="60")
+            outcomes.append((done.outcome, done.duplicate))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=report) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes) == [("rate_limited", False)] + [("rate_limited", True)] * 5
+    assert AccountEvent.objects.filter(account=account, operation="report").count() == 1
