@@ -122,6 +122,7 @@ MACHINE_FIELDS = (
     "last_refreshed_at",
     "credential_version",
     "refresh_claimed_until",
+    "refresh_sent_at",
     "refresh_failures",
     "refresh_backoff_until",
     "refresh_error_kind",
@@ -196,6 +197,7 @@ class AccountAdmin(admin.ModelAdmin[Account]):
                     "needs_relogin",
                     "credential_version",
                     "refresh_claimed_until",
+                    "refresh_sent_at",
                 )
             },
         ),

@@ -7,7 +7,7 @@ class AccountsPoolConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import crypto
+        from . import checks, crypto  # noqa: F401  (checks: registers the system checks)
 
         # Fail closed at start-up: web, worker, beat and commands refuse to run with a missing or
         # malformed encryption key rather than write secrets they could not read back.

@@ -210,6 +210,13 @@ class Account(models.Model):
         blank=True,
         help_text="A worker holds the single-flight refresh claim until then.",
     )
+    refresh_sent_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="A refresh request with the current refresh token went out then and no answer "
+        "was stored yet. Set past its claim, the refresh was interrupted (a worker killed "
+        "mid-call): the provider may have rotated the token without the app storing it.",
+    )
     refresh_dispatched_until = models.DateTimeField(
         null=True,
         blank=True,
@@ -591,6 +598,12 @@ class Checkout(models.Model):
         max_length=64, blank=True, help_text="SHA-256 of the tool's session id, for stickiness."
     )
     at = models.DateTimeField(help_text="When it was handed out.")
+    credential_version = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="The account's credential version handed out: a 401 report rejects only this "
+        "one (unknown for checkouts recorded before it was kept).",
+    )
 
     class Meta:
         indexes = [
@@ -601,6 +614,31 @@ class Checkout(models.Model):
 
     def __str__(self) -> str:
         return f"checkout {self.id} of {self.account_id}"
+
+
+class CheckoutReport(models.Model):
+    """One report a tool made about a checkout: a retried report (the same Idempotency-Key, or
+    without one the same status) finds its row and records nothing again."""
+
+    checkout = models.ForeignKey(
+        Checkout, on_delete=models.CASCADE, related_name="reports", help_text="What it reports on."
+    )
+    key = models.CharField(
+        max_length=64, help_text="SHA-256 of the Idempotency-Key header, else 'status:<code>'."
+    )
+    outcome = models.CharField(max_length=20, help_text="What the first report did.")
+    cooldown_until = models.DateTimeField(
+        null=True, blank=True, help_text="The cooldown the first report set."
+    )
+    at = models.DateTimeField(help_text="When it was first recorded.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["checkout", "key"], name="checkout_report_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"report {self.key} on {self.checkout_id}"
 
 
 class PoolInvite(models.Model):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from celery import shared_task
@@ -23,10 +25,16 @@ from .services.notifications import (
 from .services.quota import account_check_quota
 from .services.refresh import account_refresh
 
+logger = logging.getLogger(__name__)
+
 
 @shared_task(name="accounts_pool.refresh_account")
-def refresh_account(account_id: int) -> str:
-    return account_refresh(account_id=account_id).outcome
+def refresh_account(account_id: int, version: int | None = None) -> str:
+    """The cycle's refresh of a due account; with `version`, a 401 report's: it replaces only
+    that credential version (once), and the new token is marked as asked for by a 401."""
+    if version is None:
+        return account_refresh(account_id=account_id).outcome
+    return account_refresh(account_id=account_id, only_version=version, asked_by_401=True).outcome
 
 
 @shared_task(name="accounts_pool.check_account_quota")
@@ -34,13 +42,49 @@ def check_account_quota(account_id: int, force: bool = False) -> str:
     return account_check_quota(account_id=account_id, force=force).outcome
 
 
-def enqueue_refresh(account_id: int) -> None:
-    """Queue a refresh once the current transaction commits."""
-    transaction.on_commit(lambda: refresh_account.delay(account_id))
+def _publish(send: Callable[[], object], what: str, account_id: int) -> bool:
+    """Send one task; a broker that refuses it (down, unreachable) is logged, not raised: what
+    asked for it is already recorded, and the cycle picks the account up once the broker is
+    back (an expired token is due; a queued mark lapses)."""
+    try:
+        send()
+    except Exception as exc:
+        logger.warning(
+            "account=%s %s not queued (broker: %s); the cycle will pick it up",
+            account_id,
+            what,
+            type(exc).__name__,
+        )
+        metrics.PUBLISH_FAILURES.labels(what).inc()
+        return False
+    return True
 
 
-def enqueue_quota_check(account_id: int, *, force: bool = False) -> None:
-    transaction.on_commit(lambda: check_account_quota.delay(account_id, force=force))
+def enqueue_refresh(account_id: int, *, version: int | None = None) -> bool:
+    """Queue a refresh once the current transaction commits (at once outside one). False when
+    the broker refused it then: the caller says the cycle will take it instead."""
+    sent = [True]
+
+    def send() -> None:
+        sent[0] = _publish(
+            lambda: refresh_account.delay(account_id, version), "refresh", account_id
+        )
+
+    transaction.on_commit(send)
+    return sent[0]
+
+
+def enqueue_quota_check(account_id: int, *, force: bool = False) -> bool:
+    """As enqueue_refresh, for a quota check."""
+    sent = [True]
+
+    def send() -> None:
+        sent[0] = _publish(
+            lambda: check_account_quota.delay(account_id, force=force), "quota_check", account_id
+        )
+
+    transaction.on_commit(send)
+    return sent[0]
 
 
 @shared_task(name="accounts_pool.dispatch_token_refresh")

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from .. import selectors
+from .. import selectors, state
 from ..models import Account, AccountEvent, ConsumerKey, Pool, QuotaWindow
 from ..services.checkout import reasons_payload
 
@@ -81,6 +81,15 @@ def account_detail(account: Account, now: datetime) -> dict[str, Any]:
                 account.refresh_error_at,
             ),
             "needs_relogin": account.needs_relogin,
+            "interrupted_at": (
+                account.refresh_sent_at
+                if state.refresh_interrupted(
+                    sent_at=account.refresh_sent_at,
+                    claimed_until=account.refresh_claimed_until,
+                    now=now,
+                )
+                else None
+            ),
         },
         "quota": {
             "checked_at": account.quota_checked_at,

@@ -189,6 +189,9 @@ class RefreshGroup(Out):
     failures: int
     last_error: LastError | None
     needs_relogin: bool
+    # A refresh request went out then and its worker stopped before storing the answer: the
+    # provider may have rotated the token (the next refresh says so if it fails).
+    interrupted_at: datetime | None = None
 
 
 class QuotaGroup(Out):
@@ -385,6 +388,8 @@ class ReportOut(Out):
     cooldown_until: datetime | None
     queued: list[str]
     windows_updated: list[str]
+    duplicate: bool = False
+    note: str = ""
 
 
 # --- Notification channels ------------------------------------------------------------------------

@@ -239,7 +239,12 @@ def _record(account: Account, key: ConsumerKey, session_hash: str, now: datetime
     (begin, relax the commit, check, insert, update, commit), on the path of every tool
     request."""
     checkout = Checkout(
-        id=uuid.uuid4(), account=account, consumer_key=key, session_hash=session_hash, at=now
+        id=uuid.uuid4(),
+        account=account,
+        consumer_key=key,
+        session_hash=session_hash,
+        at=now,
+        credential_version=account.credential_version,  # what a 401 report is about
     )
     on = rawsql.db()
     if on.vendor != "postgresql":
@@ -255,7 +260,7 @@ def _record(account: Account, key: ConsumerKey, session_hash: str, now: datetime
         [
             *selectors.key_unchanged_params(key, on),
             *(at, account.pk),
-            *(checkout.pk, account.pk, key.pk, session_hash, at),
+            *(checkout.pk, account.pk, key.pk, session_hash, at, checkout.credential_version),
         ],
     )
     if written != 1:
@@ -269,7 +274,8 @@ def _record_sql() -> str:
     transaction, commit included."""
     a, c = Account, Checkout
     columns = ", ".join(
-        rawsql.column(c, name) for name in ("id", "account", "consumer_key", "session_hash", "at")
+        rawsql.column(c, name)
+        for name in ("id", "account", "consumer_key", "session_hash", "at", "credential_version")
     )
     return (
         # Identifiers come from the models' metadata, quoted; every value is a parameter.
@@ -279,5 +285,5 @@ def _record_sql() -> str:
         f" SET {rawsql.column(a, 'last_used_at')} = %s WHERE {rawsql.column(a, 'id')} = %s"
         " AND EXISTS (SELECT 1 FROM unchanged))"
         f" INSERT INTO {rawsql.quote(c._meta.db_table)} ({columns})"
-        " SELECT %s, %s, %s, %s, %s FROM relaxed, unchanged"
+        " SELECT %s, %s, %s, %s, %s, %s FROM relaxed, unchanged"
     )

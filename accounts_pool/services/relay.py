@@ -75,6 +75,7 @@ def relay_refresh(*, key: ConsumerKey, routed: Routed) -> Routed | None:
     refreshed = account_refresh(
         account_id=routed.account_id,
         access_rejected_version=routed.version,
+        only_version=routed.version,  # replaced meanwhile: the newer credential serves instead
         asked_by_401=True,
         wait=True,
         actor=key.actor,
@@ -108,7 +109,12 @@ def relay_failover(
     Returns whether a quota check should be queued (a policy block that is new)."""
     if failover == Failover.TOKEN_REJECTED:
         account = Account.objects.defer(*Account.SECRET_FIELDS).get(pk=routed.account_id)
-        if account.credential_version == routed.version:
+        action = state.report_401_action(  # a tool's 401 report follows the same rule
+            reported_version=routed.version,
+            current_version=account.credential_version,
+            token_from_401=True,  # the relay's own refresh for this 401 is spent
+        )
+        if action == state.Report401Action.BACK_OFF:
             refresh_record_access_rejected(
                 account, endpoint="Messages API", status=status, now=timezone.now(), actor=key.actor
             )

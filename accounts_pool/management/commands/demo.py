@@ -1,10 +1,7 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from simulator import SimulatedAnthropic
 
 from ...demo import demo_build
+from ...supervise import DEFAULT_GRACE, Child, supervise
 
 
 class Command(BaseCommand):
@@ -39,10 +37,12 @@ class Command(BaseCommand):
             env = {**os.environ, **provider, "PYTHONUNBUFFERED": "1"}
             bin_dir = Path(sys.executable).parent
             relay_port = options["relay_port"] or options["port"] + 1
-            started = [
-                subprocess.Popen(
+            celery = str(bin_dir / "celery")
+            children = [
+                Child(
+                    "worker",
                     [
-                        str(bin_dir / "celery"),
+                        celery,
                         "-A",
                         "config",
                         "worker",
@@ -51,23 +51,19 @@ class Command(BaseCommand):
                         "--concurrency",
                         "2",
                     ],
-                    env=env,
+                    env,
                 ),
-                subprocess.Popen(
+                Child(
+                    "beat",
                     [
-                        str(bin_dir / "celery"),
-                        "-A",
-                        "config",
-                        "beat",
-                        "--loglevel",
-                        "WARNING",
-                        "--scheduler",
-                        "django_celery_beat.schedulers:DatabaseScheduler",
+                        *(celery, "-A", "config", "beat", "--loglevel", "WARNING"),
+                        *("--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"),
                         "--pidfile=",
                     ],
-                    env=env,
+                    env,
                 ),
-                subprocess.Popen(
+                Child(
+                    "web",
                     [
                         sys.executable,
                         "manage.py",
@@ -75,19 +71,15 @@ class Command(BaseCommand):
                         "--noreload",
                         f"127.0.0.1:{options['port']}",
                     ],
-                    env=env,
+                    env,
                 ),
-                subprocess.Popen(
+                Child(
+                    "relay",
                     [
-                        str(bin_dir / "uvicorn"),
-                        "config.asgi:application",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(relay_port),
-                        "--no-access-log",
+                        *(str(bin_dir / "uvicorn"), "config.asgi:application"),
+                        *("--host", "127.0.0.1", "--port", str(relay_port), "--no-access-log"),
                     ],
-                    env=env,
+                    env,
                 ),
             ]
             url = f"http://127.0.0.1:{options['port']}"
@@ -112,20 +104,5 @@ class Command(BaseCommand):
                 )
             )
             self.stdout.flush()
-            stop = False
-
-            def _stop(*_: object) -> None:
-                nonlocal stop
-                stop = True
-
-            signal.signal(signal.SIGTERM, _stop)
-            signal.signal(signal.SIGINT, _stop)
-            while not stop and all(p.poll() is None for p in started):
-                time.sleep(0.5)
-            for process in started:
-                process.terminate()
-            for process in started:
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            # Any of them that dies comes back; Ctrl-C stops them all (accounts_pool.supervise).
+            supervise(children, DEFAULT_GRACE)
