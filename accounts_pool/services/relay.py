@@ -120,6 +120,7 @@ def relay_failover(
         status=reported,
         headers=dict(headers),
         message=message or f"HTTP {status} from the Messages API (relayed)",
+        sent=(routed.access_token,),
     )
     return outcome.queue_quota_check
 

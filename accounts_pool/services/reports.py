@@ -13,8 +13,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from .. import metrics, state
+from ..crypto import SecretDecryptionError
 from ..models import Account, Checkout, ConsumerKey, QuotaWindow
 from ..providers import anthropic
+from ..redaction import redact
 from .events import event_record
 from .quota import policy_block
 from .refresh import refresh_mark_access_rejected
@@ -80,10 +82,17 @@ def report_record(
     headers: dict[str, str] | None = None,
     message: str = "",
     now: datetime | None = None,
+    sent: tuple[str, ...] | None = None,
 ) -> ReportOutcome:
-    """Record what the provider answered a tool; returns what to queue."""
+    """Record what the provider answered a tool; returns what to queue. `sent`: the
+    credential the tool sent upstream (default: the account's current one), masked wherever
+    the message quotes it before anything is stored."""
     now = now or timezone.now()
     account = Account.objects.defer(*Account.SECRET_FIELDS).get(pk=checkout.account_id)
+    if message:
+        if sent is None:
+            sent = account_credentials(checkout.account_id)
+        message = redact(message, secrets=sent)
     headers = headers or {}
     lowered = {k.lower(): v for k, v in headers.items()}
     retry_after = retry_after or lowered.get("retry-after")
@@ -103,6 +112,16 @@ def report_record(
             actor=key.actor,
         )
     return replace(result, windows=stored)
+
+
+def account_credentials(account_id: int) -> tuple[str, ...]:
+    """The secrets an account's checkout hands out, to mask in what a tool reports; none when
+    they cannot be read (the account is then excluded for that: credentials.py)."""
+    try:
+        found = Account.objects.filter(pk=account_id).values_list("access_token", "api_key")
+        return tuple(next(iter(found), ()))
+    except SecretDecryptionError:
+        return ()
 
 
 def _apply(
