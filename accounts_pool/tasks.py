@@ -14,6 +14,7 @@ from .services.checkout import checkouts_prune
 from .services.cycle import dispatch_quota_checks, dispatch_tick_run, dispatch_token_refresh
 from .services.events import events_prune
 from .services.quota import account_check_quota
+from .services.reencrypt import secrets_verify
 from .services.refresh import account_refresh
 
 
@@ -67,3 +68,10 @@ def prune_events() -> int:
     events = timedelta(days=settings.ACCOUNTS_POOL_EVENT_RETENTION_DAYS)
     checkouts = timedelta(days=settings.ACCOUNTS_POOL_CHECKOUT_RETENTION_DAYS)
     return events_prune(now=now, older_than=events) + checkouts_prune(now=now, older_than=checkouts)
+
+
+@shared_task(name="accounts_pool.verify_secrets")
+def verify_secrets() -> int:
+    """Daily: find accounts whose stored secrets no configured key decrypts (marked, so they
+    are excluded with that reason and /healthz counts them), and clear those that read again."""
+    return secrets_verify(now=timezone.now())

@@ -13,7 +13,7 @@ from .conftest import POLICY_MESSAGE, make_account
 def test_healthz_is_ok_when_the_database_and_broker_answer(client, db):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok", "secrets": "ok"}
 
 
 def test_healthz_names_the_broker_when_it_is_down(client, db, settings):

@@ -30,7 +30,7 @@ SHORT_ACCESS = "at_4b3c2d1e0f9a"
 def _everything_stored() -> str:
     """Every row of every table of the app, as the database holds it (ciphertext stays
     ciphertext: this reads around the ORM)."""
-    dump = []
+    dump: list[str] = []
     with connection.cursor() as cursor:
         for model in apps.get_app_config("accounts_pool").get_models():
             cursor.execute(f"SELECT * FROM {connection.ops.quote_name(model._meta.db_table)}")  # noqa: S608

@@ -42,7 +42,7 @@ api = NinjaAPI(
         "or a browser session (CSRF token required for writes). Errors have one shape: "
         '`{"error": {"code", "message", "details"?}}`. Reason codes: disabled, needs_relogin, '
         "refresh_backoff, token_expired, org_policy_blocked, quota_exhausted, quota_unknown, "
-        "quota_stale, cooldown."
+        "quota_stale, cooldown, credential_unreadable."
     ),
     auth=AUTH,
     parser=BoundedJsonParser(),

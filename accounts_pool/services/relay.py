@@ -165,6 +165,7 @@ REASON_WORDS = {
     state.ReasonCode.QUOTA_UNKNOWN: "with unknown quota",
     state.ReasonCode.QUOTA_STALE: "with stale quota",
     state.ReasonCode.COOLDOWN: "rate limited",
+    state.ReasonCode.CREDENTIAL_UNREADABLE: "unreadable with the configured keys",
 }
 RETRY_AFTER_UNKNOWN = 60  # seconds: no exclusion ends by time (a person must act)
 

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from .. import metrics
+from ..services.credentials import unreadable_count
 
 
 def _database_ok() -> str | None:
@@ -41,18 +42,32 @@ def livez(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok\n", content_type="text/plain")
 
 
+def _secrets() -> str:
+    """Accounts whose stored secrets the configured keys cannot decrypt (marked by whoever
+    met them, and by the daily check)."""
+    try:
+        unreadable = unreadable_count()
+    except DatabaseError:
+        return "unknown"
+    return f"{unreadable} account(s) unreadable with the configured keys" if unreadable else "ok"
+
+
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when the database and the broker answer; 503 naming the part that does not."""
+    """200 when the database and the broker answer; 503 naming the part that does not.
+    Unreadable secrets make it "degraded" (still 200: the rest of the pool serves)."""
     failures = {
         part: problem
         for part, problem in (("database", _database_ok()), ("broker", _broker_ok()))
         if problem
     }
+    secrets_state = _secrets() if "database" not in failures else "unknown"
+    status = "unavailable" if failures else "ok" if secrets_state == "ok" else "degraded"
     body = {
-        "status": "ok" if not failures else "unavailable",
+        "status": status,
         "database": failures.get("database", "ok"),
         "broker": failures.get("broker", "ok"),
+        "secrets": secrets_state,
     }
     return JsonResponse(body, status=503 if failures else 200)
 
