@@ -21,7 +21,7 @@ from accounts_pool import crypto
 from accounts_pool.models import Account, AccountEvent, OAuthLogin
 from accounts_pool.services.cycle import cycle_run
 from accounts_pool.services.keys import api_token_create, consumer_key_create
-from accounts_pool.services.onboarding import oauth_login_start
+from accounts_pool.services.onboarding import account_store_tokens, oauth_login_start
 from accounts_pool.services.quota import account_check_quota
 from accounts_pool.services.refresh import account_refresh
 from accounts_pool.tasks import verify_secrets
@@ -219,6 +219,17 @@ def test_putting_the_key_back_and_reencrypting_clears_it(rotated, stranded, sett
     account = Account.objects.get(pk=stranded.pk)
     assert account.credential_unreadable_at is None
     assert account.verdict(timezone.now()).status == "usable"
+
+
+def test_logging_it_in_again_clears_it(rotated, stranded):
+    account_check_quota(account_id=stranded.pk)  # found and marked
+    target = Account.objects.defer(*Account.SECRET_FIELDS).get(pk=stranded.pk)
+    account_store_tokens(account=target, refresh_token="sk-ant-ort01-new", actor="alice")
+    account = Account.objects.get(pk=stranded.pk)
+    assert account.credential_unreadable_at is None
+    assert account.refresh_token == "sk-ant-ort01-new"
+    reasons = [r.code for r in account.verdict(timezone.now()).reasons]
+    assert UNREADABLE not in reasons
 
 
 def _reencrypt_quietly():
