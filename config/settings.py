@@ -269,6 +269,8 @@ ACCOUNTS_POOL_DISPATCH_CHUNK = env.int("ACCOUNTS_POOL_DISPATCH_CHUNK", default=5
 ACCOUNTS_POOL_EVENT_RETENTION_DAYS = env.int("ACCOUNTS_POOL_EVENT_RETENTION_DAYS", default=30)
 # Every checkout writes a row; reports and sessions only ever need recent ones.
 ACCOUNTS_POOL_CHECKOUT_RETENTION_DAYS = env.int("ACCOUNTS_POOL_CHECKOUT_RETENTION_DAYS", default=7)
+# PKCE logins and invite links, once expired, only explain "this link expired" for a while.
+ACCOUNTS_POOL_LOGIN_RETENTION_DAYS = env.int("ACCOUNTS_POOL_LOGIN_RETENTION_DAYS", default=1)
 
 # --- Celery --------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")

@@ -200,3 +200,10 @@ def oauth_login_complete(
         refreshed=True,
     )
     return with_first_quota_check(created, actor)
+
+
+def logins_prune(*, now: datetime, older_than: timedelta) -> int:
+    """Delete PKCE logins that expired more than `older_than` ago (completed or not: a session
+    is used once, within 10 minutes); each holds an encrypted verifier. Returns how many."""
+    deleted, _ = OAuthLogin.objects.filter(expires_at__lt=now - older_than).delete()
+    return deleted
