@@ -36,7 +36,8 @@ def _broker_ok() -> str | None:
 
     try:
         with app.connection_for_write(url=settings.CELERY_BROKER_URL) as conn:
-            conn.ensure_connection(max_retries=1, timeout=settings.HEALTHZ_BROKER_TIMEOUT)
+            # No retry: a refused broker is named at once, not after the retry interval.
+            conn.ensure_connection(max_retries=0, timeout=settings.HEALTHZ_BROKER_TIMEOUT)
     except Exception as exc:  # kombu raises transport-specific errors
         return f"broker: {type(exc).__name__}"
     return None
@@ -45,7 +46,7 @@ def _broker_ok() -> str | None:
 # Probes run side by side, each waited for HEALTHZ_TIMEOUT at most: /healthz answers in about
 # that long whatever is down or hanging. A probe stuck past it ends by its own timeouts
 # (DB_CONNECT_TIMEOUT, the broker's), so the few threads are never all held for long.
-_PROBES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="healthz")
+_PROBES = ThreadPoolExecutor(max_workers=8, thread_name_prefix="healthz")
 
 
 def _probed(checks: dict[str, Callable[[], str | None]]) -> dict[str, str]:
