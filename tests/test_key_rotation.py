@@ -23,6 +23,7 @@ from accounts_pool.services.cycle import cycle_run
 from accounts_pool.services.keys import api_token_create, consumer_key_create
 from accounts_pool.services.onboarding import account_store_tokens, oauth_login_start
 from accounts_pool.services.quota import account_check_quota
+from accounts_pool.services.reencrypt import reencrypt_model
 from accounts_pool.services.refresh import account_refresh
 from accounts_pool.tasks import verify_secrets
 
@@ -248,3 +249,28 @@ def test_a_pending_login_under_an_unknown_key_asks_to_start_again(rotated, pool,
     )
     assert answer.status_code == 410, answer.content
     assert "start again" in answer.json()["error"]["message"]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_run_keeps_its_committed_batches_and_the_next_run_finishes(rows, settings):
+    settings.ACCOUNTS_POOL_ENCRYPTION_KEYS = [K2, K1]
+
+    def stop(tally, last_pk):
+        raise Interrupted(last_pk)  # killed right after the first batch committed
+
+    with pytest.raises(Interrupted):
+        reencrypt_model(Account, Account.SECRET_FIELDS, now=timezone.now(), batch=2, on_batch=stop)
+    printed = _reencrypt("--batch-size", "2")
+    assert "accounts_pool.Account: 4 rows, 2 re-encrypted, 2 already under the first key" in printed
+
+
+@pytest.mark.parametrize("size", ["0", "-3", "1000001"])
+def test_a_bad_batch_size_is_refused_and_changes_nothing(rows, settings, size):
+    settings.ACCOUNTS_POOL_ENCRYPTION_KEYS = [K2, K1]
+    before = _raw(Account, rows["oauth"].pk, "refresh_token")
+    with pytest.raises(CommandError, match="--batch-size must be between"):
+        _reencrypt("--batch-size", size)
+    assert _raw(Account, rows["oauth"].pk, "refresh_token") == before
