@@ -8,6 +8,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+import respx
 from cryptography.fernet import Fernet
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -29,6 +30,8 @@ from accounts_pool.tasks import verify_secrets
 
 from .api import Api
 from .conftest import ACCESS, REFRESH, make_account
+from .test_relay import MESSAGES, relay, reply
+from .test_relay import usable as relay_usable
 
 K1 = settings.ACCOUNTS_POOL_ENCRYPTION_KEYS[0]
 K2 = Fernet.generate_key().decode()
@@ -274,3 +277,18 @@ def test_a_bad_batch_size_is_refused_and_changes_nothing(rows, settings, size):
     with pytest.raises(CommandError, match="--batch-size must be between"):
         _reencrypt("--batch-size", size)
     assert _raw(Account, rows["oauth"].pk, "refresh_token") == before
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_relay_skips_an_unreadable_account_for_the_next(pool, alice):
+    relay_usable(pool, "ana")
+    with override_settings(ACCOUNTS_POOL_ENCRYPTION_KEYS=[K0]):
+        stranded = relay_usable(pool, "stranded", priority=1)
+    secret = consumer_key_create(pool=pool, name="laptop", created_by=alice)[1]
+    with respx.mock(assert_all_called=False) as upstream:
+        route = upstream.post(MESSAGES).mock(return_value=reply("from ana"))
+        status, _, body = relay(secret)
+    assert status == 200, body
+    assert route.calls.last.request.headers["authorization"] == "Bearer sk-ant-oat01-ana"
+    marked = Account.objects.filter(pk=stranded.pk, credential_unreadable_at__isnull=False)
+    assert marked.exists()
