@@ -8,6 +8,7 @@ it as a request would."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from accounts_pool.services.keys import consumer_key_create
 from . import processes
 from .api import Api
 from .conftest import make_account
+from .test_relay import relay
 
 
 @contextmanager
@@ -141,3 +143,14 @@ def test_connections_carry_the_configured_timeouts(db):
         cursor.execute("SHOW statement_timeout")
         assert cursor.fetchone()[0] == "30s"
     assert connection.settings_dict["OPTIONS"]["connect_timeout"] == 3
+
+
+def test_the_relay_answers_503_in_anthropics_shape_when_the_database_refuses(served, alice):
+    secret = consumer_key_create(
+        pool=alice.memberships.get().team.pools.get(), name="r", created_by=alice
+    )[1]
+    with _refused():
+        status, headers, body = relay(secret)
+    assert status == 503, body
+    assert json.loads(body)["error"]["type"] == "api_error"
+    assert headers["Retry-After"] == "5"
