@@ -145,10 +145,8 @@ def test_connections_carry_the_configured_timeouts(db):
     assert connection.settings_dict["OPTIONS"]["connect_timeout"] == 3
 
 
-def test_the_relay_answers_503_in_anthropics_shape_when_the_database_refuses(served, alice):
-    secret = consumer_key_create(
-        pool=alice.memberships.get().team.pools.get(), name="r", created_by=alice
-    )[1]
+def test_the_relay_answers_503_in_anthropics_shape_when_the_database_refuses(served, pool, alice):
+    secret = consumer_key_create(pool=pool, name="relay", created_by=alice)[1]
     with _refused():
         status, headers, body = relay(secret)
     assert status == 503, body
