@@ -17,6 +17,7 @@ from datetime import timedelta
 
 import psycopg
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
@@ -138,7 +139,8 @@ def test_a_statement_past_the_statement_timeout_answers_503(served, pool):
 
 
 @pytest.mark.postgres
-def test_connections_carry_the_configured_timeouts(db):
+def test_connections_carry_the_configured_timeouts(transactional_db):
+    connection.close()  # a new one, as a request or task makes (this one ran migrations)
     with connection.cursor() as cursor:
         cursor.execute("SHOW statement_timeout")
         assert cursor.fetchone()[0] == "30s"
@@ -152,3 +154,13 @@ def test_the_relay_answers_503_in_anthropics_shape_when_the_database_refuses(ser
     assert status == 503, body
     assert json.loads(body)["error"]["type"] == "api_error"
     assert headers["Retry-After"] == "5"
+
+
+@pytest.mark.postgres
+def test_migrations_run_without_the_statement_timeout(transactional_db):
+    connection.close()
+    call_command("migrate", "accounts_pool", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == "0"
+    connection.close()  # the next test's connection carries the timeout again
