@@ -292,3 +292,11 @@ def test_the_relay_skips_an_unreadable_account_for_the_next(pool, alice):
     assert route.calls.last.request.headers["authorization"] == "Bearer sk-ant-oat01-ana"
     marked = Account.objects.filter(pk=stranded.pk, credential_unreadable_at__isnull=False)
     assert marked.exists()
+
+
+def test_the_levers_on_its_page_say_what_to_do(rotated, stranded, client, alice):
+    client.force_login(alice)
+    for action in ("refresh", "check-quota"):
+        page = client.post(reverse("account_action", args=[stranded.pk, action]), follow=True)
+        assert page.status_code == 200
+        assert "put the key back and run manage.py reencrypt" in page.content.decode()
