@@ -18,7 +18,7 @@ from ..jsoninput import UnreadableJson, json_loads
 from ..outage import unavailable_response
 from ..services.checkout import NoUsableAccount
 from ..services.errors import ServiceError
-from . import accounts, pools, teams, tools
+from . import accounts, channels, pools, teams, tools
 from .auth import AUTH
 
 logger = logging.getLogger("accounts_pool.api")
@@ -145,3 +145,4 @@ api.add_router("", tools.router)
 api.add_router("", teams.router)
 api.add_router("", pools.router)
 api.add_router("", accounts.router)
+api.add_router("", channels.router)

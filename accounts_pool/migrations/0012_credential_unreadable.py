@@ -32,7 +32,7 @@ def remove_entry(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("accounts_pool", "0010_relay_window_observations"),
+        ("accounts_pool", "0011_notifications"),
         ("django_celery_beat", "0019_alter_periodictasks_options"),
     ]
 
