@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptography.fernet import Fernet
 from django.contrib.auth.models import User
+from django.db.models import TextField, Value
+from django.utils import timezone
 
 from simulator import Fault, SimAccount, SimulatedAnthropic
 
@@ -17,6 +20,7 @@ from .models import Account, ConsumerKey, Membership, Pool, Team
 from .services import keys, levers, onboarding, reports
 from .services.checkout import checkout_create
 from .services.cycle import cycle_run
+from .services.reencrypt import secrets_verify
 
 ACTOR = "demo"
 EXPIRING = 3600  # tokens that live one hour are due for refresh at once (lead: 4 hours)
@@ -94,12 +98,15 @@ def demo_build(sim: SimulatedAnthropic) -> Demo:
     disabled, _ = _onboard(pool, sim, "disabled")
     cooling, _ = _onboard(pool, sim, "rate limited")
     rejected, _ = _onboard(pool, sim, "token rejected")
+    stranded, _ = _onboard(pool, sim, "unreadable")
+    _strand(stranded)
 
     # The provider changes its mind; the cycle finds out (the quota one on its next check).
     sim.revoke(sim_relogin)
     sim.inject("token", Fault.html(403), account=sim_backoff)
     sim.inject("usage", Fault.status(503), account=sim_stale)
     list(cycle_run(pool=pool))
+    secrets_verify(now=timezone.now())  # the daily check finds the stranded account
     # A lead pulls a lever; a tool reports what the provider answered it.
     levers.account_disable(account=disabled, reason="left the team", actor="demo-lead")
     levers.account_update(account=cooling, priority=1, actor="demo-lead")
@@ -114,6 +121,18 @@ def demo_build(sim: SimulatedAnthropic) -> Demo:
         api_token=api_token,
         consumer_key=consumer_key,
         pool=pool.slug,
+    )
+
+
+def _strand(account: Account) -> None:
+    """Its secrets re-written under a key nobody configured: a key rotation finished without
+    `manage.py reencrypt`."""
+    lost = Fernet(Fernet.generate_key())
+    Account.objects.filter(pk=account.pk).update(
+        **{
+            name: Value(lost.encrypt(b"stranded").decode(), output_field=TextField())
+            for name in ("access_token", "refresh_token")
+        }
     )
 
 

@@ -199,6 +199,13 @@ class Account(models.Model):
     credential_version = models.PositiveIntegerField(
         default=0, help_text="Bumped on every credential change."
     )
+    credential_unreadable_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Since when its stored secrets cannot be decrypted with the configured "
+        "ACCOUNTS_POOL_ENCRYPTION_KEYS (a key dropped before `manage.py reencrypt` ran): "
+        "excluded until the key is back and reencrypt runs, or it is logged in again.",
+    )
     access_from_401 = models.BooleanField(
         default=False,
         help_text="The access token came from a refresh that a 401 asked for (usage endpoint or "
@@ -331,6 +338,12 @@ class Account(models.Model):
             ),
             # Onboarding's "does the team already hold this refresh token?" (before any refresh).
             models.Index(fields=["refresh_token_fingerprint"], name="account_refresh_fp_idx"),
+            # /healthz counts these on every probe; there are none in a healthy deployment.
+            models.Index(
+                fields=["credential_unreadable_at"],
+                name="account_unreadable_idx",
+                condition=Q(credential_unreadable_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -374,6 +387,7 @@ class Account(models.Model):
             policy_checked_at=self.policy_checked_at,
             cooldown_until=self.cooldown_until,
             cooldown_reason=self.cooldown_reason,
+            credential_unreadable_since=self.credential_unreadable_at,
             windows=tuple(w if isinstance(w, state.Window) else w.as_state() for w in windows),
         )
 
@@ -460,7 +474,8 @@ class AccountEvent(models.Model):
     operation = models.CharField(
         max_length=20,
         choices=[(o.value, o.value) for o in state.Operation],
-        help_text="Which operation: token_refresh, quota_check, report, onboarding, admin.",
+        help_text="Which operation: token_refresh, quota_check, report, onboarding, admin, "
+        "decryption (a stored secret found unreadable).",
     )
     outcome = models.CharField(max_length=40, help_text="What happened, e.g. rejected, recovered.")
     http_status = models.PositiveSmallIntegerField(

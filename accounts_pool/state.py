@@ -36,6 +36,8 @@ class Operation(StrEnum):
     REPORT = "report"
     ONBOARDING = "onboarding"
     ADMIN = "admin"
+    # Reading a stored secret: a key rotation left it under a key no longer configured.
+    DECRYPTION = "decryption"
 
 
 class PolicyStatus(StrEnum):
@@ -59,6 +61,7 @@ class ReasonCode(StrEnum):
     QUOTA_UNKNOWN = "quota_unknown"
     QUOTA_STALE = "quota_stale"
     COOLDOWN = "cooldown"
+    CREDENTIAL_UNREADABLE = "credential_unreadable"
 
 
 class ClearsOn(StrEnum):
@@ -508,6 +511,8 @@ class AccountState:
     policy_checked_at: datetime | None = None
     cooldown_until: datetime | None = None
     cooldown_reason: str = ""
+    # Set when its stored secrets cannot be decrypted with the configured keys.
+    credential_unreadable_since: datetime | None = None
     windows: tuple[Window, ...] = field(default_factory=tuple)
 
 
@@ -767,6 +772,19 @@ def eligibility(
                 ReasonCode.DISABLED,
                 f"Disabled: {state.disabled_reason}" if state.disabled_reason else "Disabled.",
                 state.disabled_at,
+                None,
+                ClearsOn.MANUAL,
+                True,
+            )
+        )
+    if state.credential_unreadable_since is not None:
+        reasons.append(
+            Reason(
+                ReasonCode.CREDENTIAL_UNREADABLE,
+                "Its stored credential cannot be decrypted with the configured encryption keys "
+                f"(since {_fmt(state.credential_unreadable_since)}): put back the key it was "
+                "written with and run manage.py reencrypt, or log it in again.",
+                state.credential_unreadable_since,
                 None,
                 ClearsOn.MANUAL,
                 True,

@@ -15,6 +15,7 @@ from . import metrics
 from .services.checkout import checkouts_prune
 from .services.cycle import dispatch_quota_checks, dispatch_tick_run, dispatch_token_refresh
 from .services.events import events_prune
+from .services.invites import invites_prune
 from .services.notifications import (
     deliveries_due,
     deliveries_prune,
@@ -22,7 +23,9 @@ from .services.notifications import (
     digests_queue,
     notifications_evaluate,
 )
+from .services.onboarding.pkce import logins_prune
 from .services.quota import account_check_quota
+from .services.reencrypt import secrets_verify
 from .services.refresh import account_refresh
 
 logger = logging.getLogger(__name__)
@@ -113,16 +116,27 @@ def dispatch_quota_checks_task(budget: int | None = None) -> int:
 
 @shared_task(name="accounts_pool.prune_events")
 def prune_events() -> int:
-    """Daily: account history and finished deliveries past the history's retention, and
-    checkouts past theirs."""
+    """Daily: account history and finished deliveries past the history's retention, checkouts
+    past theirs, and logins and invite links a day (ACCOUNTS_POOL_LOGIN_RETENTION_DAYS) past
+    their expiry."""
     now = timezone.now()
     events = timedelta(days=settings.ACCOUNTS_POOL_EVENT_RETENTION_DAYS)
     checkouts = timedelta(days=settings.ACCOUNTS_POOL_CHECKOUT_RETENTION_DAYS)
+    logins = timedelta(days=settings.ACCOUNTS_POOL_LOGIN_RETENTION_DAYS)
     return (
         events_prune(now=now, older_than=events)
         + checkouts_prune(now=now, older_than=checkouts)
         + deliveries_prune(now=now, older_than=events)
+        + logins_prune(now=now, older_than=logins)
+        + invites_prune(now=now, older_than=logins)
     )
+
+
+@shared_task(name="accounts_pool.verify_secrets")
+def verify_secrets() -> int:
+    """Daily: find accounts whose stored secrets no configured key decrypts (marked, so they
+    are excluded with that reason and /healthz counts them), and clear those that read again."""
+    return secrets_verify(now=timezone.now())
 
 
 @shared_task(name="accounts_pool.deliver_notification")

@@ -47,7 +47,9 @@ def account_summary(row: selectors.AccountWithVerdict) -> dict[str, Any]:
 
 def account_detail_by_id(account_id: int) -> dict[str, Any]:
     """An account's detail as the database has it now (after a write)."""
-    account = Account.objects.select_related("pool").get(pk=account_id)
+    account = (
+        Account.objects.select_related("pool").defer(*Account.SECRET_FIELDS).get(pk=account_id)
+    )
     return account_detail(account, timezone.now())
 
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from .. import rawsql, routing, selectors, state
 from ..models import Account, Checkout, ConsumerKey, Pool
+from .credentials import checkout_credential
 from .errors import ServiceError
 from .keys import secret_hash
 from .refresh import account_refresh
@@ -185,10 +186,10 @@ def _ready(account: Account, key: ConsumerKey, now: datetime) -> Account | None:
         return account
     _confirm(key)
     account_refresh(account_id=account.pk, now=now, wait=True, lead=REFRESH_IF_EXPIRING_WITHIN)
-    fresh = Account.objects.get(pk=account.pk)
+    fresh = Account.objects.defer(*Account.SECRET_FIELDS).get(pk=account.pk)
     if fresh.access_expires_at is None or fresh.access_expires_at <= now:
         return None
-    return fresh
+    return checkout_credential(fresh, now=now)
 
 
 def checkout_create(
@@ -215,7 +216,8 @@ def checkout_create(
         if chosen is None:
             _confirm(key)
             raise _none_usable(pool, now, model)
-        account = _ready(chosen, key, now)
+        readable = checkout_credential(chosen, now=now)
+        account = _ready(readable, key, now) if readable is not None else None
         if account is not None:
             break
         skip.add(chosen.pk)

@@ -16,9 +16,10 @@ from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
 from .. import metrics, state
-from ..crypto import fingerprint
+from ..crypto import SecretDecryptionError, fingerprint
 from ..models import Account
 from ..providers import anthropic
+from .credentials import credential_unreadable_mark
 from .events import CYCLE_ACTOR, event_record
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class RefreshOutcome(StrEnum):
     BACKING_OFF = "backing_off"
     NEEDS_RELOGIN = "needs_relogin"
     NOT_REFRESHABLE = "not_refreshable"
+    # Its stored refresh token does not decrypt with the configured keys (credentials.py).
+    CREDENTIAL_UNREADABLE = "credential_unreadable"
     # A failed refresh: what the token endpoint answered (state.FailureKind's values).
     INVALID_GRANT = state.FailureKind.INVALID_GRANT.value
     REJECTED = state.FailureKind.REJECTED.value
@@ -109,6 +112,8 @@ def refresh_state_cleared(*, failures: int = 0) -> dict[str, object]:
         "refresh_error_at": None,
         "relogin_required_for": "",
         "refresh_sent_at": None,
+        # New secrets, written under the first key: whatever an old key hid is gone.
+        "credential_unreadable_at": None,
     }
 
 
@@ -281,9 +286,17 @@ def account_refresh(
     for tests: without it every timestamp is read when it is written."""
     started = now or timezone.now()
     # Only the refresh token is needed: leave the other secrets undecrypted.
-    account = (
-        Account.objects.select_related("pool").defer("access_token", "api_key").get(pk=account_id)
-    )
+    try:
+        account = (
+            Account.objects.select_related("pool")
+            .defer("access_token", "api_key")
+            .get(pk=account_id)
+        )
+    except SecretDecryptionError:
+        credential_unreadable_mark(account_id=account_id, now=started, found_by="a token refresh")
+        return RefreshResult(account_id, RefreshOutcome.CREDENTIAL_UNREADABLE)
+    if account.credential_unreadable_at is not None:
+        return RefreshResult(account.pk, RefreshOutcome.CREDENTIAL_UNREADABLE)
     if account.kind != Account.Kind.OAUTH or not account.refresh_token_fingerprint:
         return RefreshResult(account.pk, RefreshOutcome.NOT_REFRESHABLE, "no refresh token")
     if only_version is not None and account.credential_version != only_version:

@@ -126,6 +126,7 @@ def relay_failover(
         status=reported,
         headers=dict(headers),
         message=message or f"HTTP {status} from the Messages API (relayed)",
+        sent=(routed.access_token,),
     )
     return outcome.queue_quota_check
 
@@ -170,6 +171,7 @@ REASON_WORDS = {
     state.ReasonCode.QUOTA_UNKNOWN: "with unknown quota",
     state.ReasonCode.QUOTA_STALE: "with stale quota",
     state.ReasonCode.COOLDOWN: "rate limited",
+    state.ReasonCode.CREDENTIAL_UNREADABLE: "unreadable with the configured keys",
 }
 RETRY_AFTER_UNKNOWN = 60  # seconds: no exclusion ends by time (a person must act)
 

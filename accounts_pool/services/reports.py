@@ -16,8 +16,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .. import metrics, state
+from ..crypto import SecretDecryptionError
 from ..models import Account, Checkout, CheckoutReport, ConsumerKey, QuotaWindow
 from ..providers import anthropic
+from ..redaction import redact
 from .events import event_record
 from .quota import policy_block
 from .refresh import refresh_mark_access_rejected, refresh_record_access_rejected
@@ -100,11 +102,18 @@ def report_record(
     message: str = "",
     idempotency_key: str | None = None,
     now: datetime | None = None,
+    sent: tuple[str, ...] | None = None,
 ) -> ReportOutcome:
     """Record what the provider answered a tool; returns what to queue. A report already
-    recorded for this checkout (report_key) changes nothing and answers as the first did."""
+    recorded for this checkout (report_key) changes nothing and answers as the first did.
+    `sent`: the credential the tool sent upstream (default: the account's current one), masked
+    wherever the message quotes it before anything is stored."""
     now = now or timezone.now()
     account = Account.objects.defer(*Account.SECRET_FIELDS).get(pk=checkout.account_id)
+    if message:
+        if sent is None:
+            sent = account_credentials(checkout.account_id)
+        message = redact(message, secrets=sent)
     headers = headers or {}
     lowered = {k.lower(): v for k, v in headers.items()}
     retry_after = retry_after or lowered.get("retry-after")
@@ -144,6 +153,16 @@ def _already_recorded(checkout: Checkout, key: str) -> ReportOutcome:
         duplicate=True,
         note=DUPLICATE_NOTE,
     )
+
+
+def account_credentials(account_id: int) -> tuple[str, ...]:
+    """The secrets an account's checkout hands out, to mask in what a tool reports; none when
+    they cannot be read (the account is then excluded for that: credentials.py)."""
+    try:
+        found = Account.objects.filter(pk=account_id).values_list("access_token", "api_key")
+        return tuple(next(iter(found), ()))
+    except SecretDecryptionError:
+        return ()
 
 
 def _apply(
