@@ -360,3 +360,31 @@ def test_an_upstream_error_nested_past_the_parsers_stack_passes_through(pool, se
     upstream.post(MESSAGES).mock(return_value=httpx.Response(400, content=nested))
     status, _, body = relay(secret)
     assert (status, body) == (400, nested)
+
+
+def test_no_token_key_prompt_or_completion_is_logged_through_failovers(
+    pool, secret, upstream, caplog
+):
+    """Every logger at DEBUG while requests fail over (a 429, a 401 whose refresh fails, an
+    unreachable upstream) and then succeed: no secret, prompt or answer in logs or events."""
+    prompt, completion = "relay-caplog-prompt-5b1e", "relay-caplog-completion-9d2c"
+    usable(pool, "ana", priority=1), usable(pool, "bea", priority=2)
+    usable(pool, "cid", priority=3, refresh_token="sk-ant-ort01-cid")
+    upstream.post(settings.ANTHROPIC_TOKEN_URL).respond(500, json={"error": "down"})
+    upstream.post(MESSAGES).side_effect = [
+        error(429, "rate_limit_error"),
+        error(401, "authentication_error"),
+        httpx.ConnectError("refused"),
+        reply(completion),
+    ]
+    body = {**BODY, "messages": [{"role": "user", "content": prompt}]}
+    caplog.set_level("DEBUG")
+    answers = [relay(secret, body=body) for _ in range(2)]
+    assert [status for status, _, _ in answers] == [502, 200]
+    assert completion.encode() in answers[1][2]
+    assert "the Messages API did not answer" in caplog.text  # the logs were captured
+    said = caplog.text + answers[0][2].decode()
+    events = str(list(AccountEvent.objects.values()))
+    for word in (secret, "sk-ant-oat01-", "sk-ant-ort01-", prompt, completion):
+        assert word not in said
+        assert word not in events
