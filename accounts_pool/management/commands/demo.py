@@ -14,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from simulator import SimulatedAnthropic
 
-from ...demo import demo_build
+from ...demo import demo_build, demo_relay_traffic
 
 
 class Command(BaseCommand):
@@ -91,6 +91,8 @@ class Command(BaseCommand):
                 ),
             ]
             url = f"http://127.0.0.1:{options['port']}"
+            relay_url = f"http://127.0.0.1:{relay_port}/relay/anthropic"
+            relayed = demo_relay_traffic(sim, relay_url, demo.consumer_key)
             self.stdout.write(
                 "\n".join(
                     [
@@ -102,8 +104,10 @@ class Command(BaseCommand):
                         f"  member:    {demo.member} / {demo.member_password}",
                         f"  API token (lead): {demo.api_token}",
                         f"  consumer key:     {demo.consumer_key}",
-                        f"  relay: ANTHROPIC_BASE_URL=http://127.0.0.1:{relay_port}/relay/anthropic"
+                        f"  relay: ANTHROPIC_BASE_URL={relay_url}"
                         f" ANTHROPIC_AUTH_TOKEN={demo.consumer_key}",
+                        "  sent through the relay (the first one failed over after a 429): "
+                        + "; ".join(relayed),
                         "Every reason code is on the pool page now, except quota_stale, which the "
                         "cycle reaches within two minutes; token_expired clears when the next "
                         "cycle refreshes it. Ctrl-C stops.",
