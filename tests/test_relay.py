@@ -388,3 +388,20 @@ def test_no_token_key_prompt_or_completion_is_logged_through_failovers(
     for word in (secret, "sk-ant-oat01-", "sk-ant-ort01-", prompt, completion):
         assert word not in said
         assert word not in events
+
+
+def test_routing_a_request_reads_each_account_once_however_many_are_candidates(pool, secret):
+    """The relay's choice of account costs the same few statements for 1 or 6 accounts: no
+    column of a candidate or of the chosen credential is loaded later, one query at a time."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    counts = []
+    for labels in (["solo"], ["ana", "bea", "cid", "dan", "eve"]):
+        for label in labels:
+            usable(pool, label)
+        key = relay_service.relay_key(secret)
+        with CaptureQueriesContext(connection) as queries:
+            relay_service.relay_route(key=key, session="", model=None, exclude=frozenset())
+        counts.append(len(queries))
+    assert counts[0] == counts[1] <= 2, counts  # the candidates; the checkout recorded
