@@ -36,9 +36,8 @@ from datetime import timedelta
 from multiprocessing.connection import Connection
 from typing import Any
 
-import httpx
-
 import _common
+import httpx
 from _common import REPO, header, percentile, verdict
 
 ADDED_P50_TARGET_MS = 3.0
@@ -457,9 +456,10 @@ def main() -> int:
                 )
             for (level, stream), f in summary.items():
                 share = f[name].rate / max(f[f"floor-{server}"].rate, 1e-9)
+                said = verdict(share >= SHARE_TARGET)
                 print(
                     f"{name}: {'stream' if stream else 'json'} c={level} throughput "
-                    f"{share:.2f} of the floor's (>= {SHARE_TARGET}) {verdict(share >= SHARE_TARGET)}"
+                    f"{share:.2f} of the floor's (>= {SHARE_TARGET}) {said}"
                 )
             kib, opened = per_stream[name]
             ok = kib < KIB_PER_STREAM_TARGET and opened == args.streams
