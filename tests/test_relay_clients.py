@@ -366,3 +366,34 @@ def test_claude_code_prints_the_reply_and_a_session_stays_on_its_account(
     for request in seen:
         assert request.headers["authorization"] == f"Bearer {served.access_token}"
         assert "oauth-2025-04-20" in request.headers["anthropic-beta"]
+
+
+# --- the database goes away ------------------------------------------------------------------
+
+
+def test_the_relay_serves_again_after_its_database_connections_are_cut(
+    pool, secret, sim_clean, relay_url
+):
+    """A PostgreSQL restart (or a proxy's idle cut) closes the relay's connections, which live
+    in its worker threads, outside any request cycle that would close them."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("cuts PostgreSQL connections (CI runs on PostgreSQL)")
+    _, ana = pooled(pool, sim_clean, "ana")
+    client = anthropic.Anthropic(base_url=relay_url, auth_token=secret, api_key=None, max_retries=0)
+    for _ in range(8):  # every worker thread of the relay has a connection now
+        assert ask(client) == reply_text(ana)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] >= 1
+    answers = []
+    for _ in range(8):
+        try:
+            answers.append(ask(client))
+        except anthropic.APIStatusError as exc:
+            answers.append(f"HTTP {exc.status_code}")
+    assert answers == [reply_text(ana)] * 8, answers  # each thread reconnected at once
