@@ -405,3 +405,21 @@ def test_routing_a_request_reads_each_account_once_however_many_are_candidates(p
             relay_service.relay_route(key=key, session="", model=None, exclude=frozenset())
         counts.append(len(queries))
     assert counts[0] == counts[1] <= 2, counts  # the candidates; the checkout recorded
+
+
+def test_the_relay_handler_keeps_no_more_of_a_chunked_body_than_the_cap(settings):
+    """A body of no declared length is read to its end (the tool gets its 413), but only the
+    cap and one byte are kept, never the whole upload in a temporary file."""
+    from accounts_pool.relay_asgi import RelayHandler
+
+    settings.RELAY_MAX_BODY_BYTES = 1000
+    chunks = [{"type": "http.request", "body": b"x" * 300, "more_body": True}] * 40
+    chunks.append({"type": "http.request", "body": b"", "more_body": False})
+    pending = iter(chunks)
+
+    async def receive():
+        return next(pending)
+
+    body = async_to_sync(RelayHandler().read_body)(receive)
+    assert len(body.read()) == 1001
+    assert next(pending, None) is None  # every message was taken from the server
