@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -90,9 +91,11 @@ class Supervisor:
         self.stopping = True
         say(f"{signal.Signals(signum).name}: stopping everything (grace {self.grace:g} s)")
 
-    def run(self) -> int:
+    def run(self, on_started: Callable[[], None] | None = None) -> int:
         for child in self.children:
             child.start()
+        if on_started is not None:
+            on_started()
         while not self.stopping:
             self._tend(time.monotonic())
             time.sleep(POLL)
@@ -160,14 +163,17 @@ def parse(argv: list[str] | None) -> tuple[list[Child], float]:
     return children, args.grace
 
 
-def supervise(children: list[Child], grace: float) -> int:
+def supervise(
+    children: list[Child], grace: float, on_started: Callable[[], None] | None = None
+) -> int:
     """Run `children` until SIGINT, SIGTERM or SIGHUP, restarting any that exits; then stop
-    them all (this process's handlers of those signals are replaced)."""
+    them all (this process's handlers of those signals are replaced). `on_started` runs once
+    every child has been started (the demo sends its relay traffic then)."""
     supervisor = Supervisor(children, grace)
     signal.signal(signal.SIGINT, supervisor.on_signal)
     signal.signal(signal.SIGTERM, supervisor.on_signal)
     signal.signal(signal.SIGHUP, supervisor.on_signal)
-    return supervisor.run()
+    return supervisor.run(on_started)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -356,6 +356,13 @@ class KeyCreatedOut(KeyOut):
 
 class CheckoutIn(In):
     session: str | None = Field(None, min_length=1, max_length=200)
+    model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="The model the credential is for (claude-opus-4-5): a per-model weekly "
+        "window at its limit excludes an account only for that model, as in the relay.",
+    )
 
 
 class CheckoutAccount(Out):

@@ -69,11 +69,14 @@ def revoke_key(request: HttpRequest, pool: str, key_id: int) -> Status[None]:
 )
 def checkout(request: HttpRequest, pool: str, payload: CheckoutIn) -> dict[str, Any]:
     """Hand out one working credential by the pool's routing (consumer key). `session` keeps a
-    tool on one account while it stays usable. None usable: 503 with Retry-After and every
+    tool on one account while it stays usable; `model` skips accounts whose window for that
+    model is at its limit. None usable: 503 with Retry-After and every
     account's reasons."""
     started = time.perf_counter()
     try:
-        result = _checkout_afresh_if_failed(request, pool, payload.session or "")
+        result = _checkout_afresh_if_failed(
+            request, pool, payload.session or "", payload.model or None
+        )
     except NoUsableAccount:
         metrics.CHECKOUT_SECONDS.labels("none_usable").observe(time.perf_counter() - started)
         raise
@@ -85,27 +88,31 @@ def checkout(request: HttpRequest, pool: str, payload: CheckoutIn) -> dict[str, 
     }
 
 
-def _checkout_afresh_if_failed(request: HttpRequest, pool: str, session: str) -> CheckoutResult:
+def _checkout_afresh_if_failed(
+    request: HttpRequest, pool: str, session: str, model: str | None
+) -> CheckoutResult:
     """Checkout as the key this process read lately; if that fails, the key may have been
     revoked or its pool changed since, so read it again and answer as that one says."""
     principal: Principal | None  # BEARER() below may find none
     principal = access.principal(request)
     try:
-        return _checkout_as(principal, pool, session)
+        return _checkout_as(principal, pool, session, model)
     except (KeyChanged, HttpError):
         if not principal.recent:
             raise
     principal = BEARER(request)
     if principal is None:
         raise AuthenticationError()
-    return _checkout_as(principal, pool, session)
+    return _checkout_as(principal, pool, session, model)
 
 
-def _checkout_as(principal: Principal, pool: str, session: str) -> CheckoutResult:
+def _checkout_as(
+    principal: Principal, pool: str, session: str, model: str | None
+) -> CheckoutResult:
     access.pool_for(principal, pool, key_ok=True)
     access.keys_only(principal)
     assert principal.key is not None
-    return checkout_create(key=principal.key, session=session)
+    return checkout_create(key=principal.key, session=session, model=model)
 
 
 @router.post("/checkouts/{checkout_id}/report", response={200: ReportOut, **ERRORS})

@@ -59,9 +59,13 @@ def relay_route(
 ) -> Routed:
     """An account for the request by checkout's rules; NoUsableAccount when none is left."""
     result = checkout_create(key=key, session=session, model=model, exclude=exclude)
-    account = result.account
+    return _routed(result.checkout, result.account)
+
+
+def _routed(checkout: Checkout, account: Account) -> Routed:
+    """The account's current credential, for the request that `checkout` recorded."""
     return Routed(
-        checkout=result.checkout,
+        checkout=checkout,
         account_id=account.pk,
         version=account.credential_version,
         access_token=account.access_token,
@@ -87,13 +91,7 @@ def relay_refresh(*, key: ConsumerKey, routed: Routed) -> Routed | None:
     ).get(pk=routed.account_id)
     if account.access_expires_at is None or account.access_expires_at <= timezone.now():
         return None
-    return Routed(
-        checkout=routed.checkout,
-        account_id=account.pk,
-        version=account.credential_version,
-        access_token=account.access_token,
-        token_from_401=account.access_from_401,
-    )
+    return _routed(routed.checkout, account)
 
 
 def relay_failover(

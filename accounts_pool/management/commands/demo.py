@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from simulator import SimulatedAnthropic
 
-from ...demo import demo_build
+from ...demo import demo_build, demo_relay_traffic
 from ...supervise import DEFAULT_GRACE, Child, supervise
 
 
@@ -83,26 +83,33 @@ class Command(BaseCommand):
                 ),
             ]
             url = f"http://127.0.0.1:{options['port']}"
-            self.stdout.write(
-                "\n".join(
-                    [
-                        "",
-                        f"accounts-pool demo: {url}/pools/{demo.pool}/  (simulated provider at "
-                        f"{sim.base_url})",
-                        f"  team lead: {demo.lead} / {demo.lead_password}   (also the admin: "
-                        f"{url}/admin/)",
-                        f"  member:    {demo.member} / {demo.member_password}",
-                        f"  API token (lead): {demo.api_token}",
-                        f"  consumer key:     {demo.consumer_key}",
-                        f"  relay: ANTHROPIC_BASE_URL=http://127.0.0.1:{relay_port}/relay/anthropic"
-                        f" ANTHROPIC_AUTH_TOKEN={demo.consumer_key}",
-                        "Every reason code is on the pool page now, except quota_stale, which the "
-                        "cycle reaches within two minutes; token_expired clears when the next "
-                        "cycle refreshes it. Ctrl-C stops.",
-                        "",
-                    ]
+            relay_url = f"http://127.0.0.1:{relay_port}/relay/anthropic"
+
+            def announce() -> None:
+                relayed = demo_relay_traffic(sim, relay_url, demo.consumer_key)
+                self.stdout.write(
+                    "\n".join(
+                        [
+                            "",
+                            f"accounts-pool demo: {url}/pools/{demo.pool}/  (simulated provider at "
+                            f"{sim.base_url})",
+                            f"  team lead: {demo.lead} / {demo.lead_password}   (also the admin: "
+                            f"{url}/admin/)",
+                            f"  member:    {demo.member} / {demo.member_password}",
+                            f"  API token (lead): {demo.api_token}",
+                            f"  consumer key:     {demo.consumer_key}",
+                            f"  relay: ANTHROPIC_BASE_URL={relay_url}"
+                            f" ANTHROPIC_AUTH_TOKEN={demo.consumer_key}",
+                            "  sent through the relay (the first one failed over after a 429): "
+                            + "; ".join(relayed),
+                            "Every reason code is on the pool page now, except quota_stale, "
+                            "which the cycle reaches within two minutes; token_expired clears "
+                            "when the next cycle refreshes it. Ctrl-C stops.",
+                            "",
+                        ]
+                    )
                 )
-            )
-            self.stdout.flush()
+                self.stdout.flush()
+
             # Any of them that dies comes back; Ctrl-C stops them all (accounts_pool.supervise).
-            supervise(children, DEFAULT_GRACE)
+            supervise(children, DEFAULT_GRACE, on_started=announce)
