@@ -141,8 +141,9 @@ AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class AsgiBodyLimit:
-    """The body limit for the ASGI app (config/asgi.py), which Django's ASGI handler needs
-    because it reads the whole body into a spooled temporary file before any middleware runs.
+    """The body and Cookie limits for the ASGI app (config/asgi.py): Django's ASGI handler
+    reads the whole body into a spooled temporary file before any middleware runs, and the
+    relay's handler runs none at all.
     A declared Content-Length past the limit is refused at once; a body that streams past it
     (chunked, or longer than declared) is cut off there, and answered 413."""
 
@@ -156,7 +157,16 @@ class AsgiBodyLimit:
         path: str = scope.get("path", "")
         limit = body_limit(path)
         too_big = f"The request body is larger than {limit} bytes."
+        cookie_bytes = 0
         for name, value in scope.get("headers", ()):
+            if name.lower() == b"cookie":
+                # The relay's handler runs no middleware: its Cookie bound is here.
+                cookie_bytes += len(value) + 2
+                if cookie_bytes > settings.COOKIE_MAX_BYTES + 2:
+                    cookie_limit = settings.COOKIE_MAX_BYTES
+                    message = f"The Cookie header is larger than {cookie_limit} bytes."
+                    await self._refuse(send, path, 431, message)
+                    return
             if name.lower() == b"content-length":
                 length = declared_length(value.decode("latin-1"))
                 if length is None:

@@ -244,3 +244,15 @@ def test_uvicorn_serves_the_relay_through_the_body_limit(tmp_path) -> None:
         processes.stop(server)
     assert answer.decode(errors="replace").startswith("HTTP/1.1 413"), answer[:200]
     assert b"request_too_large" in answer
+
+
+@pytest.mark.django_db(transaction=True)
+def test_asgi_refuses_oversized_cookies_for_the_relay_too() -> None:
+    # The relay's handler runs no Django middleware: the ASGI wrapper bounds its cookies.
+    attack = [(b"cookie", f"c{i}=".encode() + b"\\" * 8000) for i in range(20)]
+    status, body, read = _asgi("/relay/anthropic/v1/messages", [b"{}"], attack)
+    assert status == 431
+    assert json.loads(body)["error"]["type"] == "invalid_request_error"
+    assert read == 0
+    status, _, _ = _asgi("/relay/anthropic/v1/messages", [b"{}"], [(b"cookie", b"a=b")])
+    assert status != 431
