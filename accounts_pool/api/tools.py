@@ -88,7 +88,10 @@ def _checkout(request: HttpRequest, pool: str, session: str) -> CheckoutResult:
     """A consumer key checks out (checkout reads the key itself); a person is refused."""
     presented = getattr(request, "auth", None)
     if not isinstance(presented, PresentedKey):
-        access.keys_only(access.principal(request))  # raises: a person cannot check out
+        # A person: another team's pool is not found, their own pool is refused.
+        principal = access.principal(request)
+        access.pool_for(principal, pool, key_ok=True)
+        access.keys_only(principal)
         raise AssertionError("keys_only passed a principal without a key")
     try:
         return checkout_create(key_hash=presented.key_hash, pool_slug=pool, session=session)
