@@ -124,7 +124,6 @@ def key_hash(pool: Pool, alice: Any) -> str:
     return key.key_hash
 
 
-@pytest.mark.slow
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
