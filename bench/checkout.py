@@ -514,6 +514,60 @@ def _label(tree: Path) -> str:
     return (commit or tree.name) + ("+dirty" if dirty else "")
 
 
+CPU_SCRIPT = """
+import json, os, sys, time
+sys.path.insert(0, os.getcwd())
+import django
+django.setup()
+from django.test import Client
+keys, n = json.loads(sys.argv[1]), int(sys.argv[2])
+client = Client()
+def run(count):
+    for i in range(count):
+        slug, secret = keys[i % len(keys)]
+        response = client.post(f"/api/v1/pools/{slug}/checkout", data="{}",
+            content_type="application/json", headers={"authorization": f"Bearer {secret}"},
+            SERVER_NAME="127.0.0.1")
+        assert response.status_code == 200, response.content
+run(min(n, 200))
+print("ready", flush=True)
+sys.stdin.readline()
+started = time.process_time()
+run(n)
+print(time.process_time() - started, flush=True)
+"""
+
+
+def cpu_per_checkout(
+    tree: Path, env: dict[str, str], keys: list[tuple[str, str]], n: int
+) -> tuple[float, float]:
+    """CPU per checkout of one tree's code, one thread, in-process (Django's test client, no
+    HTTP): (Django's ms, PostgreSQL's ms). CPU time, not wall time, so a busy machine slows it
+    less than it slows the HTTP figures."""
+    import json
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", CPU_SCRIPT, json.dumps(keys[:50]), str(n)],
+        cwd=tree,
+        env={**os.environ, **env},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    if process.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"{tree}: the in-process checkouts failed")
+    postmaster = _common.postmaster_pid()
+    before = _common.process_tree_seconds(postmaster) if postmaster else 0.0
+    process.stdin.write("go\n")
+    process.stdin.flush()
+    django_seconds = float(process.stdout.readline())
+    after = _common.process_tree_seconds(postmaster) if postmaster else 0.0
+    process.wait(timeout=60)
+    return django_seconds / n * 1000, (after - before) / n * 1000
+
+
 def _preflight(port: int, request: Request) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     method, path, body, headers = request
@@ -627,6 +681,19 @@ def main() -> int:
 
         trees = [(_label(tree), tree) for tree in args.against]
         trees.append((_label(_common.REPO), _common.REPO))
+        header("CPU per checkout, in-process, one thread (median of 3 turns of 500)")
+        cpu: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+        for _ in range(3):
+            for label, tree in trees:
+                cpu[label].append(cpu_per_checkout(tree, env, keys, 500))
+        for label, samples in cpu.items():
+            django_ms = sorted(s[0] for s in samples)[1]
+            postgres_ms = sorted(s[1] for s in samples)[1]
+            print(
+                f"{label:<14} Django {django_ms:.2f} ms + PostgreSQL {postgres_ms:.2f} ms "
+                f"= {django_ms + postgres_ms:.2f} ms"
+            )
+        connections.close_all()
         with contextlib.ExitStack() as stack:
             servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
             for label, tree in trees:
