@@ -460,3 +460,21 @@ def test_recording_a_checkout_relaxes_only_its_own_commit(pool, alice):
     with connection.cursor() as cursor:
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone() == ("on",)
+
+
+def test_the_service_refuses_a_revoked_key_and_skips_excluded_accounts(pool, alice, now):
+    from accounts_pool.services.checkout import UnknownKey, checkout_create
+    from accounts_pool.services.relay import relay_route
+
+    first = usable(pool, now, "first", priority=1)
+    second = usable(pool, now, "second", priority=2)
+    key, _ = consumer_key_create(pool=pool, name="relay", created_by=alice)
+
+    assert checkout_create(key_hash=key.key_hash, now=now).account.pk == first.pk
+    routed = relay_route(key=key, session="", model=None, exclude=frozenset({first.pk}))
+    assert routed.account_id == second.pk
+
+    ConsumerKey.objects.filter(pk=key.pk).update(revoked_at=now)  # as another process would
+    with pytest.raises(UnknownKey):
+        relay_route(key=key, session="", model=None, exclude=frozenset())
+    assert Checkout.objects.count() == 2
