@@ -13,7 +13,7 @@ there is no field list to keep in step; values are converted as the ORM converts
 the credential's ciphertext, which stays sealed until `Candidate.unseal` (only the account
 handed out is decrypted). Each statement runs on a cursor of its own.
 
-The prefilter (`PREFILTER`) repeats only rules that exclude in `state.eligibility`; the
+The prefilter (`_prefilter`) repeats only rules that exclude in `state.eligibility`; the
 property test in tests/test_checkout_prefilter.py holds it to that.
 """
 
@@ -39,8 +39,6 @@ NO_LIMIT = 2**31 - 1  # LIMIT takes a number on every database
 # The account's credential columns read sealed; the refresh token is never read here.
 SEALED = ("access_token", "api_key")
 WINDOW_FIELDS = tuple(f.name for f in dataclasses.fields(state.Window))
-
-Converter = Callable[[Any], Any]
 
 
 @dataclass(frozen=True)
@@ -72,10 +70,8 @@ class Part:
         return field.column
 
     def col(self, name: str) -> str:
-        field = self.model._meta.get_field(name)
-        assert isinstance(field, Field)
-        assert field.column
-        return f"{self.alias}.{connection.ops.quote_name(field.column)}"
+        """alias.column of a field, quoted."""
+        return f"{self.alias}.{connection.ops.quote_name(self.column(name))}"
 
     @property
     def table(self) -> str:
