@@ -169,7 +169,9 @@ class AccountAdmin(admin.ModelAdmin[Account]):
                     "refresh_error_at",
                     "needs_relogin",
                     "credential_version",
+                    "credential_unreadable_at",
                     "refresh_claimed_until",
+                    "refresh_sent_at",
                 )
             },
         ),
@@ -328,6 +330,12 @@ class AccountEventAdmin(admin.ModelAdmin[AccountEvent]):
     list_select_related = ("account",)
     date_hierarchy = "at"
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AccountEvent]:
+        # The account's name only: its secrets are never shown, and one that does not decrypt
+        # must not fail the history.
+        secrets = (f"account__{name}" for name in Account.SECRET_FIELDS)
+        return super().get_queryset(request).defer(*secrets)
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -336,3 +344,7 @@ class AccountEventAdmin(admin.ModelAdmin[AccountEvent]):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# Registered from their own module (one subject each).
+from . import notifyadmin  # noqa: E402, F401

@@ -54,6 +54,7 @@ account = st.fixed_dictionaries(
         "kind": st.sampled_from(["oauth", "oauth", "api_key"]),
         "enabled": st.booleans(),
         "cooldown_until": WHEN,
+        "credential_unreadable_at": st.sampled_from([None, -MIN]),
         "access_expires_at": EXPIRY,
         "refresh_token_fingerprint": st.sampled_from(["", FINGERPRINT]),
         "relogin_required_for": st.sampled_from(["", FINGERPRINT, "another"]),
@@ -89,6 +90,7 @@ def _create(pool: Pool, n: int, spec: dict[str, Any]) -> Account:
         priority=spec["priority"],
         last_used_at=_at(spec["last_used_at"]),
         cooldown_until=_at(spec["cooldown_until"]),
+        credential_unreadable_at=_at(spec["credential_unreadable_at"]),
         # Kept by the credential writers: a token is stored iff its expiry is.
         access_token=ACCESS if expires is not None else "",
         access_expires_at=expires,
@@ -174,6 +176,7 @@ def test_an_oauth_account_without_a_refresh_token_serves_while_its_token_is_vali
         "kind": "oauth",
         "enabled": True,
         "cooldown_until": None,
+        "credential_unreadable_at": None,
         "access_expires_at": 7 * 60 * MIN,
         "refresh_token_fingerprint": "",
         "relogin_required_for": "",

@@ -30,6 +30,7 @@ from .schemas import (
 )
 
 router = Router(tags=["tools"])
+LEFT_TO_CYCLE = "recorded; the {task} could not be queued now and the refresh cycle will take it"
 ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
 
 
@@ -68,11 +69,12 @@ def revoke_key(request: HttpRequest, pool: str, key_id: int) -> Status[None]:
 )
 def checkout(request: HttpRequest, pool: str, payload: CheckoutIn) -> dict[str, Any]:
     """Hand out one working credential by the pool's routing (consumer key). `session` keeps a
-    tool on one account while it stays usable. None usable: 503 with Retry-After and every
+    tool on one account while it stays usable; `model` skips accounts whose window for that
+    model is at its limit. None usable: 503 with Retry-After and every
     account's reasons."""
     started = time.perf_counter()
     try:
-        result = _checkout(request, pool, payload.session or "")
+        result = _checkout(request, pool, payload.session or "", payload.model or None)
     except NoUsableAccount:
         metrics.CHECKOUT_SECONDS.labels("none_usable").observe(time.perf_counter() - started)
         raise
@@ -84,7 +86,7 @@ def checkout(request: HttpRequest, pool: str, payload: CheckoutIn) -> dict[str, 
     }
 
 
-def _checkout(request: HttpRequest, pool: str, session: str) -> CheckoutResult:
+def _checkout(request: HttpRequest, pool: str, session: str, model: str | None) -> CheckoutResult:
     """A consumer key checks out (checkout reads the key itself); a person is refused."""
     presented = getattr(request, "auth", None)
     if not isinstance(presented, PresentedKey):
@@ -94,7 +96,9 @@ def _checkout(request: HttpRequest, pool: str, session: str) -> CheckoutResult:
         access.keys_only(principal)
         raise AssertionError("keys_only passed a principal without a key")
     try:
-        return checkout_create(key_hash=presented.key_hash, pool_slug=pool, session=session)
+        return checkout_create(
+            key_hash=presented.key_hash, pool_slug=pool, session=session, model=model
+        )
     except UnknownKey:
         raise AuthenticationError() from None
 
@@ -103,7 +107,11 @@ def _checkout(request: HttpRequest, pool: str, session: str) -> CheckoutResult:
 def report(request: HttpRequest, checkout_id: UUID, payload: ReportIn) -> dict[str, Any]:
     """What the provider answered the tool: 429 cools the account down (Retry-After, else the
     reported reset, at most 30 minutes) and updates windows from the rate-limit headers; 401
-    queues a refresh; 403 with the organisation-policy message blocks it and queues a check."""
+    queues a refresh of the credential the checkout handed out (a 401 about an older one
+    changes nothing: outcome `stale`); 403 with the organisation-policy message blocks it and
+    queues a check. A retry (the same `Idempotency-Key` header, or without one the same status
+    on the same checkout) records nothing again: `duplicate` true, the first outcome. A broker
+    that cannot take the task leaves it to the cycle (`note` says so), never an error."""
     key = access.keys_only(access.principal(request))
     found = access.checkout_for(key, checkout_id)
     retry_after = None if payload.retry_after is None else str(payload.retry_after)
@@ -114,17 +122,25 @@ def report(request: HttpRequest, checkout_id: UUID, payload: ReportIn) -> dict[s
         retry_after=retry_after,
         headers=payload.headers or {},
         message=payload.message or "",
+        idempotency_key=request.headers.get("Idempotency-Key"),
     )
     queued = []
+    notes = [outcome.note] if outcome.note else []
     if outcome.queue_refresh:
-        enqueue_refresh(found.account_id)
-        queued.append("refresh")
+        if enqueue_refresh(found.account_id, version=outcome.refresh_version):
+            queued.append("refresh")
+        else:
+            notes.append(LEFT_TO_CYCLE.format(task="refresh"))
     if outcome.queue_quota_check:
-        enqueue_quota_check(found.account_id, force=True)
-        queued.append("quota_check")
+        if enqueue_quota_check(found.account_id, force=True):
+            queued.append("quota_check")
+        else:
+            notes.append(LEFT_TO_CYCLE.format(task="quota check"))
     return {
         "outcome": outcome.outcome,
         "cooldown_until": outcome.cooldown_until,
         "queued": queued,
         "windows_updated": outcome.windows,
+        "duplicate": outcome.duplicate,
+        "note": "; ".join(notes),
     }

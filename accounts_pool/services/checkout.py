@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -11,12 +12,15 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from .. import checkout_sql, routing, selectors, state
+from ..crypto import SecretDecryptionError
 from ..models import Account, Checkout, ConsumerKey, Pool
+from .credentials import checkout_credential, credential_unreadable_mark
 from .errors import ServiceError
 from .keys import consumer_key_touch, secret_hash
 from .refresh import account_refresh
 
 REFRESH_IF_EXPIRING_WITHIN = timedelta(minutes=5)
+logger = logging.getLogger("accounts_pool.credentials")
 
 
 class NoUsableAccount(ServiceError):
@@ -210,20 +214,31 @@ def _none_usable(pool: Pool, now: datetime, model: str | None) -> NoUsableAccoun
     )
 
 
+def _unsealed(chosen: Found, now: datetime) -> Account | None:
+    """The chosen account with its credential decrypted; None when the configured keys cannot
+    decrypt it, with the account marked (excluded with its own reason, never its pool)."""
+    try:
+        return chosen.unseal()
+    except SecretDecryptionError:
+        logger.warning("account=%s credential unreadable; checkout skips it", chosen.account.pk)
+        credential_unreadable_mark(account_id=chosen.account.pk, now=now, found_by="checkout")
+        return None
+
+
 def _ready(chosen: Found, now: datetime) -> Account | None:
     """The account with its credential, good for more than 5 minutes (refreshed first if
     needed); None when the refresh failed and the old token is gone."""
     account = chosen.account
-    if account.kind != Account.Kind.OAUTH:
-        return chosen.unseal()
     expires = account.access_expires_at
-    if expires is not None and expires > now + REFRESH_IF_EXPIRING_WITHIN:
-        return chosen.unseal()
+    if account.kind != Account.Kind.OAUTH or (
+        expires is not None and expires > now + REFRESH_IF_EXPIRING_WITHIN
+    ):
+        return _unsealed(chosen, now)
     account_refresh(account_id=account.pk, now=now, wait=True, lead=REFRESH_IF_EXPIRING_WITHIN)
-    fresh = Account.objects.select_related("pool").get(pk=account.pk)
+    fresh = Account.objects.select_related("pool").defer(*Account.SECRET_FIELDS).get(pk=account.pk)
     if fresh.access_expires_at is None or fresh.access_expires_at <= now:
         return None
-    return fresh
+    return checkout_credential(fresh, now=now)
 
 
 def checkout_create(
@@ -273,7 +288,12 @@ def _record(account: Account, key: ConsumerKey, session_hash: str, now: datetime
     crash without harm, so on PostgreSQL they go as one statement that does not wait for the
     disk (checkout_sql.record): one round trip instead of five on every tool request."""
     checkout = Checkout(
-        id=uuid.uuid4(), account=account, consumer_key=key, session_hash=session_hash, at=now
+        id=uuid.uuid4(),
+        account=account,
+        consumer_key=key,
+        session_hash=session_hash,
+        at=now,
+        credential_version=account.credential_version,  # what a 401 report is about
     )
     if connection.vendor == "postgresql":
         checkout_sql.record(checkout)
