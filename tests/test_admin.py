@@ -162,7 +162,7 @@ def test_an_operator_adds_an_account_from_its_refresh_token(admin_client, pool):
         ({"label": "x"}, "This field is required."),
         (
             {"label": "x", "refresh_token": REFRESH, "access_token": ACCESS},
-            "Give the access token and its expiry together, or neither.",
+            "Give the expiry of the access token too, or leave the token out.",
         ),
         ({"label": "", "refresh_token": REFRESH}, "This field is required."),
     ],

@@ -69,7 +69,7 @@ def test_anonymous_visitors_are_sent_to_log_in(client, account):
             "add_by_tokens",
             {"label": "x", "refresh_token": REFRESH, "access_token": ACCESS},
             "expires_at",
-            "Give the access token and its expiry together, or neither.",
+            "Give the expiry of the access token too, or leave the token out.",
         ),
         (
             "add_by_tokens",
@@ -89,6 +89,16 @@ def test_the_token_form_says_what_is_wrong_next_to_the_field(lead, pool, url, da
     assert REFRESH not in page
     assert ACCESS not in page
     assert _counts() == before
+
+
+def test_an_unreadable_expiry_says_so_and_not_that_it_is_missing(lead, pool):
+    data = {"label": "x", "refresh_token": REFRESH, "access_token": ACCESS, "expires_at": "soon"}
+    response = lead.post(reverse("add_by_tokens", args=["claude"]), data)
+    page = response.content.decode()
+    assert response.status_code == 400
+    assert "Enter a valid date/time." in page
+    assert "expiry too" not in page
+    assert "together" not in page
 
 
 def test_a_refused_refresh_token_is_reported_on_the_form(lead, pool, provider):
@@ -140,9 +150,12 @@ def test_a_key_needs_a_name(lead, pool):
 
 
 def test_a_new_key_is_shown_once_then_only_its_prefix(lead, pool):
-    page = lead.post(reverse("consumer_keys", args=["claude"]), {"name": "laptop"}).content.decode()
+    created = lead.post(reverse("consumer_keys", args=["claude"]), {"name": "laptop"})
+    assert created.status_code == 302  # post/redirect/get: a reload cannot create a second key
+    page = lead.get(created["Location"]).content.decode()
     key = ConsumerKey.objects.get()
     assert f'value="{key.prefix}' in page
+    assert 'data-copy="new-key"' in page
     again = lead.get(reverse("consumer_keys", args=["claude"])).content.decode()
     assert f"<code>{key.prefix}…</code>" in again
     assert 'id="new-key"' not in again

@@ -84,3 +84,17 @@ def invite_complete(
         raise
     PoolInvite.objects.filter(pk=invite.pk).update(account=result.account)
     return result
+
+
+def invites_outstanding(*, pool: Pool, now: datetime | None = None) -> list[PoolInvite]:
+    """The pool's links that can still be used: not used, not expired."""
+    now = now or timezone.now()
+    rows = PoolInvite.objects.filter(pool=pool, used_at__isnull=True, expires_at__gt=now)
+    return list(rows.select_related("created_by").order_by("-created_at"))
+
+
+def invite_revoke(*, invite: PoolInvite, now: datetime | None = None) -> bool:
+    """End an unused link now (it stays in the records as expired). False if already unusable."""
+    now = now or timezone.now()
+    ended = PoolInvite.objects.filter(pk=invite.pk, used_at__isnull=True, expires_at__gt=now)
+    return ended.update(expires_at=now) == 1

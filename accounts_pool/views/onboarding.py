@@ -16,9 +16,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from .. import selectors
 from ..forms import PasteCodeForm, PasteTokensForm, UploadCredentialsForm
-from ..models import Account, Pool
+from ..models import Account, Pool, PoolInvite
 from ..services import invites, onboarding
 from ..services.errors import ServiceError
+from . import shown_once
 from .access import actor_of, pool_or_404
 
 PENDING = "pending_logins"
@@ -36,6 +37,7 @@ def _add_context(pool: Pool, **forms: Any) -> dict[str, Any]:
         "tokens_form": forms.get("tokens_form") or PasteTokensForm(),
         "file_form": forms.get("file_form") or UploadCredentialsForm(),
         "invite_link": forms.get("invite_link"),
+        "invites": invites.invites_outstanding(pool=pool),
     }
 
 
@@ -43,7 +45,8 @@ def _add_context(pool: Pool, **forms: Any) -> dict[str, Any]:
 @require_GET
 def add_account(request: HttpRequest, pool: str) -> HttpResponse:
     found, _ = pool_or_404(request, pool, lead=True)
-    return render(request, "pages/add_account.html", _add_context(found))
+    link = shown_once.take(request, f"invite:{found.pk}")
+    return render(request, "pages/add_account.html", _add_context(found, invite_link=link))
 
 
 def _outcome_message(request: HttpRequest, result: onboarding.Onboarded) -> None:
@@ -206,7 +209,20 @@ def invite_create(request: HttpRequest, pool: str) -> HttpResponse:
     found, _ = pool_or_404(request, pool, lead=True)
     _, token = invites.invite_create(pool=found, user=_user(request))
     link = request.build_absolute_uri(reverse("invite", kwargs={"token": token}))
-    return render(request, "pages/add_account.html", _add_context(found, invite_link=link))
+    shown_once.keep(request, f"invite:{found.pk}", link)
+    return redirect(reverse("add_account", kwargs={"pool": found.slug}) + "#invite")
+
+
+@login_required
+@require_POST
+def invite_revoke(request: HttpRequest, pool: str, invite_id: int) -> HttpResponse:
+    found, _ = pool_or_404(request, pool, lead=True)
+    invite = PoolInvite.objects.filter(pool=found, pk=invite_id).first()
+    if invite is not None and invites.invite_revoke(invite=invite):
+        messages.success(request, "Invite link revoked: it can no longer be used.")
+    else:
+        messages.info(request, "That link was already used, expired or revoked.")
+    return redirect(reverse("add_account", kwargs={"pool": found.slug}) + "#invite")
 
 
 def _open_invite(request: HttpRequest, token: str) -> Any:
