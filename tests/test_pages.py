@@ -243,6 +243,50 @@ def test_pages_run_the_same_queries_for_10_and_500_accounts(admin_client, alice,
     assert _queries(admin_client, url) == small
 
 
+def test_the_pool_page_spends_under_a_kilobyte_per_account(lead, pool):
+    _fill(pool, 500)
+    Account.objects.filter(label__endswith="7").update(
+        cooldown_until=timezone.now() + timedelta(hours=1)
+    )
+    page = lead.get(reverse("pool", args=["claude"])).content
+    rows = lead.get(reverse("pool_rows", args=["claude"])).content
+    assert page.count(b'class="row ') == 500
+    print(f"pool page: {len(page) / 500:.0f} bytes per account")
+    assert len(page) / 500 < 1024
+    assert len(rows) < len(page)
+
+
+def test_the_refresh_answers_304_when_nothing_changed(lead, pool):
+    _fill(pool, 3)
+    url = reverse("pool_rows", args=["claude"]) + "?status=usable&sort=-account"
+    first = lead.get(url)
+    assert first.status_code == 200
+    assert first.content.count(b'class="row ') == 3
+    again = lead.get(url, HTTP_IF_NONE_MATCH=first["ETag"])
+    assert again.status_code == 304
+    assert again.content == b""
+    Account.objects.filter(label="acct 001").update(
+        cooldown_until=timezone.now() + timedelta(hours=1)
+    )
+    changed = lead.get(url, HTTP_IF_NONE_MATCH=first["ETag"])
+    assert changed.status_code == 200
+    assert changed.content.count(b'class="row ') == 2  # the filter held: only usable ones
+
+
+def test_a_reason_badge_filters_the_table_and_keeps_the_state_in_links(lead, pool):
+    _fill(pool, 4)
+    Account.objects.filter(label="acct 002").update(
+        cooldown_until=timezone.now() + timedelta(hours=1)
+    )
+    body = lead.get(
+        reverse("pool", args=["claude"]), {"reason": "cooldown", "q": "acct"}
+    ).content.decode()
+    assert body.count('class="row ') == 1
+    assert 'data-account="' in body
+    assert "?reason=cooldown&amp;q=acct&amp;sort=account" in body  # a sort keeps the filters
+    assert "rate-limited" in body
+
+
 def test_no_page_shows_a_token_or_a_key(lead, pool, alice):
     now = timezone.now()
     account = make_account(pool, label="secret holder", quota_checked_at=now)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django import template
 from django.utils import timezone
@@ -26,9 +26,8 @@ def relative(when: datetime | None) -> str:
 
 
 def _time(value: datetime, text: str) -> SafeString:
-    return format_html(
-        '<time datetime="{}" title="{}">{}</time>', value.isoformat(), timefmt.utc(value), text
-    )
+    stamp = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")  # to the minute: stable, short
+    return format_html('<time datetime="{}" title="{}">{}</time>', stamp, timefmt.utc(value), text)
 
 
 @register.filter
