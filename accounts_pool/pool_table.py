@@ -8,13 +8,30 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from .state import ReasonCode, Status, Verdict, Window
+from .state import ReasonCode, Status, Verdict
 from .words import reason_words
 
 STATUS_RANK = {Status.EXCLUDED: 0, Status.DEGRADED: 1, Status.USABLE: 2}
 FAR = datetime.max.replace(tzinfo=None)
+
+
+class WindowLike(Protocol):
+    """What the table reads of a window: a state.Window, or a QuotaWindow row as it is."""
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def utilization(self) -> float | None: ...
+    @property
+    def resets_at(self) -> datetime | None: ...
+    @property
+    def scoped(self) -> bool: ...
+    @property
+    def model_id(self) -> str: ...
+    @property
+    def model_name(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -26,7 +43,7 @@ class Line:
     email: str
     is_oauth: bool
     verdict: Verdict
-    windows: tuple[Window, ...]
+    windows: tuple[WindowLike, ...]
     access_expires_at: datetime | None
 
     @property

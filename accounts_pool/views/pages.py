@@ -13,11 +13,13 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.utils import timezone
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
 from .. import explain, pool_table, selectors, state
 from ..models import Account, AccountEvent, Membership, Pool, QuotaWindow
 from ..state import Operation
+from . import pool_lines
 from .access import account_or_404, pool_or_404, team_or_404
 
 EVENTS_PER_PAGE = 25
@@ -79,7 +81,7 @@ def _line(row: selectors.AccountWithVerdict) -> pool_table.Line:
         email=account.email,
         is_oauth=account.kind == Account.Kind.OAUTH,
         verdict=row.verdict,
-        windows=tuple(w.as_state() for w in account.quota_windows.all()),
+        windows=tuple(account.quota_windows.all()),  # the prefetched rows, read as they are
         access_expires_at=account.access_expires_at,
     )
 
@@ -112,6 +114,7 @@ def _pool_context(request: HttpRequest, pool_slug: str) -> dict[str, Any]:
         "role": role,
         "is_lead": role == Membership.Role.LEAD,
         "table": table,
+        "lines_html": [mark_safe(pool_lines.line_html(line, now)) for line in table.lines],  # noqa: S308 - escaped in pool_lines
         "query": query,
         "query_string": urlencode(query.params()),
         "status_links": [
