@@ -119,6 +119,12 @@ class TeamForm(forms.Form):
     name = forms.CharField(max_length=100, strip=True, help_text="Shown to people.")
     slug = forms.SlugField(max_length=50, help_text="Used in URLs: letters, digits, - and _.")
 
+    def clean_slug(self) -> str:
+        slug: str = self.cleaned_data["slug"]
+        if slug == "new":  # /teams/new/ is the page that creates a team
+            raise forms.ValidationError("This slug is reserved; choose another.")
+        return slug
+
 
 class PoolForm(forms.ModelForm[Pool]):
     """A pool and its policy; the help under each field is the model's."""
