@@ -104,7 +104,15 @@ def add_by_file(request: HttpRequest, pool: str) -> HttpResponse:
                 if isinstance(entry, dict):
                     form.add_error("file", f"Entry {entry.get('index')}: {entry.get('error')}")
         else:
-            messages.success(request, f"{len(created)} account(s) imported; the cycle checks them.")
+            names = ", ".join(f"“{account.label}”" for account in created[:5])
+            more = f" and {len(created) - 5} more" if len(created) > 5 else ""
+            count = f"{len(created)} account{'s' if len(created) != 1 else ''}"
+            messages.success(
+                request,
+                f"Imported {count} ({names}{more}), stored as given and not yet checked: the "
+                "cycle checks them within a minute, and a dead refresh token then shows as "
+                "“needs re-login”.",
+            )
             return redirect("pool", pool=found.slug)
     return render(
         request, "pages/add_account.html", _add_context(found, file_form=form), status=400
