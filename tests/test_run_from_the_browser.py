@@ -134,3 +134,12 @@ def test_the_favicon_is_served(client):
     response = client.get("/favicon.ico")
     assert response.status_code == 301
     assert response["Location"].endswith("favicon.svg")
+
+
+def test_the_api_docs_fit_a_phone(client, alice):
+    client.force_login(alice)
+    response = client.get("/api/v1/docs")
+    assert response.status_code == 200
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in (
+        response.content.decode()
+    )
