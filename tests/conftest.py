@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -155,3 +156,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if os.environ.get("ACCOUNTS_POOL_REQUIRE_SERVICES") == "1":
         pytest.fail(missing)
     pytest.skip(missing)
+
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print where the browser tests left their screenshots, for a reviewer reading CI's log."""
+    started = getattr(terminalreporter, "_sessionstarttime", 0.0)
+    shots = sorted(p for p in ARTIFACTS.glob("*.png") if p.stat().st_mtime >= started)
+    if shots:
+        terminalreporter.write_sep("-", "screenshots written by the browser tests")
+        for shot in shots:
+            terminalreporter.write_line(str(shot))
