@@ -3,6 +3,7 @@ nothing, query counts that do not grow with the rows, and no secret in any page.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -24,7 +25,7 @@ from accounts_pool.models import (
 from accounts_pool.services.invites import invite_create
 from accounts_pool.services.keys import consumer_key_create
 
-from .conftest import ACCESS, REFRESH, make_account
+from .conftest import ACCESS, REFRESH, make_account, usage_answer
 
 
 @pytest.fixture
@@ -329,3 +330,42 @@ def test_a_re_login_of_an_account_outside_the_pool_is_not_found(lead, pool, team
     account_id = str(elsewhere.pk) if chosen == "other pool" else chosen
     response = lead.post(reverse("login_start", args=["claude"]), {"account_id": account_id})
     assert response.status_code == 404
+
+
+def _credentials(access="sk-ant-oat01-file", refresh="sk-ant-ort01-file"):
+    expires = int((timezone.now() + timedelta(hours=5)).timestamp() * 1000)
+    document = {
+        "claudeAiOauth": {"accessToken": access, "refreshToken": refresh, "expiresAt": expires}
+    }
+    return SimpleUploadedFile("c.json", json.dumps(document).encode(), "application/json")
+
+
+def test_an_imported_live_token_is_checked_and_fills_in_who_it_is(lead, pool, provider):
+    provider.usage.respond(200, json=usage_answer())
+    identity = {"uuid": "u-7", "email_address": "kim@acme.test"}
+    org = {"uuid": "o-1", "name": "Acme Org"}
+    provider.profile.respond(200, json={"account": identity, "organization": org})
+    response = lead.post(
+        reverse("add_by_file", args=["claude"]), {"file": _credentials()}, follow=True
+    )
+    account = Account.objects.get()
+    assert (account.email, account.organization_name) == ("kim@acme.test", "Acme Org")
+    assert account.quota_checked_at is not None
+    assert "1 checked with the provider" in response.content.decode()
+    assert provider.token.call_count == 0  # nothing rotated
+
+
+def test_an_import_whose_access_token_the_provider_refuses_saves_nothing(lead, pool, provider):
+    provider.usage.respond(
+        401,
+        json={
+            "type": "error",
+            "error": {"type": "authentication_error", "message": "Invalid bearer token"},
+        },
+    )
+    response = lead.post(reverse("add_by_file", args=["claude"]), {"file": _credentials()})
+    page = response.content.decode()
+    assert response.status_code == 400
+    assert "Entry 0: the provider refused the access token" in page
+    assert "1 account" not in page
+    assert Account.objects.count() == 0

@@ -107,12 +107,18 @@ def add_by_file(request: HttpRequest, pool: str) -> HttpResponse:
             names = ", ".join(f"“{account.label}”" for account in created[:5])
             more = f" and {len(created) - 5} more" if len(created) > 5 else ""
             count = f"{len(created)} account{'s' if len(created) != 1 else ''}"
-            messages.success(
-                request,
-                f"Imported {count} ({names}{more}), stored as given and not yet checked: the "
-                "cycle checks them within a minute, and a dead refresh token then shows as "
-                "“needs re-login”.",
+            now = timezone.now()
+            unchecked = sum(
+                1 for a in created if not (a.access_expires_at and a.access_expires_at > now)
             )
+            checked = len(created) - unchecked
+            said = f"{checked} checked with the provider" if checked else ""
+            if unchecked:
+                said += (", " if said else "") + (
+                    f"{unchecked} with only a refresh token stored as given: the cycle checks "
+                    "them within a minute, and a dead refresh token then shows as “needs re-login”"
+                )
+            messages.success(request, f"Imported {count} ({names}{more}): {said}.")
             return redirect("pool", pool=found.slug)
     return render(
         request, "pages/add_account.html", _add_context(found, file_form=form), status=400
