@@ -242,3 +242,21 @@ def test_a_refusal_is_a_styled_page_that_says_why(browser, live_server, busy_poo
     expect(page.locator("header.top")).to_be_visible()  # the site's own layout, styled
     _axe(page)
     page.close()
+
+
+def test_the_pages_follow_the_systems_dark_mode_and_stay_readable(browser, live_server, busy_pool):
+    context = browser.new_context(color_scheme="dark", viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.goto(f"{live_server.url}/login/")
+    page.fill("#id_username", "alice")
+    page.fill("#id_password", "alice-password-1")
+    page.click("button[type=submit]")
+    page.goto(f"{live_server.url}/pools/claude/")
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(18, 22, 28)"
+    _axe(page)  # contrast included
+    page.goto(f"{live_server.url}/accounts/{busy_pool['backoff'].pk}/")
+    _axe(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "account-dark-1440.png"), full_page=True)
+    context.close()
