@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from . import timefmt
+
 # --- Vocabulary ------------------------------------------------------------------------------
 
 
@@ -609,7 +611,8 @@ def exhausted_since(
 
 
 def _fmt(when: datetime | None) -> str:
-    return when.strftime("%Y-%m-%d %H:%M UTC") if when else "unknown"
+    """Absolute, in the one format of STYLE.md 15 (a message has no hover to carry it)."""
+    return timefmt.utc(when) if when else "unknown"
 
 
 def quota_stale(state: AccountState, policy: PoolPolicy, now: datetime) -> bool:

@@ -458,7 +458,7 @@ def test_the_policy_reason_says_when_it_is_rechecked():
     reason = _verdict(
         policy_status=PolicyStatus.BLOCKED, policy_message="no", policy_checked_at=NOW - MIN
     ).first_reason
-    assert "rechecked after 2026-11-29 12:29 UTC" in reason.message
+    assert "rechecked after 12:29 UTC, 29 Nov 2026" in reason.message
 
 
 @pytest.mark.parametrize(
