@@ -143,3 +143,27 @@ def test_the_api_docs_fit_a_phone(client, alice):
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in (
         response.content.decode()
     )
+
+
+def test_a_new_key_waits_for_its_one_showing_encrypted_in_the_session(lead, pool):
+    from django.contrib.sessions.models import Session
+
+    from accounts_pool.models import ConsumerKey
+
+    lead.post(reverse("consumer_keys", args=["claude"]), {"name": "ci"})
+    prefix = ConsumerKey.objects.get().prefix
+    stored = "".join(str(s.get_decoded()) for s in Session.objects.all())
+    assert "shown_once" in stored
+    assert prefix not in stored  # not even the start of the key in clear
+    shown = lead.get(reverse("consumer_keys", args=["claude"])).content.decode()
+    assert f'value="{prefix}' in shown
+
+
+def test_a_member_reads_the_members_but_cannot_change_them(client, bob, team):
+    client.force_login(bob)
+    assert client.get(reverse("members", args=[team.slug])).status_code == 200
+    response = client.post(
+        reverse("members", args=[team.slug]), {"username": "bob", "role": "lead"}
+    )
+    assert response.status_code == 403
+    assert Membership.objects.get(user=bob).role == "member"
