@@ -132,6 +132,10 @@ def test_a_fresh_administrator_runs_a_team_from_the_pages_alone(
     )
     expect(page.locator("button[data-copy='new-key']")).to_be_visible()
     _axe(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "keys-shown-once-1440.png"), full_page=True)
+    page.click("button[data-copy='new-key']")
+    expect(page.locator("button[data-copy='new-key']")).to_have_text("Copied")
     page.reload()
     expect(page.locator("#new-key")).to_have_count(0)
     assert ConsumerKey.objects.count() == 1  # the reload created no second key
