@@ -139,6 +139,17 @@ def test_a_fresh_administrator_runs_a_team_from_the_pages_alone(
     page.reload()
     expect(page.locator("#new-key")).to_have_count(0)
     assert ConsumerKey.objects.count() == 1  # the reload created no second key
+
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.click("tr[data-key] button.danger")
+    assert asked
+    assert "Revoke “ci runner”?" in asked[0]
+    assert ConsumerKey.objects.get().revoked_at is None  # dismissed: nothing revoked
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("tr[data-key] button.danger")
+    expect(page.locator(".messages")).to_contain_text("revoked")
+    assert ConsumerKey.objects.get().revoked_at is not None
     page.close()
 
 
