@@ -167,3 +167,20 @@ def test_a_member_reads_the_members_but_cannot_change_them(client, bob, team):
     )
     assert response.status_code == 403
     assert Membership.objects.get(user=bob).role == "member"
+
+
+def test_a_missing_page_is_styled_and_says_what_is_missing(lead, pool):
+    response = lead.get("/pools/no-such-pool/")
+    page = response.content.decode()
+    assert response.status_code == 404
+    assert 'class="error-message"' in page
+    assert "not found" in page.lower()
+    assert "app.css" in page
+
+
+def test_the_server_error_page_renders_without_a_request_context():
+    from django.template.loader import render_to_string
+
+    page = render_to_string("500.html")
+    assert "Something broke on our side" in page
+    assert "app.css" in page
