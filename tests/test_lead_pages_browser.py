@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth.models import User
 from django.utils import timezone
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 
 from accounts_pool.models import ConsumerKey, Membership, Pool, QuotaWindow, Team
 
@@ -141,7 +141,12 @@ def test_a_fresh_administrator_runs_a_team_from_the_pages_alone(
     assert ConsumerKey.objects.count() == 1  # the reload created no second key
 
     asked: list[str] = []
-    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+
+    def dismiss(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", dismiss)
     page.click("tr[data-key] button.danger")
     assert asked
     assert "Revoke “ci runner”?" in asked[0]
