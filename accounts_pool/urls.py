@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import actions, manage, onboarding, ops, pages
+from .views import actions, manage, notifications, onboarding, ops, pages
 
 urlpatterns = [
     path("livez", ops.livez, name="livez"),
@@ -13,6 +13,27 @@ urlpatterns = [
     path("teams/<slug:team>/members/", manage.members, name="members"),
     path("teams/<slug:team>/members/<int:user_id>/", manage.member_change, name="member_change"),
     path("favicon.ico", pages.favicon, name="favicon"),
+    path("teams/<slug:team>/notifications/", notifications.channels, name="channels"),
+    path(
+        "teams/<slug:team>/notifications/<int:channel_id>/",
+        notifications.channel_detail,
+        name="channel",
+    ),
+    path(
+        "teams/<slug:team>/notifications/<int:channel_id>/test/",
+        notifications.channel_test,
+        name="channel_test",
+    ),
+    path(
+        "teams/<slug:team>/notifications/<int:channel_id>/delete/",
+        notifications.channel_delete,
+        name="channel_delete",
+    ),
+    path(
+        "teams/<slug:team>/notifications/pools/<slug:pool>/minimum/",
+        notifications.pool_minimum,
+        name="pool_minimum",
+    ),
     path("pools/<slug:pool>/", pages.pool_detail, name="pool"),
     path("pools/<slug:pool>/rows/", pages.pool_rows, name="pool_rows"),
     path("pools/<slug:pool>/settings/", manage.pool_settings, name="pool_settings"),

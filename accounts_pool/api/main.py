@@ -17,7 +17,7 @@ from ninja.types import DictStrAny
 from ..jsoninput import UnreadableJson, json_loads
 from ..services.checkout import NoUsableAccount
 from ..services.errors import ServiceError
-from . import accounts, pools, teams, tools
+from . import accounts, channels, pools, teams, tools
 from .auth import AUTH
 
 logger = logging.getLogger("accounts_pool.api")
@@ -138,3 +138,4 @@ api.add_router("", tools.router)
 api.add_router("", teams.router)
 api.add_router("", pools.router)
 api.add_router("", accounts.router)
+api.add_router("", channels.router)

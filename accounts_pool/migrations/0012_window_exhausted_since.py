@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("accounts_pool", "0010_relay_window_observations"),
+        ("accounts_pool", "0011_notifications"),
     ]
 
     operations = [
