@@ -98,3 +98,10 @@ def invite_revoke(*, invite: PoolInvite, now: datetime | None = None) -> bool:
     now = now or timezone.now()
     ended = PoolInvite.objects.filter(pk=invite.pk, used_at__isnull=True, expires_at__gt=now)
     return ended.update(expires_at=now) == 1
+
+
+def invites_prune(*, now: datetime, older_than: timedelta) -> int:
+    """Delete invite links that expired more than `older_than` ago, used or not (the account's
+    history keeps who added it); returns how many rows went."""
+    deleted, _ = PoolInvite.objects.filter(expires_at__lt=now - older_than).delete()
+    return deleted

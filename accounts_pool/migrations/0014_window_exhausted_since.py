@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("accounts_pool", "0011_notifications"),
+        ("accounts_pool", "0013_credential_unreadable"),
     ]
 
     operations = [
