@@ -27,6 +27,7 @@ CARD_OF: dict[ReasonCode, str] = {
     ReasonCode.QUOTA_UNKNOWN: "quota",
     ReasonCode.QUOTA_STALE: "quota",
     ReasonCode.COOLDOWN: "cooldown",
+    ReasonCode.CREDENTIAL_UNREADABLE: "refresh",
 }
 
 
@@ -34,7 +35,7 @@ def cause_cards(verdict: Verdict) -> dict[str, str]:
     """Card -> 'excludes' or 'warns' for each card holding a reason (excluding wins)."""
     cards: dict[str, str] = {}
     for reason in verdict.reasons:
-        card = CARD_OF[reason.code]
+        card = CARD_OF.get(reason.code, "admin")  # a code added later: the actions card
         if reason.excludes or card not in cards:
             cards[card] = "excludes" if reason.excludes else "warns"
     return cards
@@ -48,6 +49,11 @@ def next_change_text(state: AccountState, verdict: Verdict, now: datetime) -> st
     """Why the verdict changes at next_change_at, in one sentence."""
     at = verdict.next_change_at
     if at is None:
+        if any(r.code == ReasonCode.CREDENTIAL_UNREADABLE for r in verdict.reasons):
+            return (
+                "Nothing changes by itself: it waits for its encryption key to be put back "
+                "(then manage.py reencrypt) or for a re-login."
+            )
         if verdict.reasons:
             return "Nothing changes by itself: " + _clears(verdict) + "."
         return "Usable; nothing scheduled to change."
@@ -110,7 +116,10 @@ def levers(state: AccountState, verdict: Verdict, now: datetime) -> list[Lever]:
     result: list[Lever] = []
     if not state.is_oauth:
         return result
-    relogin_needed = ReasonCode.NEEDS_RELOGIN in codes or not state.has_refresh_token
+    relogin_needed = (
+        bool(codes & {ReasonCode.NEEDS_RELOGIN, ReasonCode.CREDENTIAL_UNREADABLE})
+        or not state.has_refresh_token
+    )
     if not relogin_needed:
         token_trouble = bool(codes & {ReasonCode.REFRESH_BACKOFF, ReasonCode.TOKEN_EXPIRED})
         result.append(

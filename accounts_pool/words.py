@@ -15,6 +15,7 @@ REASON_WORDS: dict[str, str] = {
     ReasonCode.QUOTA_UNKNOWN: "quota unknown",
     ReasonCode.QUOTA_STALE: "quota checks failing",
     ReasonCode.COOLDOWN: "rate-limited",
+    ReasonCode.CREDENTIAL_UNREADABLE: "credential unreadable",
 }
 
 

@@ -123,3 +123,11 @@ def test_one_time_format_relative_first(offset, fact, deadline):
 
 def test_the_absolute_time_is_utc():
     assert timefmt.utc(NOW + 4 * HOUR + 29 * MIN) == "16:29 UTC, 29 Nov 2026"
+
+
+def test_every_reason_code_has_words_and_a_card():
+    from accounts_pool.state import ReasonCode
+    from accounts_pool.words import REASON_WORDS
+
+    assert set(REASON_WORDS) == set(ReasonCode)
+    assert set(explain.CARD_OF) == set(ReasonCode)

@@ -13,6 +13,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from .. import timefmt
 from ..pool_table import Line, WindowLike
+from ..state import ReasonCode
 from ..words import reason_words
 
 BADGES = {"usable": "✓ Usable", "degraded": "! Degraded", "excluded": "✕ Excluded"}
@@ -66,6 +67,8 @@ def line_html(line: Line, now: datetime) -> SafeString:
             why += f' <span class="muted" title="{escape(more)}">+{len(verdict.reasons) - 1}</span>'
     if verdict.next_change_at is not None:
         until = _time(verdict.next_change_at, timefmt.deadline(verdict.next_change_at, now))
+    elif reason is not None and reason.code == ReasonCode.CREDENTIAL_UNREADABLE:
+        until = '<span class="muted">waits for its key or a re-login</span>'
     elif reason is not None:
         until = f'<span class="muted">{WAITS.get(reason.clears_on, "waits for a success")}</span>'
     else:
