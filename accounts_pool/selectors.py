@@ -197,6 +197,7 @@ VERDICT_FIELDS = (
     "quota_checked_at",
     "windows_observed_at",
     "quota_backoff_until",
+    "quota_failures",
     "quota_error_message",
     "policy_status",
     "policy_message",
