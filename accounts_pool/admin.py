@@ -11,7 +11,7 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from . import selectors, state
+from . import selectors, state, timefmt
 from .forms import AccountOnboardForm
 from .models import Account, AccountEvent, Membership, Pool, QuotaWindow, Team
 from .services.levers import (
@@ -108,47 +108,19 @@ def _actor(request: HttpRequest) -> str:
     return f"admin:{request.user.get_username()}"
 
 
-# Written by the cycle, the reports or a lever (which leaves a history row), never by a form.
+# What a person edits in the admin form. Every other field is written by the cycle, the
+# reports or a lever (which leaves a history row), never by a form: derived, not listed, so a
+# new field is read-only until someone decides otherwise.
+EDITABLE_FIELDS = ("label", "priority")
+HIDDEN_FIELDS = (*Account.SECRET_FIELDS, "refresh_token_fingerprint", "relogin_required_for")
 MACHINE_FIELDS = (
-    "pool",
-    "kind",
-    "enabled",
-    "disabled_reason",
-    "provider_account_uuid",
-    "email",
-    "organization_uuid",
-    "organization_name",
-    "access_expires_at",
-    "last_refreshed_at",
-    "credential_version",
-    "credential_unreadable_at",
-    "refresh_claimed_until",
-    "refresh_sent_at",
-    "refresh_failures",
-    "refresh_backoff_until",
-    "refresh_error_kind",
-    "refresh_error_status",
-    "refresh_error_message",
-    "refresh_error_at",
+    *(
+        f.name
+        for f in Account._meta.concrete_fields
+        if f.name not in (*EDITABLE_FIELDS, *HIDDEN_FIELDS)
+    ),
     "needs_relogin",
-    "quota_checked_at",
-    "quota_failures",
-    "quota_backoff_until",
-    "quota_error_kind",
-    "quota_error_status",
-    "quota_error_message",
-    "quota_error_at",
-    "policy_status",
-    "policy_message",
-    "policy_since",
-    "policy_checked_at",
-    "cooldown_until",
-    "cooldown_reason",
-    "disabled_by",
-    "disabled_at",
-    "last_used_at",
     "status_and_reasons",
-    "base_url",  # set when an API-key account is onboarded, like its key
 )
 
 
@@ -160,14 +132,17 @@ class AccountAdmin(admin.ModelAdmin[Account]):
         "kind",
         "status",
         "first_reason",
-        "refresh_backoff_until",
+        "refresh_backoff",
         "policy_status",
-        "access_expires_at",
+        "token_expires",
     )
+    # The list is sorted by what its arrow shows (the model's own order starts with pool_id,
+    # which no column shows, so the arrow on "label" told the wrong story).
+    ordering = ("label", "id")
     list_filter = (StatusFilter, "pool", "kind", "enabled", "policy_status")
     search_fields = ("label", "email", "pool__name")
     list_select_related = ("pool",)
-    exclude = (*Account.SECRET_FIELDS, "refresh_token_fingerprint", "relogin_required_for")
+    exclude = HIDDEN_FIELDS
     readonly_fields = MACHINE_FIELDS
     fieldsets = (
         (None, {"fields": ("pool", "label", "kind", "enabled", "disabled_reason", "priority")}),
@@ -292,15 +267,23 @@ class AccountAdmin(admin.ModelAdmin[Account]):
         reason = self._verdict(obj).first_reason
         if reason is None:
             return "-"
-        until = f" (until {reason.until:%Y-%m-%d %H:%M} UTC)" if reason.until else ""
+        until = f" (until {timefmt.plain(reason.until, timezone.now())})" if reason.until else ""
         return f"{reason.code}: {reason.message}{until}"
+
+    @admin.display(description="Refresh backoff until", ordering="refresh_backoff_until")
+    def refresh_backoff(self, obj: Account) -> str:
+        return timefmt.plain(obj.refresh_backoff_until, timezone.now())
+
+    @admin.display(description="Token expires", ordering="access_expires_at")
+    def token_expires(self, obj: Account) -> str:
+        return timefmt.plain(obj.access_expires_at, timezone.now())
 
     @admin.display(description="Status and every reason")
     def status_and_reasons(self, obj: Account) -> str:
         verdict = self._verdict(obj)
         lines = [verdict.status.value.upper()]
         for reason in verdict.reasons:
-            until = f", until {reason.until:%Y-%m-%d %H:%M} UTC" if reason.until else ""
+            until = f", until {timefmt.plain(reason.until, timezone.now())}" if reason.until else ""
             lines.append(f"• {reason.code}: {reason.message} (clears on {reason.clears_on}{until})")
         return "\n".join(lines)
 

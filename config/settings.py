@@ -65,6 +65,8 @@ MIDDLEWARE = [
     "accounts_pool.outage.DatabaseOutageMiddleware",
     # Last, as axes asks: it turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
+    # A refused page: the styled 403 with its message, one log line instead of a traceback.
+    "accounts_pool.views.errors.PageRefusalMiddleware",
 ]
 
 # --- Content-Security-Policy (django-csp) ----------------------------------------------------
@@ -156,9 +158,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Tests that start a real worker process need the test database in a file it can open.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Django's backend, with a health check that looks at the socket instead of sending
-    # SELECT 1 before each request reuses the connection (accounts_pool/postgresql/base.py).
-    DATABASES["default"]["ENGINE"] = "accounts_pool.postgresql"
     # Values travel apart from the SQL, so a statement run twice on a connection is prepared
     # and PostgreSQL stops planning it again: a third less database CPU per checkout
     # (bench/checkout.py). Behind a transaction-mode pooler (PgBouncer < 1.21) set

@@ -7,8 +7,10 @@ nothing of acme. NOW is fixed; services take `now` as an argument, so nothing pa
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +21,6 @@ from django.db import connection
 
 from accounts_pool.crypto import fingerprint
 from accounts_pool.models import Account, Membership, Pool, Team
-from accounts_pool.services.keys import RECENT_KEYS
 
 # The tests' clock: this run's start, to the minute. Services under test take `now=NOW`, but the
 # cycle, the API and the worker processes read the real clock, so fixtures must sit near it: a
@@ -35,13 +36,6 @@ POLICY_MESSAGE = "OAuth authentication is currently not allowed for this organiz
 @pytest.fixture
 def team(db: None) -> Team:
     return Team.objects.create(name="Acme", slug="acme")
-
-
-@pytest.fixture(autouse=True)
-def _forget_recent_keys() -> Iterator[None]:
-    """Each test starts with no consumer key remembered by this process (RecentKeys)."""
-    yield
-    RECENT_KEYS.clear()
 
 
 @pytest.fixture
@@ -155,3 +149,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if os.environ.get("ACCOUNTS_POOL_REQUIRE_SERVICES") == "1":
         pytest.fail(missing)
     pytest.skip(missing)
+
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+SESSION_STARTED = time.time()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print where the browser tests left their screenshots, for a reviewer reading CI's log."""
+    shots = sorted(p for p in ARTIFACTS.glob("*.png") if p.stat().st_mtime >= SESSION_STARTED)
+    if shots:
+        terminalreporter.write_sep("-", "screenshots written by the browser tests")
+        for shot in shots:
+            terminalreporter.write_line(str(shot))

@@ -90,7 +90,7 @@ def test_every_answer_that_carries_a_secret_is_no_store(alice: User, pool: Pool,
 def test_static_files_keep_their_own_cache_headers() -> None:
     # whitenoise answers before the no-store middleware (each test Client builds its own
     # middleware, so these settings hold).
-    response = Client().get("/static/accounts_pool/app.js")
+    response = Client().get("/static/accounts_pool/app.css")
     assert response.status_code == 200
     assert "max-age" in response["Cache-Control"]
     assert "no-store" not in response["Cache-Control"]

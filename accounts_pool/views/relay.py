@@ -26,7 +26,7 @@ from .. import state
 from ..models import ConsumerKey
 from ..providers import messages
 from ..services import relay
-from ..services.checkout import NoUsableAccount
+from ..services.checkout import NoUsableAccount, UnknownKey
 from ..tasks import enqueue_quota_check
 
 logger = logging.getLogger(__name__)
@@ -154,6 +154,8 @@ async def _relay(request: HttpRequest, path: str) -> HttpResponse | StreamingHtt
             )
         except NoUsableAccount as exc:
             return await _nothing_routable(exc, key, model)
+        except UnknownKey:  # revoked since this request began: checkout reads it each time
+            return _error(401, "authentication_error", "accounts-pool relay: invalid consumer key.")
         tried.add(routed.account_id)
         answer = await _answer_from(key, routed, path, query, tool_headers, body)
         if answer is not None:
