@@ -72,11 +72,13 @@ def test_every_answer_that_carries_a_secret_is_no_store(alice: User, pool: Pool,
 
     browser = Client()
     browser.force_login(alice)
-    answers["new consumer key (page)"] = browser.post("/pools/claude/keys/", {"name": "laptop"})
-    answers["new API token (page)"] = browser.post(
-        "/me/tokens/", {"name": "x", "expires_in_days": "7"}
+    answers["new consumer key (page)"] = browser.post(
+        "/pools/claude/keys/", {"name": "laptop"}, follow=True
     )
-    answers["invite link (page)"] = browser.post("/pools/claude/invites/", {})
+    answers["new API token (page)"] = browser.post(
+        "/me/tokens/", {"name": "x", "expires_in_days": "7"}, follow=True
+    )
+    answers["invite link (page)"] = browser.post("/pools/claude/invites/", {}, follow=True)
     answers["login start (page)"] = browser.post("/pools/claude/login/start/", follow=True)
     for what, response in answers.items():
         assert response.status_code in (200, 201), (what, response.content[:300])
