@@ -14,6 +14,7 @@ from .services.checkout import checkouts_prune
 from .services.cycle import dispatch_quota_checks, dispatch_tick_run, dispatch_token_refresh
 from .services.events import events_prune
 from .services.quota import account_check_quota
+from .services.quota_history import quota_points_prune
 from .services.refresh import account_refresh
 
 
@@ -62,8 +63,13 @@ def dispatch_quota_checks_task(budget: int | None = None) -> int:
 
 @shared_task(name="accounts_pool.prune_events")
 def prune_events() -> int:
-    """Daily: account history past its retention, and checkouts past theirs."""
+    """Daily: account history, checkouts and quota history past their retention."""
     now = timezone.now()
     events = timedelta(days=settings.ACCOUNTS_POOL_EVENT_RETENTION_DAYS)
     checkouts = timedelta(days=settings.ACCOUNTS_POOL_CHECKOUT_RETENTION_DAYS)
-    return events_prune(now=now, older_than=events) + checkouts_prune(now=now, older_than=checkouts)
+    points = timedelta(days=settings.QUOTA_HISTORY_RETENTION_DAYS)
+    return (
+        events_prune(now=now, older_than=events)
+        + checkouts_prune(now=now, older_than=checkouts)
+        + quota_points_prune(now=now, older_than=points)
+    )

@@ -7,6 +7,7 @@ from typing import Any
 from uuid import UUID
 
 from django.http import HttpRequest
+from django.utils import timezone
 from ninja import Router, Status
 from ninja.errors import AuthenticationError, HttpError
 
@@ -14,8 +15,11 @@ from .. import metrics
 from ..models import ConsumerKey
 from ..services import keys
 from ..services.checkout import CheckoutResult, KeyChanged, NoUsableAccount, checkout_create
+from ..services.limits import KeyLimitExceeded, Refusal, limits_admit, limits_count_tokens
 from ..services.reports import report_record
+from ..services.usage import usage_record
 from ..tasks import enqueue_quota_check, enqueue_refresh
+from ..usage_meter import Tokens
 from . import access, present
 from .auth import BEARER, CHECKOUT_AUTH, Principal
 from .schemas import (
@@ -104,6 +108,10 @@ def _checkout_as(principal: Principal, pool: str, session: str) -> CheckoutResul
     access.pool_for(principal, pool, key_ok=True)
     access.keys_only(principal)
     assert principal.key is not None
+    if principal.key.limits.any:
+        admitted = limits_admit(key=principal.key, model=None, now=timezone.now(), concurrent=False)
+        if isinstance(admitted, Refusal):
+            raise KeyLimitExceeded(admitted)
     return checkout_create(key=principal.key, session=session)
 
 
@@ -123,6 +131,8 @@ def report(request: HttpRequest, checkout_id: UUID, payload: ReportIn) -> dict[s
         headers=payload.headers or {},
         message=payload.message or "",
     )
+    if payload.usage is not None:
+        _count_reported(key, found.account_id, payload)
     queued = []
     if outcome.queue_refresh:
         enqueue_refresh(found.account_id)
@@ -136,3 +146,21 @@ def report(request: HttpRequest, checkout_id: UUID, payload: ReportIn) -> dict[s
         "queued": queued,
         "windows_updated": outcome.windows,
     }
+
+
+def _count_reported(key: ConsumerKey, account_id: int, payload: ReportIn) -> None:
+    """A tool's report of what an answer used counts as a relayed answer's usage does."""
+    assert payload.usage is not None
+    tokens = Tokens(**payload.usage.model_dump())
+    now = timezone.now()
+    usage_record(
+        pool_id=key.pool_id,
+        key_id=key.pk,
+        account_id=account_id,
+        model=payload.model,
+        tokens=tokens,
+        status=payload.status,
+        duration_ms=payload.duration_ms or 0,
+        now=now,
+    )
+    limits_count_tokens(key=key, tokens=tokens.total, now=now)
