@@ -19,6 +19,7 @@ from django.db import connection
 
 from accounts_pool.crypto import fingerprint
 from accounts_pool.models import Account, Membership, Pool, Team
+from accounts_pool.services import usage as usage_services
 from accounts_pool.services.keys import RECENT_KEYS
 
 # The tests' clock: this run's start, to the minute. Services under test take `now=NOW`, but the
@@ -42,6 +43,13 @@ def _forget_recent_keys() -> Iterator[None]:
     """Each test starts with no consumer key remembered by this process (RecentKeys)."""
     yield
     RECENT_KEYS.clear()
+
+
+@pytest.fixture(autouse=True)
+def _forget_unwritten_usage() -> Iterator[None]:
+    """Usage counted by one test and not flushed never reaches another's database."""
+    yield
+    usage_services.usage_discard()
 
 
 @pytest.fixture

@@ -160,3 +160,11 @@ def _flush_at_exit() -> None:
         usage_flush()
     except Exception:  # the database may already be gone at exit
         logger.exception("usage: the last flush at exit failed")
+
+
+def usage_discard() -> int:
+    """Drop what this process counted and has not written (tests); returns the requests."""
+    global _pending
+    with _lock:
+        dropped, _pending = _pending, {}
+    return sum(c["requests"] for c in dropped.values())
