@@ -47,7 +47,7 @@ def json_reply(usage=USAGE):
 def test_json_and_stream_answers_are_counted_per_key_account_model(pool, keys, lead, upstream):
     account = usable(pool, "one")
     upstream.post(MESSAGES).side_effect = [json_reply(), json_reply(), stream(*STREAM_EVENTS)]
-    (ci, ci_secret), (laptop, laptop_secret) = keys
+    (_ci, ci_secret), (_laptop, laptop_secret) = keys
     assert relay(ci_secret)[0] == 200
     assert relay(ci_secret, body={**BODY, "model": "claude-opus-4-5"})[0] == 200
     assert relay(laptop_secret, body={**BODY, "stream": True})[0] == 200
@@ -243,7 +243,8 @@ def test_the_pool_page_shows_the_forecast_and_the_chart(pool, alice, keys, upstr
     browser.force_login(alice)
     page = browser.get("/pools/claude/").content.decode()
     assert "At the last hour&#x27;s pace the pool runs dry at" in page
-    assert '<svg class="chart"' in page and "<title id=" in page
+    assert '<svg class="chart"' in page
+    assert "<title id=" in page
     assert '<th scope="col">ci</th>' in page  # the table fallback names the key
 
 
