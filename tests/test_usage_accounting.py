@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.test import Client
@@ -223,7 +223,7 @@ def test_the_forecast_is_in_the_pool_and_account_payloads(pool, lead):
     forecast = lead.get("/pools/claude").json()["forecast"]
     assert forecast["basis"] == "pace"
     assert forecast["burn_per_hour"]["five_hour"] == pytest.approx(40, abs=0.1)
-    runs_dry = timezone.datetime.fromisoformat(forecast["runs_dry_at"])
+    runs_dry = datetime.fromisoformat(forecast["runs_dry_at"])
     # 100 points left over both, at 40 an hour: 2.5 hours, before the reset in 4.
     assert abs(runs_dry - (timezone.now() + timedelta(hours=2.5))) < timedelta(minutes=2)
     assert "runs dry at" in forecast["message"]

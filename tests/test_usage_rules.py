@@ -54,8 +54,10 @@ def test_a_streams_usage_is_read_whatever_the_chunk_boundaries(size, crlf):
 
 
 def test_a_json_answers_usage_is_read_at_its_end():
-    body = {"content": [{"type": "tool_use", "input": {"usage": {"input_tokens": 999}}}]}
-    body["usage"] = {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 2}
+    body = {
+        "content": [{"type": "tool_use", "input": {"usage": {"input_tokens": 999}}}],
+        "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 2},
+    }
     raw = json.dumps(body).encode()
     meter = UsageMeter("application/json")
     for i in range(0, len(raw), 5):

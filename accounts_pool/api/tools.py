@@ -11,11 +11,17 @@ from django.utils import timezone
 from ninja import Router, Status
 from ninja.errors import AuthenticationError, HttpError
 
-from .. import metrics
+from .. import metrics, state
 from ..models import ConsumerKey
 from ..services import keys
 from ..services.checkout import CheckoutResult, KeyChanged, NoUsableAccount, checkout_create
-from ..services.limits import KeyLimitExceeded, Refusal, limits_admit, limits_count_tokens
+from ..services.limits import (
+    KeyLimitExceeded,
+    Refusal,
+    consumer_key_set_limits,
+    limits_admit,
+    limits_count_tokens,
+)
 from ..services.reports import report_record
 from ..services.usage import usage_record
 from ..tasks import enqueue_quota_check, enqueue_refresh
@@ -29,6 +35,7 @@ from .schemas import (
     KeyCreatedOut,
     KeyIn,
     KeyOut,
+    KeyPatch,
     ReportIn,
     ReportOut,
 )
@@ -63,6 +70,28 @@ def revoke_key(request: HttpRequest, pool: str, key_id: int) -> Status[None]:
         raise access.NotFound("Consumer key")
     keys.consumer_key_revoke(key=key)
     return Status(204, None)
+
+
+@router.patch("/pools/{pool}/consumer-keys/{key_id}", response={200: KeyOut, **ERRORS})
+def patch_key(request: HttpRequest, pool: str, key_id: int, payload: KeyPatch) -> dict[str, Any]:
+    """Set the key's `limits` (each null for none): requests per minute, tokens per 5 hours,
+    concurrent requests, model families. Over a limit the relay and checkout answer 429 with
+    Retry-After. Leads."""
+    found = access.pool_for(access.principal(request), pool, lead=True)
+    key = ConsumerKey.objects.filter(pool=found, pk=key_id).first()
+    if key is None:
+        raise access.NotFound("Consumer key")
+    given = payload.limits
+    consumer_key_set_limits(
+        key=key,
+        limits=state.KeyLimits(
+            requests_per_minute=given.requests_per_minute,
+            tokens_per_5h=given.tokens_per_5h,
+            concurrent_requests=given.concurrent_requests,
+            model_families=tuple(dict.fromkeys(given.model_families or ())),
+        ),
+    )
+    return present.key(key)
 
 
 @router.post(

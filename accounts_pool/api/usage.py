@@ -1,5 +1,5 @@
-"""Usage and quota history: tokens by key, account, model and hour (JSON or CSV), a window's
-observations over time, and the leads' limits per consumer key."""
+"""Usage and quota history: tokens by key, account, model and hour (JSON or CSV), and a
+window's observations over time."""
 
 from __future__ import annotations
 
@@ -14,11 +14,9 @@ from ninja import Query, Router
 from ninja.errors import HttpError
 from pydantic import Field, field_validator, model_validator
 
-from .. import state, usage_selectors
-from ..models import ConsumerKey
-from ..services import limits as limit_services
-from . import access, present
-from .schemas import ErrorOut, In, KeyOut, KeyPatch, Out
+from .. import usage_selectors
+from . import access
+from .schemas import ErrorOut, In, Out
 
 router = Router(tags=["usage"])
 ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 422: ErrorOut}
@@ -188,25 +186,3 @@ def quota_history(
             for p in points
         ]
     }
-
-
-@router.patch("/pools/{pool}/consumer-keys/{key_id}", response={200: KeyOut, **ERRORS})
-def patch_key(request: HttpRequest, pool: str, key_id: int, payload: KeyPatch) -> dict[str, Any]:
-    """Set the key's `limits` (each null for none): requests per minute, tokens per 5 hours,
-    concurrent requests, model families. Over a limit the relay and checkout answer 429 with
-    Retry-After. Leads."""
-    found = access.pool_for(access.principal(request), pool, lead=True)
-    key = ConsumerKey.objects.filter(pool=found, pk=key_id).first()
-    if key is None:
-        raise access.NotFound("Consumer key")
-    given = payload.limits
-    limit_services.consumer_key_set_limits(
-        key=key,
-        limits=state.KeyLimits(
-            requests_per_minute=given.requests_per_minute,
-            tokens_per_5h=given.tokens_per_5h,
-            concurrent_requests=given.concurrent_requests,
-            model_families=tuple(dict.fromkeys(given.model_families or ())),
-        ),
-    )
-    return present.key(key)
