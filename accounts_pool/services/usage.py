@@ -2,7 +2,8 @@
 summed in memory per consumer key x account x model x hour and written in batches.
 
 Every few seconds (USAGE_FLUSH_SECONDS) a thread of the process adds what it summed to the
-UsageHour rows with F() increments, and once more when the process exits. A process killed
+UsageHour rows with F() increments, and once more when the process exits cleanly (SIGTERM:
+uvicorn and gunicorn finish their requests, then exit). A process killed
 without its exit handlers (SIGKILL, a power cut) loses what it had not yet written: at most one
 flush interval of counts. A flush the database refuses keeps its counts for the next one.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import multiprocessing.util
 import os
 import threading
 from dataclasses import dataclass
@@ -143,6 +145,9 @@ def _ensure_flusher() -> None:
         _flusher_pid = pid
     threading.Thread(target=_flush_forever, name="usage-flush", daemon=True).start()
     atexit.register(_flush_at_exit)
+    # A multiprocessing child (uvicorn --workers) leaves through os._exit, past atexit: its
+    # exit finalizers run instead. A second flush finds nothing left to write.
+    multiprocessing.util.Finalize(None, _flush_at_exit, exitpriority=10)
 
 
 _stop = threading.Event()
