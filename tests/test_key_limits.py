@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.test import Client
 
 from accounts_pool.models import ConsumerKey, KeyLimitEvent
 from accounts_pool.services.keys import api_token_create, consumer_key_create
+from accounts_pool.state import KeyLimits
 
 from .api import Api, error_code
 from .test_relay import BODY, MESSAGES, _no_harvest_wait, relay, upstream, usable
@@ -129,3 +131,31 @@ def test_a_reports_usage_counts_against_the_token_limit(pool, key, lead):
     refused = tool.post("/pools/claude/checkout", {})
     assert refused.status_code == 429
     assert refused.json()["error"]["details"]["limit"] == "tokens_per_5h"
+
+
+def test_a_lead_sets_limits_on_the_keys_page(pool, key, alice):
+    browser = Client()
+    browser.force_login(alice)
+    path = f"/pools/claude/keys/{key[0].pk}/limits/"
+    assert path in browser.get("/pools/claude/keys/").content.decode()
+    sent = {"requests_per_minute": "30", "tokens_per_5h": "", "model_families": ["haiku"]}
+    assert browser.post(path, sent).status_code == 302
+    assert ConsumerKey.objects.get(pk=key[0].pk).limits == KeyLimits(
+        requests_per_minute=30, model_families=("haiku",)
+    )
+
+
+def test_bad_limits_on_the_page_are_form_errors_and_change_nothing(pool, key, alice):
+    browser = Client()
+    browser.force_login(alice)
+    path = f"/pools/claude/keys/{key[0].pk}/limits/"
+    page = browser.post(path, {"requests_per_minute": "-3", "model_families": ["gpt"]})
+    assert page.status_code == 200
+    assert page.content.decode().count('class="error"') == 2
+    assert not ConsumerKey.objects.get(pk=key[0].pk).limits.any
+
+
+def test_a_member_cannot_open_a_keys_limits(pool, key, bob):
+    browser = Client()
+    browser.force_login(bob)
+    assert browser.get(f"/pools/claude/keys/{key[0].pk}/limits/").status_code in (403, 404)
