@@ -13,10 +13,14 @@ from django.contrib.auth.models import User
 
 from simulator import Fault, SimAccount, SimulatedAnthropic
 
-from .models import Account, ConsumerKey, Membership, Pool, Team
+from .models import Account, ConsumerKey, Membership, Pool, QuotaWindow, Team
+from .providers.anthropic import UsageWindow
 from .services import keys, levers, onboarding, reports
 from .services.checkout import checkout_create
 from .services.cycle import cycle_run
+from .services.quota_history import quota_points_record
+from .services.usage import usage_flush, usage_record
+from .usage_meter import Tokens
 
 ACTOR = "demo"
 EXPIRING = 3600  # tokens that live one hour are due for refresh at once (lead: 4 hours)
@@ -106,6 +110,8 @@ def demo_build(sim: SimulatedAnthropic) -> Demo:
     levers.account_update(account=rejected, priority=2, actor="demo-lead")
     _check_out_and_report(key, cooling, status=429, retry_after="900")
     _check_out_and_report(key, rejected, status=401)
+    laptop, _ = keys.consumer_key_create(pool=pool, name="demo laptop", created_by=lead)
+    _an_hour_of_traffic(pool, [key, laptop], datetime.now(UTC))
     return Demo(
         lead=lead.get_username(),
         lead_password=lead_password,
@@ -115,6 +121,41 @@ def demo_build(sim: SimulatedAnthropic) -> Demo:
         consumer_key=consumer_key,
         pool=pool.slug,
     )
+
+
+TRAFFIC_BURN = 30.0  # percentage points of the 5-hour window per hour, in the demo's last hour
+
+
+def _an_hour_of_traffic(pool: Pool, tools: list[ConsumerKey], now: datetime) -> None:
+    """A simulated hour of relayed traffic on the usable accounts, as the relay would have left
+    it: the 5-hour window observed rising each minute (quota history) and the tokens counted
+    per key, so the pool page shows its usage chart and when the pool runs dry at this pace."""
+    usable = Account.objects.filter(pool=pool, quota_windows__key="five_hour", enabled=True)
+    for account in usable.filter(quota_windows__utilization__lt=100).distinct():
+        window = account.quota_windows.get(key="five_hour")
+        if window.utilization is None:
+            continue
+        now_used = max(window.utilization, TRAFFIC_BURN)
+        window.utilization = now_used
+        window.save(update_fields=["utilization"])
+        for minutes in range(60, -1, -1):
+            used = now_used - TRAFFIC_BURN * minutes / 60
+            observed = UsageWindow("five_hour", window.label, used, window.resets_at)
+            at = now - timedelta(minutes=minutes)
+            quota_points_record(account.pk, [observed], at, QuotaWindow.Source.RELAY)
+        for minutes in range(0, 60, 2):
+            for n, tool in enumerate(tools):
+                usage_record(
+                    pool_id=pool.pk,
+                    key_id=tool.pk,
+                    account_id=account.pk,
+                    model="claude-sonnet-4-5",
+                    tokens=Tokens(1200 + 300 * n, 400 + 50 * n, 0, 9000 * n),
+                    status=200,
+                    duration_ms=2500,
+                    now=now - timedelta(minutes=minutes),
+                )
+    usage_flush()
 
 
 def _check_out_and_report(
