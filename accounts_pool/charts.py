@@ -63,9 +63,9 @@ def forecast_sentence(forecast: state.PoolForecast, now: datetime) -> str:
 
 def _fmt_tokens(value: float) -> str:
     if value >= 1_000_000:
-        return f"{value / 1_000_000:.1f}M"
+        return f"{value / 1_000_000:.3g}M"
     if value >= 1_000:
-        return f"{value / 1_000:.0f}k"
+        return f"{value / 1_000:.3g}k"
     return f"{value:.0f}"
 
 

@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 
 from simulator import Fault, SimAccount, SimulatedAnthropic
 
-from .models import Account, ConsumerKey, Membership, Pool, QuotaWindow, Team
+from .models import Account, ConsumerKey, Membership, Pool, QuotaPoint, QuotaWindow, Team
 from .providers.anthropic import UsageWindow
 from .services import keys, levers, onboarding, reports
 from .services.checkout import checkout_create
@@ -86,18 +86,20 @@ def demo_build(sim: SimulatedAnthropic) -> Demo:
     _, api_token = keys.api_token_create(user=lead, name="demo")
     key, consumer_key = keys.consumer_key_create(pool=pool, name="demo tool", created_by=lead)
 
-    _onboard(pool, sim, "healthy")
+    sims: dict[str, SimAccount] = {}  # the accounts that can serve, for the hour of traffic
+    _, sims["healthy"] = _onboard(pool, sim, "healthy")
     # The organisation forbids OAuth: the onboarding's first quota check answers 403.
     _onboard(pool, sim, "org policy", policy_blocked=True)
     full = {"five_hour": _window(100.0, 2), "seven_day": _window(40.0, 90)}
     _onboard(pool, sim, "quota exhausted", usage=full)
     _onboard(pool, sim, "quota unknown", usage={"five_hour": None, "seven_day": None})
     _, sim_stale = _onboard(pool, sim, "quota stale")
+    sims["quota stale"] = sim_stale
     _, sim_relogin = _onboard(pool, sim, "needs re-login", access_lifetime=EXPIRING)
     _, sim_backoff = _onboard(pool, sim, "refresh backoff", access_lifetime=EXPIRING)
     disabled, _ = _onboard(pool, sim, "disabled")
-    cooling, _ = _onboard(pool, sim, "rate limited")
-    rejected, _ = _onboard(pool, sim, "token rejected")
+    cooling, sims["rate limited"] = _onboard(pool, sim, "rate limited")
+    rejected, sims["token rejected"] = _onboard(pool, sim, "token rejected")
 
     # The provider changes its mind; the cycle finds out (the quota one on its next check).
     sim.revoke(sim_relogin)
@@ -111,7 +113,7 @@ def demo_build(sim: SimulatedAnthropic) -> Demo:
     _check_out_and_report(key, cooling, status=429, retry_after="900")
     _check_out_and_report(key, rejected, status=401)
     laptop, _ = keys.consumer_key_create(pool=pool, name="demo laptop", created_by=lead)
-    _an_hour_of_traffic(pool, [key, laptop], datetime.now(UTC))
+    _an_hour_of_traffic(pool, [key, laptop], sims, datetime.now(UTC))
     return Demo(
         lead=lead.get_username(),
         lead_password=lead_password,
@@ -123,21 +125,26 @@ def demo_build(sim: SimulatedAnthropic) -> Demo:
     )
 
 
-TRAFFIC_BURN = 30.0  # percentage points of the 5-hour window per hour, in the demo's last hour
+TRAFFIC_BURN = 60.0  # percentage points of the 5-hour window per hour, in the demo's last hour
 
 
-def _an_hour_of_traffic(pool: Pool, tools: list[ConsumerKey], now: datetime) -> None:
-    """A simulated hour of relayed traffic on the usable accounts, as the relay would have left
-    it: the 5-hour window observed rising each minute (quota history) and the tokens counted
-    per key, so the pool page shows its usage chart and when the pool runs dry at this pace."""
-    usable = Account.objects.filter(pool=pool, quota_windows__key="five_hour", enabled=True)
-    for account in usable.filter(quota_windows__utilization__lt=100).distinct():
-        window = account.quota_windows.get(key="five_hour")
-        if window.utilization is None:
+def _an_hour_of_traffic(
+    pool: Pool, tools: list[ConsumerKey], sims: dict[str, SimAccount], now: datetime
+) -> None:
+    """A simulated hour of relayed traffic on the accounts that can serve, as the relay would
+    have left it: the 5-hour window observed rising each minute (quota history; the simulator's
+    account agrees, so a later poll does not contradict it) and the tokens counted per key, so
+    the pool page shows its usage chart and when the pool runs dry at this pace."""
+    for label, sim_account in sims.items():
+        account = Account.objects.get(pool=pool, label=label)
+        window = account.quota_windows.filter(key="five_hour").first()
+        if window is None or window.utilization is None:
             continue
         now_used = max(window.utilization, TRAFFIC_BURN)
-        window.utilization = now_used
+        window.utilization = sim_account.five_hour_utilization = now_used
         window.save(update_fields=["utilization"])
+        # The hour replaces what onboarding observed moments ago (a lower value, later in time).
+        QuotaPoint.objects.filter(account=account, window="five_hour").delete()
         for minutes in range(60, -1, -1):
             used = now_used - TRAFFIC_BURN * minutes / 60
             observed = UsageWindow("five_hour", window.label, used, window.resets_at)
