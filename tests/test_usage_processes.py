@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -251,3 +252,21 @@ def max_overlap(sim: SimulatedAnthropic) -> int:
         running += change
         most = max(most, running)
     return most
+
+
+def test_a_relay_killed_outright_keeps_what_it_flushed(pool, alice, sim, cache_url, tmp_path):
+    sim_accounts(pool, sim, 1)
+    _, secret = consumer_key_create(pool=pool, name="ci", created_by=alice)
+    [(url, process, _)] = relay_processes(tmp_path, sim, cache_url, workers=1)
+    body = {"model": MODELS[0], "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"authorization": f"Bearer {secret}"}
+    try:
+        for _ in range(20):
+            answer = httpx.post(f"{url}/relay/anthropic/v1/messages", json=body, headers=headers)
+            assert answer.status_code == 200
+        time.sleep(3)  # past the process's flush interval (1 s here)
+        os.killpg(process.pid, signal.SIGKILL)  # no exit handler runs
+        process.wait()
+    finally:
+        stop(process)
+    assert UsageHour.objects.aggregate(n=Sum("requests"))["n"] == 20
