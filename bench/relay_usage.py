@@ -99,6 +99,51 @@ async def _round(url: str, secret: str, clients: int, seconds: float, stream: bo
     return done
 
 
+def _cost_per_request(stream: bool, n: int = 5000) -> float:
+    """Microseconds of CPU the accounting adds to one request in the relay process: reading
+    the usage as the answer's chunks pass, and summing it in memory (no database)."""
+    import json
+
+    from django.utils import timezone
+
+    from accounts_pool.services.usage import usage_discard, usage_record
+    from accounts_pool.usage_meter import UsageMeter
+
+    usage = {"input_tokens": 1200, "output_tokens": 300, "cache_read_input_tokens": 5000}
+    if stream:
+        events = [("message_start", {"type": "message_start", "message": {"usage": usage}})]
+        delta = {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "word "}}
+        events += [("content_block_delta", delta)] * 40
+        events += [("message_delta", {"type": "message_delta", "usage": {"output_tokens": 300}})]
+        raw = "".join(f"event: {k}\ndata: {json.dumps(d)}\n\n" for k, d in events).encode()
+        chunks = [raw[i : i + 512] for i in range(0, len(raw), 512)]
+        kind = "text/event-stream"
+    else:
+        body = {"content": [{"type": "text", "text": "word " * 300}], "usage": usage}
+        raw = json.dumps(body).encode()
+        chunks = [raw[i : i + 4096] for i in range(0, len(raw), 4096)]
+        kind = "application/json"
+    now = timezone.now()
+    started = time.process_time()
+    for _ in range(n):
+        meter = UsageMeter(kind)
+        for chunk in chunks:
+            meter.feed(chunk)
+        usage_record(
+            pool_id=1,
+            key_id=1,
+            account_id=1,
+            model="claude-sonnet-4-5",
+            tokens=meter.finish(),
+            status=200,
+            duration_ms=10,
+            now=now,
+        )
+    spent = (time.process_time() - started) / n * 1e6
+    usage_discard()
+    return spent
+
+
 def _relay(env: dict[str, str], accounting: bool) -> tuple[str, Any, str]:
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1"]
@@ -131,6 +176,8 @@ def main() -> None:
     with bench_database("relay_usage", {"ANTHROPIC_API_URL": base_url}) as env:
         header(f"relay with and without usage accounting ({machine()})")
         secret = _prepare(tokens)
+        cost = _cost_per_request(args.stream)
+        print(f"accounting's CPU per request in the relay process: {cost:.1f} µs (in-process)")
         with_url, with_process, with_log = _relay(env, accounting=True)
         without_url, without_process, without_log = _relay(env, accounting=False)
         kind = "stream" if args.stream else "JSON"
