@@ -163,6 +163,22 @@ def stacked_bars(
     return _frame(title, desc, body), coloured
 
 
+def downsample(
+    points: Sequence[tuple[datetime, float]], start: datetime, end: datetime, buckets: int = 360
+) -> list[tuple[datetime, float]]:
+    """At most one point per 1/`buckets` of [start, end]: the highest of each bucket (a peak is
+    what a reader looks for), at its own time. A week of minutes becomes a drawable path."""
+    if len(points) <= buckets:
+        return list(points)
+    width = (end - start) / buckets
+    best: dict[int, tuple[datetime, float]] = {}
+    for at, value in points:
+        slot = int((at - start) / width) if width else 0
+        if slot not in best or value > best[slot][1]:
+            best[slot] = (at, value)
+    return [best[slot] for slot in sorted(best)]
+
+
 @dataclass(frozen=True)
 class Line:
     name: str
@@ -182,7 +198,7 @@ def utilization_lines(
     """Window utilization (0-100%) over time, one line per window, resets as dashed marks."""
     dashes = ("", "6 3", "2 2")
     drawn = [
-        Line(name, pts, PALETTE[i % len(PALETTE)], dashes[i % len(dashes)])
+        Line(name, downsample(pts, start, end), PALETTE[i % len(PALETTE)], dashes[i % len(dashes)])
         for i, (name, pts) in enumerate(lines)
     ]
     inner_w, inner_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM

@@ -13,6 +13,7 @@ from . import metrics
 from .services.checkout import checkouts_prune
 from .services.cycle import dispatch_quota_checks, dispatch_tick_run, dispatch_token_refresh
 from .services.events import events_prune
+from .services.limits import limit_events_prune
 from .services.quota import account_check_quota
 from .services.quota_history import quota_points_prune
 from .services.refresh import account_refresh
@@ -72,4 +73,5 @@ def prune_events() -> int:
         events_prune(now=now, older_than=events)
         + checkouts_prune(now=now, older_than=checkouts)
         + quota_points_prune(now=now, older_than=points)
+        + limit_events_prune(now=now, older_than=events)
     )

@@ -64,11 +64,12 @@ def usage_rows(
 def quota_points(
     account: Account, *, window: str | None, since: datetime, limit: int = 50_000
 ) -> list[QuotaPoint]:
-    """The account's window observations since `since`, oldest first."""
+    """The account's window observations since `since`, oldest first (the newest `limit` of
+    them when there are more)."""
     points = QuotaPoint.objects.filter(account=account, observed_at__gte=since)
     if window:
         points = points.filter(window=window)
-    return list(points.order_by("observed_at", "window")[:limit])
+    return list(reversed(points.order_by("-observed_at", "-window")[:limit]))
 
 
 def _observations(

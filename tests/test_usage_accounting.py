@@ -11,6 +11,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from accounts_pool import usage_selectors
 from accounts_pool.models import QuotaPoint, UsageHour
 from accounts_pool.providers.anthropic import UsageWindow
 from accounts_pool.services import usage as usage_service
@@ -271,3 +272,15 @@ def test_metrics_carry_the_pools_runs_dry_gauge(client, settings, pool):
     line = next(x for x in text.splitlines() if x.startswith("accounts_pool_pool_runs_dry"))
     seconds = float(line.split()[-1])
     assert 2.4 * 3600 < seconds < 2.6 * 3600
+
+
+def test_past_its_limit_quota_history_keeps_the_newest_points(pool):
+    account = usable(pool, "one")
+    now = timezone.now()
+    for minutes in (30, 20, 10):
+        window = UsageWindow("five_hour", "5-hour", float(minutes), None)
+        quota_points_record(account.pk, [window], now - timedelta(minutes=minutes), "poll")
+    points = usage_selectors.quota_points(
+        account, window=None, since=now - timedelta(hours=1), limit=2
+    )
+    assert [p.utilization for p in points] == [20.0, 10.0]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from accounts_pool import state
+from accounts_pool import charts, state
 from accounts_pool.state import ForecastBasis, QuotaObservation
 from accounts_pool.usage_meter import Tokens, UsageMeter
 
@@ -210,3 +210,12 @@ def test_tokens_per_5h(used, limit, retry_after):
 
 def test_a_minute_limit_waits_for_the_next_minute():
     assert state.minute_retry_after(NOW + timedelta(seconds=45)) == 15
+
+
+def test_a_week_of_minutes_is_drawn_from_at_most_360_points_keeping_each_peak():
+    start = NOW - timedelta(days=7)
+    points = [(start + i * MIN, float(i % 97)) for i in range(7 * 1440)]
+    drawn = charts.downsample(points, start, NOW)
+    assert len(drawn) <= 361
+    assert max(v for _, v in drawn) == 96.0
+    assert drawn == sorted(drawn)  # still in time order

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.core.cache import cache
 
@@ -171,3 +171,8 @@ def consumer_key_set_limits(*, key: ConsumerKey, limits: state.KeyLimits) -> Con
         ]
     )
     return key
+
+
+def limit_events_prune(*, now: datetime, older_than: timedelta) -> int:
+    deleted, _ = KeyLimitEvent.objects.filter(at__lt=now - older_than).delete()
+    return deleted
