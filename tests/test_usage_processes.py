@@ -270,3 +270,34 @@ def test_a_relay_killed_outright_keeps_what_it_flushed(pool, alice, sim, cache_u
     finally:
         stop(process)
     assert UsageHour.objects.aggregate(n=Sum("requests"))["n"] == 20
+
+
+def test_tokens_and_model_limits_hold_across_two_relay_processes(
+    pool, alice, sim, cache_url, tmp_path
+):
+    sim_accounts(pool, sim, 1)
+    key, secret = consumer_key_create(pool=pool, name="ci", created_by=alice)
+    limits = KeyLimits(tokens_per_5h=40, model_families=("sonnet",))
+    consumer_key_set_limits(key=key, limits=limits)
+    relays = relay_processes(tmp_path, sim, cache_url, workers=1, processes=2)
+    urls = [url for url, _, _ in relays]
+    body = {"model": MODELS[0], "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"authorization": f"Bearer {secret}"}
+    try:
+        opus = {**body, "model": "claude-opus-4-5"}
+        refused = httpx.post(f"{urls[0]}/relay/anthropic/v1/messages", json=opus, headers=headers)
+        assert refused.status_code == 429
+        used: list[int] = []  # tokens of each answer let through
+        for i in range(6):  # alternating processes: each counts what the other let through
+            answer = httpx.post(
+                f"{urls[i % 2]}/relay/anthropic/v1/messages", json=body, headers=headers
+            )
+            if answer.status_code != 200:
+                break
+            used.append(sum(answer.json()["usage"].values()))
+        assert answer.status_code == 429
+        assert sum(used) >= 40 > sum(used[:-1])  # let in while under, refused once over
+        assert int(answer.headers["retry-after"]) > 3600
+    finally:
+        for _, process, _ in relays:
+            stop(process)
