@@ -362,3 +362,7 @@ class AccountEventAdmin(admin.ModelAdmin[AccountEvent]):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# Registered from their own module (one subject each).
+from . import notifyadmin  # noqa: E402, F401

@@ -108,6 +108,11 @@ class Pool(models.Model):
         default=True,
         help_text="Exclude accounts whose quota is unknown (otherwise they are only degraded).",
     )
+    minimum_usable = models.PositiveIntegerField(
+        default=0,
+        help_text="Notify the team's channels when fewer accounts than this are usable (0: "
+        "only when none is).",
+    )
     created_at = models.DateTimeField(auto_now_add=True, help_text="When the pool was created.")
 
     class Meta:
@@ -752,3 +757,28 @@ class KeyLimitEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.limit}"
+
+
+# Notification channels and their delivery log live in their own module (one subject each).
+from .notifymodels import Channel, Delivery, DeliveryAttempt, NotificationSubject  # noqa: E402
+
+__all__ = [
+    "Account",
+    "AccountEvent",
+    "ApiToken",
+    "Channel",
+    "Checkout",
+    "ConsumerKey",
+    "Delivery",
+    "DeliveryAttempt",
+    "KeyLimitEvent",
+    "Membership",
+    "NotificationSubject",
+    "OAuthLogin",
+    "Pool",
+    "PoolInvite",
+    "QuotaPoint",
+    "QuotaWindow",
+    "Team",
+    "UsageHour",
+]

@@ -177,6 +177,58 @@ def team_overview(team: Team, *, now: datetime) -> list[tuple[Pool, list[Account
     return [(pool, by_pool[pool.pk]) for pool in pools]
 
 
+# What state_snapshot reads, and what a notification names: nothing else is loaded when the
+# notification tick reads every account of a team each minute (bench/notify.py).
+VERDICT_FIELDS = (
+    "pool_id",
+    "label",
+    "priority",
+    "kind",
+    "enabled",
+    "disabled_reason",
+    "disabled_at",
+    "access_expires_at",
+    "refresh_token_fingerprint",
+    "relogin_required_for",
+    "refresh_backoff_until",
+    "refresh_error_kind",
+    "refresh_error_status",
+    "refresh_error_message",
+    "refresh_error_at",
+    "quota_checked_at",
+    "windows_observed_at",
+    "quota_backoff_until",
+    "quota_error_message",
+    "policy_status",
+    "policy_message",
+    "policy_since",
+    "policy_checked_at",
+    "cooldown_until",
+    "cooldown_reason",
+)
+
+
+def team_verdicts(team: Team, *, now: datetime) -> list[tuple[Pool, list[AccountWithVerdict]]]:
+    """team_overview's answer, cheaper: only the verdict's columns, and windows read as the
+    rules' plain values rather than model rows (three queries, however many accounts)."""
+    pools = {pool.pk: pool for pool in Pool.objects.filter(team=team).select_related("team")}
+    windows: dict[int, list[state.Window]] = {}
+    for account_id, *values in QuotaWindow.objects.filter(account__pool__team=team).values_list(
+        "account_id", *WINDOW_STATE_FIELDS
+    ):
+        windows.setdefault(account_id, []).append(
+            state.Window(**dict(zip(WINDOW_STATE_FIELDS, values, strict=True)))
+        )
+    by_pool: dict[int, list[AccountWithVerdict]] = {pk: [] for pk in pools}
+    accounts = Account.objects.filter(pool__team=team).only(*VERDICT_FIELDS)
+    for account in accounts.order_by("pool_id", "priority", "label", "pk"):
+        account.pool = pools[account.pool_id]
+        snapshot = account.state_snapshot(windows=windows.get(account.pk, []))
+        verdict = state.eligibility(snapshot, account.pool.policy, now)
+        by_pool[account.pool_id].append(AccountWithVerdict(account, verdict))
+    return [(pool, by_pool[pool.pk]) for pool in sorted(pools.values(), key=lambda p: p.name)]
+
+
 STATUS_ORDER = {state.Status.EXCLUDED: 0, state.Status.DEGRADED: 1, state.Status.USABLE: 2}
 
 

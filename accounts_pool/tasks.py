@@ -14,6 +14,13 @@ from .services.checkout import checkouts_prune
 from .services.cycle import dispatch_quota_checks, dispatch_tick_run, dispatch_token_refresh
 from .services.events import events_prune
 from .services.limits import limit_events_prune
+from .services.notifications import (
+    deliveries_due,
+    deliveries_prune,
+    delivery_attempt,
+    digests_queue,
+    notifications_evaluate,
+)
 from .services.quota import account_check_quota
 from .services.quota_history import quota_points_prune
 from .services.refresh import account_refresh
@@ -64,7 +71,8 @@ def dispatch_quota_checks_task(budget: int | None = None) -> int:
 
 @shared_task(name="accounts_pool.prune_events")
 def prune_events() -> int:
-    """Daily: account history, checkouts and quota history past their retention."""
+    """Daily: account history, key limit refusals and finished deliveries past the history's
+    retention, checkouts past theirs, and quota history past its own."""
     now = timezone.now()
     events = timedelta(days=settings.ACCOUNTS_POOL_EVENT_RETENTION_DAYS)
     checkouts = timedelta(days=settings.ACCOUNTS_POOL_CHECKOUT_RETENTION_DAYS)
@@ -72,6 +80,28 @@ def prune_events() -> int:
     return (
         events_prune(now=now, older_than=events)
         + checkouts_prune(now=now, older_than=checkouts)
+        + deliveries_prune(now=now, older_than=events)
         + quota_points_prune(now=now, older_than=points)
         + limit_events_prune(now=now, older_than=events)
     )
+
+
+@shared_task(name="accounts_pool.deliver_notification")
+def deliver_notification(delivery_id: str) -> str:
+    return delivery_attempt(delivery_id=delivery_id).value
+
+
+@shared_task(name="accounts_pool.notify_tick")
+def notify_tick() -> int:
+    """Beat's tick for notifications: queue the retries that are due, then turn this tick's
+    changes of condition into messages (queued as they commit)."""
+    with metrics.CYCLE_SECONDS.labels("notify_tick").time():
+        for delivery_id in deliveries_due(now=timezone.now()):
+            deliver_notification.delay(str(delivery_id))
+        return notifications_evaluate(enqueue=deliver_notification.delay)
+
+
+@shared_task(name="accounts_pool.notify_digest")
+def notify_digest() -> int:
+    """Daily: the summary email of every channel that asked for one."""
+    return digests_queue(enqueue=deliver_notification.delay)

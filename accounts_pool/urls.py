@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import actions, limits, onboarding, ops, pages
+from .views import actions, limits, notifications, onboarding, ops, pages
 
 urlpatterns = [
     path("livez", ops.livez, name="livez"),
@@ -8,6 +8,27 @@ urlpatterns = [
     path("metrics", ops.metrics_view, name="metrics"),
     path("", pages.home, name="home"),
     path("teams/<slug:team>/", pages.team_pools, name="team"),
+    path("teams/<slug:team>/notifications/", notifications.channels, name="channels"),
+    path(
+        "teams/<slug:team>/notifications/<int:channel_id>/",
+        notifications.channel_detail,
+        name="channel",
+    ),
+    path(
+        "teams/<slug:team>/notifications/<int:channel_id>/test/",
+        notifications.channel_test,
+        name="channel_test",
+    ),
+    path(
+        "teams/<slug:team>/notifications/<int:channel_id>/delete/",
+        notifications.channel_delete,
+        name="channel_delete",
+    ),
+    path(
+        "teams/<slug:team>/notifications/pools/<slug:pool>/minimum/",
+        notifications.pool_minimum,
+        name="pool_minimum",
+    ),
     path("pools/<slug:pool>/", pages.pool_detail, name="pool"),
     path("pools/<slug:pool>/rows/", pages.pool_rows, name="pool_rows"),
     path("pools/<slug:pool>/add/", onboarding.add_account, name="add_account"),

@@ -27,8 +27,8 @@ def recycle_database_connections(sender: object = None, **_: object) -> None:
 
 @signals.beat_init.connect
 def apply_beat_interval(sender: object = None, **_: object) -> None:
-    """When ACCOUNTS_POOL_BEAT_SECONDS is set, beat runs both dispatchers every that many seconds;
-    unset, the database's schedule (the admin's) is left as it is."""
+    """When ACCOUNTS_POOL_BEAT_SECONDS is set, beat runs both dispatchers and the notification
+    tick every that many seconds; unset, the database's schedule (the admin's) is left as it is."""
     if settings.ACCOUNTS_POOL_BEAT_SECONDS is not None:
         beat_interval_set(seconds=settings.ACCOUNTS_POOL_BEAT_SECONDS)
 
@@ -40,9 +40,13 @@ def beat_interval_set(*, seconds: int) -> int:
     entries may use it); bulk updates send no signal, hence `update_changed()`."""
     from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 
-    from accounts_pool.tasks import dispatch_quota_checks_task, dispatch_token_refresh_task
+    from accounts_pool.tasks import (
+        dispatch_quota_checks_task,
+        dispatch_token_refresh_task,
+        notify_tick,
+    )
 
-    names = [dispatch_token_refresh_task.name, dispatch_quota_checks_task.name]
+    names = [dispatch_token_refresh_task.name, dispatch_quota_checks_task.name, notify_tick.name]
     with transaction.atomic():
         every, _ = IntervalSchedule.objects.get_or_create(
             every=seconds, period=IntervalSchedule.SECONDS

@@ -234,6 +234,31 @@ ACCOUNTS_POOL_EVENT_RETENTION_DAYS = env.int("ACCOUNTS_POOL_EVENT_RETENTION_DAYS
 # Every checkout writes a row; reports and sessions only ever need recent ones.
 ACCOUNTS_POOL_CHECKOUT_RETENTION_DAYS = env.int("ACCOUNTS_POOL_CHECKOUT_RETENTION_DAYS", default=7)
 
+# --- Notifications (README "Notifications") -------------------------------------------------
+# Links in messages point here (the address people open the pages at).
+ACCOUNTS_POOL_SITE_URL = env.str("ACCOUNTS_POOL_SITE_URL", default="http://localhost:8000")
+# Webhook and Slack targets resolving to loopback, private or link-local addresses are refused
+# unless this is set (single-machine installs and the tests set it).
+ACCOUNTS_POOL_NOTIFY_ALLOW_PRIVATE_TARGETS = env.bool(
+    "ACCOUNTS_POOL_NOTIFY_ALLOW_PRIVATE_TARGETS", default=False
+)
+# A failed delivery waits this long, doubling per failure (at most 2 h), for up to 24 h.
+ACCOUNTS_POOL_NOTIFY_RETRY_BASE_SECONDS = env.float(
+    "ACCOUNTS_POOL_NOTIFY_RETRY_BASE_SECONDS", default=30.0
+)
+ACCOUNTS_POOL_NOTIFY_TIMEOUT = env.float("ACCOUNTS_POOL_NOTIFY_TIMEOUT", default=10.0)
+# Email channels: EMAIL_URL such as smtp+tls://USER:PASSWORD@HOST:587 (default: printed to the
+# console, for development).
+vars().update(
+    {
+        name: value
+        for name, value in env.email_url("EMAIL_URL", default="consolemail://").items()
+        if value is not None
+    }
+)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="accounts-pool@localhost")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+
 # --- Celery --------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
 if CELERY_BROKER_URL.startswith("filesystem://"):

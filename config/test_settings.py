@@ -16,6 +16,9 @@ os.environ.setdefault("ANTHROPIC_PROFILE_URL", "https://api.anthropic.test/api/o
 os.environ.setdefault("ANTHROPIC_AUTHORIZE_URL", "https://claude.anthropic.test/oauth/authorize")
 os.environ.setdefault("ANTHROPIC_API_URL", "https://api.anthropic.test")
 os.environ.setdefault("ANTHROPIC_HTTP_TIMEOUT", "5")
+# Webhook receivers in the tests listen on loopback; the refusal tests turn this off.
+os.environ.setdefault("ACCOUNTS_POOL_NOTIFY_ALLOW_PRIVATE_TARGETS", "true")
+os.environ.setdefault("ACCOUNTS_POOL_NOTIFY_TIMEOUT", "5")
 
 from .settings import *  # noqa: F403
 

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from accounts_pool.api.main import api
+from accounts_pool.services.channels import channel_create
 from accounts_pool.services.checkout import checkout_create
 from accounts_pool.services.keys import api_token_create, consumer_key_create
 from accounts_pool.services.onboarding import account_create_api_key
@@ -120,6 +121,14 @@ def world(alice, pool, provider):
     account_create_api_key(pool=pool, label="Spare", api_key="sk-ant-api03-spare", actor="test")
     key, key_secret = consumer_key_create(pool=pool, name="Runner", created_by=alice)
     checkout = checkout_create(key=key).checkout
+    channel, _ = channel_create(
+        team=pool.team,
+        name="Ops",
+        channel_type="email",
+        target="ops@acme.test",
+        kinds=["pool_dry"],
+        created_by=alice,
+    )
     return {
         "lead": api_token_create(user=alice, name="fuzz")[1],
         "key": key_secret,
@@ -130,6 +139,7 @@ def world(alice, pool, provider):
             "key_id": str(key.pk),
             "checkout_id": str(checkout.pk),
             "action": "clear-backoff",
+            "channel_id": str(channel.pk),
         },
     }
 

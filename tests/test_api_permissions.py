@@ -22,13 +22,16 @@ from django.utils import timezone
 from accounts_pool.models import (
     Account,
     AccountEvent,
+    Channel,
     Checkout,
     ConsumerKey,
+    Delivery,
     Membership,
     OAuthLogin,
     Pool,
     Team,
 )
+from accounts_pool.services.channels import channel_create
 from accounts_pool.services.checkout import checkout_create
 from accounts_pool.services.keys import api_token_create, consumer_key_create
 from accounts_pool.services.onboarding import account_create_api_key, oauth_login_start
@@ -88,6 +91,18 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, tuple[int, ...]]] = [
     ("POST", "/pools/{pool}/checkout", {},                 (401, 404, 403, 403, 404, 404, 200)),
     ("POST", "/checkouts/{checkout}/report", {"status": 200},
                                                            (401, 403, 403, 403, 403, 404, 200)),
+    ("GET", "/teams/{team}/channels", None,                (401, 404, 403, 200, 404, 403, 403)),
+    ("POST", "/teams/{team}/channels",
+     {"name": "Mail", "type": "email", "target": "ops@acme.test", "kinds": ["pool_dry"]},
+                                                           (401, 404, 403, 201, 404, 403, 403)),
+    ("PATCH", "/teams/{team}/channels/{channel}", {"kinds": ["pool_low"]},
+                                                           (401, 404, 403, 200, 404, 403, 403)),
+    ("DELETE", "/teams/{team}/channels/{doomed_channel}", None,
+                                                           (401, 404, 403, 204, 404, 403, 403)),
+    ("GET", "/teams/{team}/channels/{channel}/deliveries", None,
+                                                           (401, 404, 403, 200, 404, 403, 403)),
+    ("POST", "/teams/{team}/channels/{channel}/test", None,
+                                                           (401, 404, 403, 200, 404, 403, 403)),
 ]
 # fmt: on
 
@@ -127,6 +142,22 @@ def world(team, alice, bob, pool, provider):
     _, other_secret = consumer_key_create(pool=other_pool, name="Their tool", created_by=olga)
     checkout = checkout_create(key=own_key).checkout
     login = oauth_login_start(pool=pool, user=alice)
+    channel, _ = channel_create(
+        team=team,
+        name="Ops mail",
+        channel_type="email",
+        target="ops@acme.test",
+        kinds=["pool_dry"],
+        created_by=alice,
+    )
+    doomed_channel, _ = channel_create(
+        team=team,
+        name="Old mail",
+        channel_type="email",
+        target="old@acme.test",
+        kinds=["pool_dry"],
+        created_by=alice,
+    )
     secrets = {
         "nobody": None,
         "outsider": api_token_create(user=oscar, name="t")[1],
@@ -145,6 +176,8 @@ def world(team, alice, bob, pool, provider):
             "own_key": own_key.pk,
             "doomed_key": doomed.pk,
             "checkout": checkout.pk,
+            "channel": channel.pk,
+            "doomed_channel": doomed_channel.pk,
             "session": login.session,
             "state": parse_qs(urlsplit(login.authorize_url).query)["state"][0],
         },
@@ -157,6 +190,7 @@ def world(team, alice, bob, pool, provider):
             api_account.label,
             own_key.name,
             doomed.name,
+            channel.name,
             "alice",
             "bob",
         ],
@@ -185,7 +219,18 @@ def call(world, method, path, body=None, caller="lead"):
 
 
 def row_counts() -> dict[str, int]:
-    models = (Team, Membership, Pool, Account, ConsumerKey, Checkout, AccountEvent, OAuthLogin)
+    models = (
+        Team,
+        Membership,
+        Pool,
+        Account,
+        ConsumerKey,
+        Checkout,
+        AccountEvent,
+        OAuthLogin,
+        Channel,
+        Delivery,
+    )
     counts = {model.__name__: model.objects.count() for model in models}
     counts["live keys"] = ConsumerKey.objects.filter(revoked_at__isnull=True).count()
     counts["completed logins"] = OAuthLogin.objects.filter(completed_at__isnull=False).count()

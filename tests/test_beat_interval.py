@@ -11,7 +11,11 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTa
 from config.celery import apply_beat_interval, beat_interval_set
 
 pytestmark = pytest.mark.django_db
-DISPATCHERS = {"accounts_pool.dispatch_token_refresh", "accounts_pool.dispatch_quota_checks"}
+DISPATCHERS = {
+    "accounts_pool.dispatch_token_refresh",
+    "accounts_pool.dispatch_quota_checks",
+    "accounts_pool.notify_tick",
+}
 
 
 def _schedules() -> dict[str, timedelta]:
@@ -38,6 +42,6 @@ def test_it_points_both_dispatchers_at_the_configured_seconds_and_tells_beat(set
 def test_it_leaves_the_daily_prune_and_the_shared_one_minute_row_alone():
     prune = PeriodicTask.objects.get(task="accounts_pool.prune_events")
     minute = IntervalSchedule.objects.get(every=1, period=IntervalSchedule.MINUTES)
-    assert beat_interval_set(seconds=5) == 2
+    assert beat_interval_set(seconds=5) == 3
     assert PeriodicTask.objects.get(pk=prune.pk).crontab_id == prune.crontab_id
     assert IntervalSchedule.objects.get(pk=minute.pk).every == 1  # other entries may use it

@@ -110,6 +110,8 @@ def test_beat_entries_are_in_the_database(db):
         "accounts_pool.dispatch_token_refresh": True,
         "accounts_pool.dispatch_quota_checks": True,
         "accounts_pool.prune_events": True,
+        "accounts_pool.notify_tick": True,
+        "accounts_pool.notify_digest": True,
     }
     prune = PeriodicTask.objects.get(task="accounts_pool.prune_events")
     assert prune.crontab is not None

@@ -18,7 +18,7 @@ from ..jsoninput import UnreadableJson, json_loads
 from ..services.checkout import NoUsableAccount
 from ..services.errors import ServiceError
 from ..services.limits import KeyLimitExceeded
-from . import accounts, pools, teams, tools, usage
+from . import accounts, channels, pools, teams, tools, usage
 from .auth import AUTH
 
 logger = logging.getLogger("accounts_pool.api")
@@ -141,4 +141,5 @@ api.add_router("", tools.router)
 api.add_router("", teams.router)
 api.add_router("", pools.router)
 api.add_router("", accounts.router)
+api.add_router("", channels.router)
 api.add_router("", usage.router)

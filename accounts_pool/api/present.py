@@ -168,6 +168,7 @@ def pool_detail(
         "policy_recheck_seconds": int(pool.policy_recheck_interval.total_seconds()),
         "min_remaining_percent": pool.min_remaining_percent,
         "fail_closed_on_unknown_quota": pool.fail_closed_on_unknown_quota,
+        "minimum_usable": pool.minimum_usable,
         "counts": selectors.status_counts(rows),
         "next_change_at": selectors.next_change(rows),
         "accounts": [account_summary(row) for row in rows],

@@ -94,6 +94,9 @@ class PoolPolicyIn(In):
     policy_recheck_seconds: int | None = Field(None, ge=60, le=7 * 86400)
     min_remaining_percent: float | None = Field(None, ge=0, le=100)
     fail_closed_on_unknown_quota: bool | None = None
+    minimum_usable: int | None = Field(
+        None, ge=0, le=100000, description="Notify when fewer accounts are usable (0: off)."
+    )
 
 
 class PoolIn(PoolPolicyIn):
@@ -189,6 +192,7 @@ class PoolOut(Out):
     policy_recheck_seconds: int
     min_remaining_percent: float
     fail_closed_on_unknown_quota: bool
+    minimum_usable: int
     counts: StatusCounts
     next_change_at: datetime | None
     accounts: list[AccountSummaryOut]
@@ -436,3 +440,74 @@ class ReportOut(Out):
     cooldown_until: datetime | None
     queued: list[str]
     windows_updated: list[str]
+
+
+# --- Notification channels ------------------------------------------------------------------------
+
+ChannelType = Literal["webhook", "slack", "email"]
+NotificationKind = Literal[
+    "needs_relogin", "policy_blocked", "refresh_backoff", "pool_low", "pool_dry"
+]
+
+
+class ChannelIn(In):
+    name: str = Label
+    type: ChannelType
+    target: str = Field(
+        min_length=1,
+        max_length=2000,
+        description="The webhook or Slack incoming-webhook URL, or comma-separated emails.",
+    )
+    kinds: list[NotificationKind] = Field(min_length=1, max_length=10)
+    daily_digest: bool = Field(False, description="Email only: a daily summary too.")
+
+
+class ChannelPatch(In):
+    name: str | None = Field(None, min_length=1, max_length=100)
+    target: str | None = Field(None, min_length=1, max_length=2000)
+    kinds: list[NotificationKind] | None = Field(None, max_length=10)
+    enabled: bool | None = None
+    daily_digest: bool | None = None
+
+
+class ChannelOut(Out):
+    id: int
+    name: str
+    type: str
+    target: str = Field(description="Masked: a URL's host only, emails' domains.")
+    kinds: list[str]
+    enabled: bool
+    daily_digest: bool
+    created_at: datetime
+    signing_secret: str | None = Field(
+        None, description="Webhook channels: the HMAC key, in the creation answer only."
+    )
+
+
+class DeliveryLogOut(Out):
+    at: datetime
+    delivery_id: UUID
+    kind: str
+    state: str
+    attempt: int
+    status_code: int | None
+    ok: bool
+    error: str
+
+
+class DeliveryLogFilters(In):
+    page: int = Field(1, ge=1, le=100_000)
+    page_size: int = Field(50, ge=1, le=200)
+
+
+class DeliveryLogPage(Out):
+    items: list[DeliveryLogOut]
+    count: int
+    page: int
+    page_size: int
+
+
+class ChannelTestOut(Out):
+    outcome: str
+    status_code: int | None
+    error: str
