@@ -119,7 +119,12 @@ def account_for(
 ) -> tuple[Account, str]:
     """The account and the caller's role in its pool's team."""
     users_only(principal)
-    account = Account.objects.select_related("pool", "pool__team").filter(pk=account_id).first()
+    account = (
+        Account.objects.select_related("pool", "pool__team")
+        .defer(*Account.SECRET_FIELDS)  # never shown; one that does not decrypt must not fail
+        .filter(pk=account_id)
+        .first()
+    )
     if account is None:
         raise NotFound("Account")
     return account, _require(principal, account.pool.team, lead=lead, what="Account")

@@ -121,7 +121,9 @@ MACHINE_FIELDS = (
     "access_expires_at",
     "last_refreshed_at",
     "credential_version",
+    "credential_unreadable_at",
     "refresh_claimed_until",
+    "refresh_sent_at",
     "refresh_failures",
     "refresh_backoff_until",
     "refresh_error_kind",
@@ -195,7 +197,9 @@ class AccountAdmin(admin.ModelAdmin[Account]):
                     "refresh_error_at",
                     "needs_relogin",
                     "credential_version",
+                    "credential_unreadable_at",
                     "refresh_claimed_until",
+                    "refresh_sent_at",
                 )
             },
         ),
@@ -353,6 +357,12 @@ class AccountEventAdmin(admin.ModelAdmin[AccountEvent]):
     search_fields = ("account__label", "message", "actor")
     list_select_related = ("account",)
     date_hierarchy = "at"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AccountEvent]:
+        # The account's name only: its secrets are never shown, and one that does not decrypt
+        # must not fail the history.
+        secrets = (f"account__{name}" for name in Account.SECRET_FIELDS)
+        return super().get_queryset(request).defer(*secrets)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -5,6 +5,7 @@ secrets apart without revealing either."""
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import hmac
 from functools import lru_cache
@@ -24,6 +25,11 @@ class SecretDecryptionError(RuntimeError):
 
 @lru_cache(maxsize=4)
 def _multifernet(keys: tuple[str, ...]) -> MultiFernet:
+    return MultiFernet(list(_fernets(keys)))
+
+
+@lru_cache(maxsize=4)
+def _fernets(keys: tuple[str, ...]) -> tuple[Fernet, ...]:
     if not keys:
         raise ImproperlyConfigured(
             f"Set {KEYS_SETTING} to one or more comma-separated Fernet keys; make one with: "
@@ -39,11 +45,34 @@ def _multifernet(keys: tuple[str, ...]) -> MultiFernet:
                 f"{KEYS_SETTING}: key #{position} is not a valid Fernet key "
                 "(32 url-safe base64-encoded bytes)."
             ) from None
-    return MultiFernet(fernets)
+    return tuple(fernets)
+
+
+def _configured() -> tuple[str, ...]:
+    return tuple(k for k in settings.ACCOUNTS_POOL_ENCRYPTION_KEYS if k.strip())
 
 
 def load_keys() -> MultiFernet:
-    return _multifernet(tuple(k for k in settings.ACCOUNTS_POOL_ENCRYPTION_KEYS if k.strip()))
+    return _multifernet(_configured())
+
+
+class KeyCheck(enum.Enum):
+    """Which configured key a stored secret is under."""
+
+    FIRST = "first"  # the key that encrypts: nothing to do
+    OLDER = "older"  # a key kept for reading: re-encrypt it under the first
+    NONE = "none"  # no configured key reads it
+
+
+def key_check(ciphertext: str) -> KeyCheck:
+    fernets = _fernets(_configured())
+    for position, fernet in enumerate(fernets):
+        try:
+            fernet.decrypt(ciphertext.encode())
+        except InvalidToken:
+            continue
+        return KeyCheck.FIRST if position == 0 else KeyCheck.OLDER
+    return KeyCheck.NONE
 
 
 def encrypt(plaintext: str) -> str:
@@ -73,7 +102,7 @@ def _fingerprint_keys(keys: tuple[str, ...]) -> tuple[bytes, ...]:
 
 
 def _configured_fingerprint_keys() -> tuple[bytes, ...]:
-    return _fingerprint_keys(tuple(k for k in settings.ACCOUNTS_POOL_ENCRYPTION_KEYS if k.strip()))
+    return _fingerprint_keys(_configured())
 
 
 def _hmac(key: bytes, secret: str) -> str:

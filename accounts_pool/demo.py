@@ -5,11 +5,16 @@ the simulated provider. Never against the real provider: `simulator` is the only
 from __future__ import annotations
 
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
+from cryptography.fernet import Fernet
 from django.contrib.auth.models import User
+from django.db.models import TextField, Value
+from django.utils import timezone
 
 from simulator import Fault, SimAccount, SimulatedAnthropic
 
@@ -19,6 +24,7 @@ from .services import keys, levers, onboarding, reports
 from .services.checkout import checkout_create
 from .services.cycle import cycle_run
 from .services.quota_history import quota_points_record
+from .services.reencrypt import secrets_verify
 from .services.usage import usage_flush, usage_record
 from .usage_meter import Tokens
 
@@ -88,6 +94,7 @@ def demo_build(sim: SimulatedAnthropic) -> Demo:
 
     sims: dict[str, SimAccount] = {}  # the accounts that can serve, for the hour of traffic
     _, sims["healthy"] = _onboard(pool, sim, "healthy")
+    _, sims["relay spare"] = _onboard(pool, sim, "relay spare")  # the relay fails over to it
     # The organisation forbids OAuth: the onboarding's first quota check answers 403.
     _onboard(pool, sim, "org policy", policy_blocked=True)
     full = {"five_hour": _window(100.0, 2), "seven_day": _window(40.0, 90)}
@@ -100,12 +107,15 @@ def demo_build(sim: SimulatedAnthropic) -> Demo:
     disabled, _ = _onboard(pool, sim, "disabled")
     cooling, sims["rate limited"] = _onboard(pool, sim, "rate limited")
     rejected, sims["token rejected"] = _onboard(pool, sim, "token rejected")
+    stranded, _ = _onboard(pool, sim, "unreadable")
+    _strand(stranded)
 
     # The provider changes its mind; the cycle finds out (the quota one on its next check).
     sim.revoke(sim_relogin)
     sim.inject("token", Fault.html(403), account=sim_backoff)
     sim.inject("usage", Fault.status(503), account=sim_stale)
     list(cycle_run(pool=pool))
+    secrets_verify(now=timezone.now())  # the daily check finds the stranded account
     # A lead pulls a lever; a tool reports what the provider answered it.
     levers.account_disable(account=disabled, reason="left the team", actor="demo-lead")
     levers.account_update(account=cooling, priority=1, actor="demo-lead")
@@ -165,6 +175,18 @@ def _an_hour_of_traffic(
     usage_flush()
 
 
+def _strand(account: Account) -> None:
+    """Its secrets re-written under a key nobody configured: a key rotation finished without
+    `manage.py reencrypt`."""
+    lost = Fernet(Fernet.generate_key())
+    Account.objects.filter(pk=account.pk).update(
+        **{
+            name: Value(lost.encrypt(b"stranded").decode(), output_field=TextField())
+            for name in ("access_token", "refresh_token")
+        }
+    )
+
+
 def _check_out_and_report(
     key: ConsumerKey, account: Account, *, status: int, retry_after: str | None = None
 ) -> None:
@@ -172,3 +194,46 @@ def _check_out_and_report(
     if result.account.pk != account.pk:
         raise RuntimeError(f"the demo's checkout picked {result.account} instead of {account}")
     reports.report_record(checkout=result.checkout, key=key, status=status, retry_after=retry_after)
+
+
+RELAY_PROMPT = {
+    "model": "claude-sonnet-4-5",
+    "max_tokens": 64,
+    "messages": [{"role": "user", "content": "Hello from the accounts-pool demo"}],
+}
+
+
+def demo_relay_traffic(
+    sim: SimulatedAnthropic, relay_url: str, consumer_key: str, *, wait: float = 30.0
+) -> list[str]:
+    """Send a tool's requests through the relay process once it answers, so the pages show
+    relayed traffic: a JSON answer, a stream, a token count, and a 429 that fails over to the
+    next account (an event by the demo tool's key, a short cooldown). One line per request."""
+    headers = {
+        "authorization": f"Bearer {consumer_key}",
+        "anthropic-version": "2023-06-01",
+        "x-claude-code-session-id": "demo-session",
+    }
+    messages = f"{relay_url}/v1/messages"
+    deadline = time.monotonic() + wait
+    with httpx.Client(timeout=30) as client:
+        while True:
+            try:
+                client.post(messages)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    return [f"the relay at {relay_url} did not answer within {wait:g} s"]
+                time.sleep(0.25)
+        sim.inject("messages", Fault.api_error(429, retry_after=60), times=1)
+        said = []
+        for path, body in (
+            ("/v1/messages", RELAY_PROMPT),
+            ("/v1/messages", RELAY_PROMPT | {"stream": True}),
+            ("/v1/messages/count_tokens", {k: RELAY_PROMPT[k] for k in ("model", "messages")}),
+        ):
+            answer = client.post(f"{relay_url}{path}", json=body, headers=headers)
+            said.append(
+                f"POST {path}{' (stream)' if 'stream' in body else ''}: {answer.status_code}"
+            )
+        return said

@@ -32,6 +32,11 @@ QUOTA_OUTCOMES = Counter(
     "accounts_pool_quota_checks_total", "Quota checks by outcome.", ["outcome"]
 )
 REPORTS = Counter("accounts_pool_reports_total", "Tool reports by outcome.", ["outcome"])
+PUBLISH_FAILURES = Counter(
+    "accounts_pool_publish_failures_total",
+    "Tasks the broker refused (left to the cycle), by task.",
+    ["task"],
+)
 CHECKOUT_SECONDS = Histogram(
     "accounts_pool_checkout_seconds",
     "Checkout latency in the web app.",

@@ -199,6 +199,13 @@ class Account(models.Model):
     credential_version = models.PositiveIntegerField(
         default=0, help_text="Bumped on every credential change."
     )
+    credential_unreadable_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Since when its stored secrets cannot be decrypted with the configured "
+        "ACCOUNTS_POOL_ENCRYPTION_KEYS (a key dropped before `manage.py reencrypt` ran): "
+        "excluded until the key is back and reencrypt runs, or it is logged in again.",
+    )
     access_from_401 = models.BooleanField(
         default=False,
         help_text="The access token came from a refresh that a 401 asked for (usage endpoint or "
@@ -209,6 +216,13 @@ class Account(models.Model):
         null=True,
         blank=True,
         help_text="A worker holds the single-flight refresh claim until then.",
+    )
+    refresh_sent_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="A refresh request with the current refresh token went out then and no answer "
+        "was stored yet. Set past its claim, the refresh was interrupted (a worker killed "
+        "mid-call): the provider may have rotated the token without the app storing it.",
     )
     refresh_dispatched_until = models.DateTimeField(
         null=True,
@@ -324,6 +338,12 @@ class Account(models.Model):
             ),
             # Onboarding's "does the team already hold this refresh token?" (before any refresh).
             models.Index(fields=["refresh_token_fingerprint"], name="account_refresh_fp_idx"),
+            # /healthz counts these on every probe; there are none in a healthy deployment.
+            models.Index(
+                fields=["credential_unreadable_at"],
+                name="account_unreadable_idx",
+                condition=Q(credential_unreadable_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -367,6 +387,7 @@ class Account(models.Model):
             policy_checked_at=self.policy_checked_at,
             cooldown_until=self.cooldown_until,
             cooldown_reason=self.cooldown_reason,
+            credential_unreadable_since=self.credential_unreadable_at,
             windows=tuple(w if isinstance(w, state.Window) else w.as_state() for w in windows),
         )
 
@@ -453,7 +474,8 @@ class AccountEvent(models.Model):
     operation = models.CharField(
         max_length=20,
         choices=[(o.value, o.value) for o in state.Operation],
-        help_text="Which operation: token_refresh, quota_check, report, onboarding, admin.",
+        help_text="Which operation: token_refresh, quota_check, report, onboarding, admin, "
+        "decryption (a stored secret found unreadable).",
     )
     outcome = models.CharField(max_length=40, help_text="What happened, e.g. rejected, recovered.")
     http_status = models.PositiveSmallIntegerField(
@@ -618,6 +640,12 @@ class Checkout(models.Model):
         max_length=64, blank=True, help_text="SHA-256 of the tool's session id, for stickiness."
     )
     at = models.DateTimeField(help_text="When it was handed out.")
+    credential_version = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="The account's credential version handed out: a 401 report rejects only this "
+        "one (unknown for checkouts recorded before it was kept).",
+    )
 
     class Meta:
         indexes = [
@@ -628,6 +656,31 @@ class Checkout(models.Model):
 
     def __str__(self) -> str:
         return f"checkout {self.id} of {self.account_id}"
+
+
+class CheckoutReport(models.Model):
+    """One report a tool made about a checkout: a retried report (the same Idempotency-Key, or
+    without one the same status) finds its row and records nothing again."""
+
+    checkout = models.ForeignKey(
+        Checkout, on_delete=models.CASCADE, related_name="reports", help_text="What it reports on."
+    )
+    key = models.CharField(
+        max_length=64, help_text="SHA-256 of the Idempotency-Key header, else 'status:<code>'."
+    )
+    outcome = models.CharField(max_length=20, help_text="What the first report did.")
+    cooldown_until = models.DateTimeField(
+        null=True, blank=True, help_text="The cooldown the first report set."
+    )
+    at = models.DateTimeField(help_text="When it was first recorded.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["checkout", "key"], name="checkout_report_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"report {self.key} on {self.checkout_id}"
 
 
 class PoolInvite(models.Model):

@@ -24,6 +24,7 @@ from django.db.models import (
 from django.db.models.expressions import CombinedExpression
 
 from . import rawsql, state
+from .crypto import SecretDecryptionError
 from .models import Account, ConsumerKey, Membership, Pool, QuotaWindow, Team
 
 
@@ -33,7 +34,10 @@ def _shifted(now: datetime, field: str, sign: int) -> ExpressionWrapper[Combined
 
 
 def _cycle_candidates(pool: Pool | None, account_id: int | None) -> QuerySet[Account]:
-    accounts = Account.objects.filter(enabled=True, kind=Account.Kind.OAUTH)
+    # An account whose secrets do not decrypt is left alone until a person acts (credentials.py).
+    accounts = Account.objects.filter(
+        enabled=True, kind=Account.Kind.OAUTH, credential_unreadable_at__isnull=True
+    )
     if pool is not None:
         accounts = accounts.filter(pool=pool)
     if account_id is not None:
@@ -205,6 +209,7 @@ VERDICT_FIELDS = (
     "policy_checked_at",
     "cooldown_until",
     "cooldown_reason",
+    "credential_unreadable_at",
 )
 
 
@@ -234,7 +239,7 @@ STATUS_ORDER = {state.Status.EXCLUDED: 0, state.Status.DEGRADED: 1, state.Status
 
 def pool_account(pool: Pool, account_id: int) -> Account | None:
     """An account of this pool by id; None for an id of another pool or none at all."""
-    return Account.objects.filter(pk=account_id, pool=pool).first()
+    return Account.objects.defer(*Account.SECRET_FIELDS).filter(pk=account_id, pool=pool).first()
 
 
 def pool_rows(pool: Pool, *, now: datetime) -> list[AccountWithVerdict]:
@@ -257,13 +262,17 @@ CHECKOUT_FIELDS = (
     "access_token",
     "api_key",
     "access_expires_at",
+    "credential_version",  # the relay's: which credential a 401 answered
+    "access_from_401",
     "refresh_token_fingerprint",
     "relogin_required_for",
     "refresh_backoff_until",
     "refresh_error_status",
+    "refresh_error_kind",
     "refresh_error_message",
     "refresh_error_at",
     "quota_checked_at",
+    "windows_observed_at",
     "quota_backoff_until",
     "quota_error_message",
     "policy_status",
@@ -272,8 +281,16 @@ CHECKOUT_FIELDS = (
     "policy_checked_at",
     "cooldown_until",
     "cooldown_reason",
+    "credential_unreadable_at",
 )
 _ACCOUNT = rawsql.Columns.of(Account, "a", CHECKOUT_FIELDS)
+# The same row with its secrets left unread, for a row the configured keys cannot decrypt.
+_ACCOUNT_UNREAD = rawsql.Columns.of(
+    Account, "a", [f for f in CHECKOUT_FIELDS if f not in Account.SECRET_FIELDS]
+)
+_SECRET_COLUMNS = frozenset(
+    i for i, f in enumerate(_ACCOUNT.fields) if f.name in Account.SECRET_FIELDS
+)
 WINDOW_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(state.Window))
 _WINDOW = rawsql.Columns.of(QuotaWindow, "w", WINDOW_STATE_FIELDS)
 _KEY = rawsql.Columns.of(ConsumerKey, "k")
@@ -339,6 +356,17 @@ def _candidates_sql(
     )
 
 
+def _candidate(values: tuple[Any, ...], on: BaseDatabaseWrapper) -> Account:
+    """A candidate account; when its secrets do not decrypt, with them left unread: checkout
+    reads them only if it chooses it (credentials.checkout_credential), so one such row never
+    fails its pool's checkout."""
+    try:
+        return _ACCOUNT.build(values, on)
+    except SecretDecryptionError:
+        kept = [v for i, v in enumerate(values) if i not in _SECRET_COLUMNS]
+        return _ACCOUNT_UNREAD.build(kept, on)
+
+
 def checkout_candidates(
     pool: Pool,
     *,
@@ -366,7 +394,7 @@ def checkout_candidates(
         account_id = row[0]
         candidate = found.get(account_id)
         if candidate is None:
-            candidate = found[account_id] = CheckoutCandidate(_ACCOUNT.build(row[:width], on), [])
+            candidate = found[account_id] = CheckoutCandidate(_candidate(row[:width], on), [])
         if row[width] is not None:  # the window's id: None when the account has none
             values = _WINDOW.values(row[width:], on)
             candidate.windows.append(state.Window(**{f: values[f] for f in WINDOW_STATE_FIELDS}))

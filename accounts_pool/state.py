@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import email.utils
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -36,6 +36,8 @@ class Operation(StrEnum):
     REPORT = "report"
     ONBOARDING = "onboarding"
     ADMIN = "admin"
+    # Reading a stored secret: a key rotation left it under a key no longer configured.
+    DECRYPTION = "decryption"
 
 
 class PolicyStatus(StrEnum):
@@ -59,6 +61,7 @@ class ReasonCode(StrEnum):
     QUOTA_UNKNOWN = "quota_unknown"
     QUOTA_STALE = "quota_stale"
     COOLDOWN = "cooldown"
+    CREDENTIAL_UNREADABLE = "credential_unreadable"
 
 
 class ClearsOn(StrEnum):
@@ -288,6 +291,51 @@ def access_rejected_effect(*, previous_failures: int, now: datetime) -> RefreshF
     return RefreshFailureEffect(FailureKind.ACCESS_REJECTED, failures, until, False, None)
 
 
+class Report401Action(StrEnum):
+    """What a tool's report of a 401 does (or the relay's, once its own refresh is spent)."""
+
+    STALE = "stale"  # the credential the checkout handed out was replaced since: nothing changes
+    REFRESH = "refresh"  # the current access token is dead: one refresh for this version
+    BACK_OFF = "back_off"  # the current token came from a 401's refresh: the refresh backs off
+
+
+def report_401_action(
+    *, reported_version: int | None, current_version: int, token_from_401: bool
+) -> Report401Action:
+    """A 401 is about the credential the checkout handed out (`reported_version`; None for a
+    checkout recorded before versions were kept, taken as the current one). A report about an
+    older credential changes nothing, so a late 401 never expires the fresh token, and a refresh
+    only ever replaces the version it was asked for: at most one report-driven refresh per
+    version. A 401 on a token that a 401's refresh had just issued backs the refresh off (the
+    access-rejected ladder) instead of refreshing again at once, as the relay and quota check
+    do."""
+    if reported_version is not None and reported_version != current_version:
+        return Report401Action.STALE
+    return Report401Action.BACK_OFF if token_from_401 else Report401Action.REFRESH
+
+
+INTERRUPTED_REFRESH_NOTE = "the provider may have rotated the token during an interrupted refresh"
+
+
+def refresh_interrupted(
+    *, sent_at: datetime | None, claimed_until: datetime | None, now: datetime
+) -> bool:
+    """A refresh request went out (`sent_at`) and no answer was stored before its claim lapsed:
+    the worker stopped mid-call (killed, or its machine lost). The provider may have rotated
+    the refresh token without the app ever storing the new one."""
+    return sent_at is not None and (claimed_until is None or claimed_until <= now)
+
+
+def interrupted_failure(failure: TokenFailure, *, interrupted: bool) -> TokenFailure:
+    """After an interrupted refresh, an invalid_grant most likely means the provider rotated the
+    token during that refresh (and now sees the old one again), not a token that died on its
+    own: the message says so. Anything else is left as it is."""
+    if not interrupted or failure.kind != FailureKind.INVALID_GRANT:
+        return failure
+    detail = f" ({failure.message})" if failure.message else ""
+    return replace(failure, message=f"{INTERRUPTED_REFRESH_NOTE}{detail}")
+
+
 # --- Classification: onboarding -----------------------------------------------------------------
 
 
@@ -463,6 +511,8 @@ class AccountState:
     policy_checked_at: datetime | None = None
     cooldown_until: datetime | None = None
     cooldown_reason: str = ""
+    # Set when its stored secrets cannot be decrypted with the configured keys.
+    credential_unreadable_since: datetime | None = None
     windows: tuple[Window, ...] = field(default_factory=tuple)
 
 
@@ -722,6 +772,19 @@ def eligibility(
                 ReasonCode.DISABLED,
                 f"Disabled: {state.disabled_reason}" if state.disabled_reason else "Disabled.",
                 state.disabled_at,
+                None,
+                ClearsOn.MANUAL,
+                True,
+            )
+        )
+    if state.credential_unreadable_since is not None:
+        reasons.append(
+            Reason(
+                ReasonCode.CREDENTIAL_UNREADABLE,
+                "Its stored credential cannot be decrypted with the configured encryption keys "
+                f"(since {_fmt(state.credential_unreadable_since)}): put back the key it was "
+                "written with and run manage.py reencrypt, or log it in again.",
+                state.credential_unreadable_since,
                 None,
                 ClearsOn.MANUAL,
                 True,

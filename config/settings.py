@@ -54,6 +54,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A database outage met by a view: 503 with Retry-After, not a 500 (accounts_pool/outage.py).
+    "accounts_pool.outage.DatabaseOutageMiddleware",
     # Last, as axes asks: it turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -104,6 +106,16 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+DB_CONNECT_TIMEOUT = env.int("DB_CONNECT_TIMEOUT", default=3)  # seconds
+DB_STATEMENT_TIMEOUT = env.float("DB_STATEMENT_TIMEOUT", default=30.0)  # seconds; 0: none
+DB_TCP_USER_TIMEOUT = env.float("DB_TCP_USER_TIMEOUT", default=10.0)  # seconds
+if DB_CONNECT_TIMEOUT < 1 or DB_STATEMENT_TIMEOUT < 0 or DB_TCP_USER_TIMEOUT <= 0:
+    raise ImproperlyConfigured(
+        "DB_CONNECT_TIMEOUT must be at least 1, DB_STATEMENT_TIMEOUT at least 0 and "
+        "DB_TCP_USER_TIMEOUT above 0 (seconds)."
+    )
+# Seconds a client is told to wait (Retry-After) when the database does not answer.
+DB_UNAVAILABLE_RETRY_AFTER = env.int("DB_UNAVAILABLE_RETRY_AFTER", default=5)
 # Keep connections open between requests and tasks (a new PostgreSQL backend per request costs
 # more than the request); checked before reuse so a restarted database is survived.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
@@ -128,6 +140,27 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {"server_side_binding": True, "prepare_threshold": int(_prepare) if _prepare else None}
     )
+    # Outages answer instead of hanging (a blackholed database once held checkout and /healthz
+    # for 31 s): a connection attempt gives up after DB_CONNECT_TIMEOUT (libpq's minimum is 2 s);
+    # the server cancels a statement after DB_STATEMENT_TIMEOUT (0: never; set through the
+    # startup packet, so no round trip; behind PgBouncer, list `options` in its
+    # ignore_startup_parameters or set 0 here and the timeout on the role); and sent data that
+    # no one acknowledges closes the connection after DB_TCP_USER_TIMEOUT. The API then answers
+    # 503 with Retry-After (accounts_pool/outage.py).
+    DATABASES["default"]["OPTIONS"].update(
+        {
+            "connect_timeout": DB_CONNECT_TIMEOUT,
+            "tcp_user_timeout": int(DB_TCP_USER_TIMEOUT * 1000),
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+        }
+    )
+    if DB_STATEMENT_TIMEOUT > 0:
+        DATABASES["default"]["OPTIONS"]["options"] = (
+            f"-c statement_timeout={int(DB_STATEMENT_TIMEOUT * 1000)}"
+        )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -196,7 +229,10 @@ LOGGING = {
 # network by default: behind a proxy on the same host every client arrives from loopback.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])
-HEALTHZ_BROKER_TIMEOUT = env.float("HEALTHZ_BROKER_TIMEOUT", default=2.0)
+# /healthz checks the database and the broker at once, each given this long: it answers
+# within about that, whatever is down or hanging.
+HEALTHZ_TIMEOUT = env.float("HEALTHZ_TIMEOUT", default=1.0)
+HEALTHZ_BROKER_TIMEOUT = env.float("HEALTHZ_BROKER_TIMEOUT", default=HEALTHZ_TIMEOUT)
 
 # --- Secrets at rest -----------------------------------------------------------------------
 # Comma-separated Fernet keys: the first encrypts, all decrypt (rotation). Loaded at start-up
@@ -233,6 +269,8 @@ ACCOUNTS_POOL_DISPATCH_CHUNK = env.int("ACCOUNTS_POOL_DISPATCH_CHUNK", default=5
 ACCOUNTS_POOL_EVENT_RETENTION_DAYS = env.int("ACCOUNTS_POOL_EVENT_RETENTION_DAYS", default=30)
 # Every checkout writes a row; reports and sessions only ever need recent ones.
 ACCOUNTS_POOL_CHECKOUT_RETENTION_DAYS = env.int("ACCOUNTS_POOL_CHECKOUT_RETENTION_DAYS", default=7)
+# PKCE logins and invite links, once expired, only explain "this link expired" for a while.
+ACCOUNTS_POOL_LOGIN_RETENTION_DAYS = env.int("ACCOUNTS_POOL_LOGIN_RETENTION_DAYS", default=1)
 
 # --- Notifications (README "Notifications") -------------------------------------------------
 # Links in messages point here (the address people open the pages at).

@@ -46,6 +46,11 @@ def test_the_demo_shows_every_reason_code(tmp_path):
         )
         token = printed.group(1)  # type: ignore[attr-defined]
         assert re.search(r"team lead: demo-lead / \S+", log.read_text())
+        # Traffic went through the relay process, one request failing over after a 429.
+        assert (
+            "POST /v1/messages: 200; POST /v1/messages (stream): 200; "
+            "POST /v1/messages/count_tokens: 200" in log.read_text()
+        )
         url = f"http://127.0.0.1:{port}/api/v1/pools/demo"
         seen = processes.wait_for(lambda: _codes(url, token), 60, "the web app", log)
         assert isinstance(seen, set)

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from accounts_pool import selectors, state
-from accounts_pool.models import Account, AccountEvent, Checkout
+from accounts_pool.models import Account, AccountEvent, Checkout, OAuthLogin, PoolInvite
 from accounts_pool.services.cycle import (
     dispatch_budget_left,
     dispatch_quota_checks,
@@ -19,6 +19,7 @@ from accounts_pool.services.cycle import (
     dispatch_token_refresh,
 )
 from accounts_pool.services.events import event_record, events_prune
+from accounts_pool.services.invites import invite_create
 from accounts_pool.services.keys import consumer_key_create
 from accounts_pool.tasks import prune_events
 
@@ -110,6 +111,7 @@ def test_beat_entries_are_in_the_database(db):
         "accounts_pool.dispatch_token_refresh": True,
         "accounts_pool.dispatch_quota_checks": True,
         "accounts_pool.prune_events": True,
+        "accounts_pool.verify_secrets": True,
         "accounts_pool.notify_tick": True,
         "accounts_pool.notify_digest": True,
     }
@@ -200,3 +202,24 @@ def test_a_tick_queues_chunks_until_its_budget_is_spent(pool, settings):
             now=NOW,
         )
     assert len(queued) == len(set(queued)) == 4  # 3, then the tick's last 1
+
+
+def test_the_daily_prune_drops_logins_and_invites_a_day_past_their_expiry(pool, alice):
+    """Every login keeps an encrypted PKCE verifier, every invite a hash: none lives for ever."""
+    now = timezone.now()
+    for age in (timedelta(days=2), timedelta(hours=1)):
+        started = now - age
+        OAuthLogin.objects.create(
+            pool=pool,
+            session_hash=f"s{age}",
+            state="x",
+            verifier="v",
+            created_by=alice,
+            created_at=started,
+            expires_at=started + timedelta(minutes=10),
+        )
+        invite_create(pool=pool, user=alice, now=started - timedelta(days=1))
+    assert prune_events.apply().get() == 2
+    (left,) = OAuthLogin.objects.values_list("expires_at", flat=True)
+    assert left > now - timedelta(days=1)
+    assert PoolInvite.objects.get().expires_at > now - timedelta(days=1)

@@ -360,3 +360,66 @@ def test_an_upstream_error_nested_past_the_parsers_stack_passes_through(pool, se
     upstream.post(MESSAGES).mock(return_value=httpx.Response(400, content=nested))
     status, _, body = relay(secret)
     assert (status, body) == (400, nested)
+
+
+def test_no_token_key_prompt_or_completion_is_logged_through_failovers(
+    pool, secret, upstream, caplog
+):
+    """Every logger at DEBUG while requests fail over (a 429, a 401 whose refresh fails, an
+    unreachable upstream) and then succeed: no secret, prompt or answer in logs or events."""
+    prompt, completion = "relay-caplog-prompt-5b1e", "relay-caplog-completion-9d2c"
+    usable(pool, "ana", priority=1), usable(pool, "bea", priority=2)
+    usable(pool, "cid", priority=3, refresh_token="sk-ant-ort01-cid")
+    upstream.post(settings.ANTHROPIC_TOKEN_URL).respond(500, json={"error": "down"})
+    upstream.post(MESSAGES).side_effect = [
+        error(429, "rate_limit_error"),
+        error(401, "authentication_error"),
+        httpx.ConnectError("refused"),
+        reply(completion),
+    ]
+    body = {**BODY, "messages": [{"role": "user", "content": prompt}]}
+    caplog.set_level("DEBUG")
+    answers = [relay(secret, body=body) for _ in range(2)]
+    assert [status for status, _, _ in answers] == [502, 200]
+    assert completion.encode() in answers[1][2]
+    assert "the Messages API did not answer" in caplog.text  # the logs were captured
+    said = caplog.text + answers[0][2].decode()
+    events = str(list(AccountEvent.objects.values()))
+    for word in (secret, "sk-ant-oat01-", "sk-ant-ort01-", prompt, completion):
+        assert word not in said
+        assert word not in events
+
+
+def test_routing_a_request_reads_each_account_once_however_many_are_candidates(pool, secret):
+    """The relay's choice of account costs the same few statements for 1 or 6 accounts: no
+    column of a candidate or of the chosen credential is loaded later, one query at a time."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    counts = []
+    for labels in (["solo"], ["ana", "bea", "cid", "dan", "eve"]):
+        for label in labels:
+            usable(pool, label)
+        key = relay_service.relay_key(secret)
+        with CaptureQueriesContext(connection) as queries:
+            relay_service.relay_route(key=key, session="", model=None, exclude=frozenset())
+        counts.append(len(queries))
+    assert counts[0] == counts[1] <= 2, counts  # the candidates; the checkout recorded
+
+
+def test_the_relay_handler_keeps_no_more_of_a_chunked_body_than_the_cap(settings):
+    """A body of no declared length is read to its end (the tool gets its 413), but only the
+    cap and one byte are kept, never the whole upload in a temporary file."""
+    from accounts_pool.relay_asgi import RelayHandler
+
+    settings.RELAY_MAX_BODY_BYTES = 1000
+    chunks = [{"type": "http.request", "body": b"x" * 300, "more_body": True}] * 40
+    chunks.append({"type": "http.request", "body": b"", "more_body": False})
+    pending = iter(chunks)
+
+    async def receive():
+        return next(pending)
+
+    body = async_to_sync(RelayHandler().read_body)(receive)
+    assert len(body.read()) == 1001
+    assert next(pending, None) is None  # every message was taken from the server

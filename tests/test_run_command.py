@@ -76,3 +76,49 @@ def test_the_run_command_serves_the_app_and_the_cycle_refreshes(tmp_path):
     assert fake.calls["token"] == 1
     assert (tmp_path / "var" / "db.sqlite3").exists()
     assert "beat: Starting" in log.read_text()
+
+
+def test_the_run_command_brings_a_dead_worker_back_and_ctrl_c_stops_everything(tmp_path):
+    """A worker that dies (as one can when the broker goes away) is restarted, and Ctrl-C (SIGINT
+    to the terminal's process group) leaves no process of the run behind; it once left three."""
+    import secrets
+    import signal
+
+    from .test_supervise import pid_of, tagged
+
+    tag = secrets.token_hex(6)
+    port = processes.free_port()
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings",
+        ACCOUNTS_POOL_VAR_DIR=str(tmp_path / "var"),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'var' / 'db.sqlite3'}",
+        CELERY_BROKER_URL="filesystem://",
+        SECRET_KEY="run-command-test",
+        ACCOUNTS_POOL_ENCRYPTION_KEYS=os.environ["ACCOUNTS_POOL_ENCRYPTION_KEYS"],
+        DEBUG="true",  # static files without collectstatic, as in the test above
+        PORT=str(port),
+        SUPERVISE_TEST_TAG=tag,
+    )
+    log = tmp_path / "run.log"
+    run = processes.start([str(processes.ROOT / "scripts" / "run")], env, log)
+    try:
+        processes.wait_for(
+            lambda: _status(f"http://127.0.0.1:{port}/admin/login/") == 200, 180, "web", log
+        )
+        processes.wait_for(lambda: "ready." in log.read_text(), 60, "the worker", log)
+        worker = pid_of(log, "worker")
+        assert worker is not None
+        os.kill(worker, signal.SIGKILL)
+        processes.wait_for(lambda: pid_of(log, "worker") != worker, 30, "a new worker", log)
+        processes.wait_for(lambda: log.read_text().count("ready.") >= 2, 60, "it ready", log)
+        os.killpg(run.pid, signal.SIGINT)
+        run.wait(timeout=60)
+    finally:
+        processes.stop(run, timeout=30)
+        left = tagged(tag)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert left == []
+    assert "worker exited with -9" in log.read_text()
+    assert run.returncode == 0

@@ -69,3 +69,31 @@ def test_checkout_hands_the_account_out(pool, alice, opus_full):
     answer = Api(secret).post("/pools/claude/checkout", {})
     assert answer.status_code == 200
     assert answer.json()["account"]["id"] == opus_full.pk
+
+
+def test_checkout_for_opus_skips_it_and_names_the_model_and_for_sonnet_hands_it_out(
+    pool, alice, opus_full
+):
+    _key, secret = consumer_key_create(pool=pool, name="laptop", created_by=alice)
+    api = Api(secret)
+    refused = api.post("/pools/claude/checkout", {"model": "claude-opus-4"})
+    assert refused.status_code == 503
+    reasons = refused.json()["error"]["details"]["accounts"][0]["reasons"]
+    assert reasons[0]["code"] == "quota_exhausted"
+    assert reasons[0]["message"].startswith("Opus-only weekly window at 100% until")
+    served = api.post("/pools/claude/checkout", {"model": "claude-sonnet-4-5"})
+    assert (served.status_code, served.json()["account"]["id"]) == (200, opus_full.pk)
+
+
+@pytest.mark.parametrize("model", ["", "x" * 201, 7])
+def test_checkout_refuses_a_model_that_is_not_a_model_name(pool, alice, opus_full, model):
+    _key, secret = consumer_key_create(pool=pool, name="laptop", created_by=alice)
+    answer = Api(secret).post("/pools/claude/checkout", {"model": model})
+    assert answer.status_code == 422
+    assert "error" in answer.json()
+
+
+def test_the_openapi_schema_documents_the_checkout_model(client):
+    schema = client.get("/api/v1/openapi.json").json()
+    fields = schema["components"]["schemas"]["CheckoutIn"]["properties"]
+    assert "per-model weekly window" in fields["model"]["description"]

@@ -567,3 +567,65 @@ def test_a_refresh_backoff_after_a_rejected_access_token_says_so():
     assert reason.excludes
     assert reason.message.startswith("Access token rejected (HTTP 401 right after a refresh: ")
     assert "the usage endpoint rejected" in reason.message
+
+
+# --- A 401 report's version, and interrupted refreshes (issue 16) ------------------------------
+
+
+def test_a_401_about_a_replaced_credential_is_stale():
+    from accounts_pool.state import Report401Action, report_401_action
+
+    assert (
+        report_401_action(reported_version=3, current_version=4, token_from_401=False)
+        == Report401Action.STALE
+    )
+    assert (
+        report_401_action(reported_version=3, current_version=4, token_from_401=True)
+        == Report401Action.STALE
+    )
+
+
+def test_a_401_about_the_current_credential_refreshes_once_then_backs_off():
+    from accounts_pool.state import Report401Action, report_401_action
+
+    assert (
+        report_401_action(reported_version=4, current_version=4, token_from_401=False)
+        == Report401Action.REFRESH
+    )
+    assert (
+        report_401_action(reported_version=4, current_version=4, token_from_401=True)
+        == Report401Action.BACK_OFF
+    )
+    # A checkout recorded before versions were kept is taken as about the current credential.
+    assert (
+        report_401_action(reported_version=None, current_version=4, token_from_401=False)
+        == Report401Action.REFRESH
+    )
+
+
+def test_a_refresh_is_interrupted_only_once_its_claim_lapsed_without_an_answer():
+    from accounts_pool.state import refresh_interrupted
+
+    sent = NOW - timedelta(minutes=3)
+    assert refresh_interrupted(sent_at=sent, claimed_until=NOW - timedelta(seconds=1), now=NOW)
+    assert refresh_interrupted(sent_at=sent, claimed_until=None, now=NOW)
+    # Still in flight under its claim, or no request out: not interrupted.
+    assert not refresh_interrupted(sent_at=sent, claimed_until=NOW + timedelta(seconds=5), now=NOW)
+    assert not refresh_interrupted(sent_at=None, claimed_until=None, now=NOW)
+
+
+def test_an_invalid_grant_after_an_interrupted_refresh_says_the_token_may_have_rotated():
+    from accounts_pool.state import (
+        INTERRUPTED_REFRESH_NOTE,
+        FailureKind,
+        TokenFailure,
+        interrupted_failure,
+    )
+
+    dead = TokenFailure(kind=FailureKind.INVALID_GRANT, status=400, message="invalid_grant")
+    said = interrupted_failure(dead, interrupted=True)
+    assert said.message.startswith(INTERRUPTED_REFRESH_NOTE)
+    assert (said.kind, said.status) == (FailureKind.INVALID_GRANT, 400)
+    assert interrupted_failure(dead, interrupted=False) == dead
+    busy = TokenFailure(kind=FailureKind.SERVER_ERROR, status=503, message="overloaded")
+    assert interrupted_failure(busy, interrupted=True) == busy

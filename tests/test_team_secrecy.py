@@ -10,6 +10,7 @@ from accounts_pool.models import Membership, Pool, Team
 from accounts_pool.services.keys import api_token_create
 
 from .api import Api, error_code
+from .conftest import make_account
 
 
 @pytest.fixture
@@ -76,3 +77,16 @@ def test_a_superuser_adds_anyone(otherside):
 
     assert added.status_code == 201
     assert Membership.objects.filter(team=acme, user__username="olga").exists()
+
+
+def test_another_teams_account_answers_as_a_missing_one(lead, otherside):
+    theirs = make_account(Pool.objects.get(slug="their-pool"), label="theirs")
+    missing = theirs.pk + 1000
+    for path in ("/accounts/{}", "/accounts/{}/events"):
+        assert _answer(lead.get(path.format(theirs.pk))) == _answer(lead.get(path.format(missing)))
+    start = [
+        lead.post("/pools/claude/oauth/start", {"account_id": account_id})
+        for account_id in (theirs.pk, missing)
+    ]
+    assert _answer(start[0]) == _answer(start[1]) == (404, "not_found", "Account not found.")
+    assert "theirs" not in "".join(lead.seen)

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
-from django.db import DataError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import NinjaAPI
@@ -15,6 +15,7 @@ from ninja.parser import Parser
 from ninja.types import DictStrAny
 
 from ..jsoninput import UnreadableJson, json_loads
+from ..outage import unavailable_response
 from ..services.checkout import NoUsableAccount
 from ..services.errors import ServiceError
 from ..services.limits import KeyLimitExceeded
@@ -43,7 +44,7 @@ api = NinjaAPI(
         "or a browser session (CSRF token required for writes). Errors have one shape: "
         '`{"error": {"code", "message", "details"?}}`. Reason codes: disabled, needs_relogin, '
         "refresh_backoff, token_expired, org_policy_blocked, quota_exhausted, quota_unknown, "
-        "quota_stale, cooldown."
+        "quota_stale, cooldown, credential_unreadable."
     ),
     auth=AUTH,
     parser=BoundedJsonParser(),
@@ -123,6 +124,12 @@ def _unstorable(request: HttpRequest, exc: DataError) -> HttpResponse:
     # nothing was stored.
     logger.info("refused unstorable input: %s", type(exc).__name__)
     return error_response(request, 422, "validation_error", "A value in the request is invalid.")
+
+
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def _database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return unavailable_response(request, exc)
 
 
 @api.exception_handler(RequestDataTooBig)

@@ -48,7 +48,9 @@ def account_summary(row: selectors.AccountWithVerdict) -> dict[str, Any]:
 
 def account_detail_by_id(account_id: int) -> dict[str, Any]:
     """An account's detail as the database has it now (after a write)."""
-    account = Account.objects.select_related("pool").get(pk=account_id)
+    account = (
+        Account.objects.select_related("pool").defer(*Account.SECRET_FIELDS).get(pk=account_id)
+    )
     return account_detail(account, timezone.now())
 
 
@@ -82,6 +84,15 @@ def account_detail(account: Account, now: datetime) -> dict[str, Any]:
                 account.refresh_error_at,
             ),
             "needs_relogin": account.needs_relogin,
+            "interrupted_at": (
+                account.refresh_sent_at
+                if state.refresh_interrupted(
+                    sent_at=account.refresh_sent_at,
+                    claimed_until=account.refresh_claimed_until,
+                    now=now,
+                )
+                else None
+            ),
         },
         "quota": {
             "checked_at": account.quota_checked_at,

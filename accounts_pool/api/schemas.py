@@ -216,6 +216,9 @@ class RefreshGroup(Out):
     failures: int
     last_error: LastError | None
     needs_relogin: bool
+    # A refresh request went out then and its worker stopped before storing the answer: the
+    # provider may have rotated the token (the next refresh says so if it fails).
+    interrupted_at: datetime | None = None
 
 
 class QuotaGroup(Out):
@@ -395,6 +398,13 @@ class KeyCreatedOut(KeyOut):
 
 class CheckoutIn(In):
     session: str | None = Field(None, min_length=1, max_length=200)
+    model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="The model the credential is for (claude-opus-4-5): a per-model weekly "
+        "window at its limit excludes an account only for that model, as in the relay.",
+    )
 
 
 class CheckoutAccount(Out):
@@ -440,6 +450,8 @@ class ReportOut(Out):
     cooldown_until: datetime | None
     queued: list[str]
     windows_updated: list[str]
+    duplicate: bool = False
+    note: str = ""
 
 
 # --- Notification channels ------------------------------------------------------------------------

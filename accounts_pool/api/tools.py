@@ -41,6 +41,7 @@ from .schemas import (
 )
 
 router = Router(tags=["tools"])
+LEFT_TO_CYCLE = "recorded; the {task} could not be queued now and the refresh cycle will take it"
 ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
 
 
@@ -101,11 +102,14 @@ def patch_key(request: HttpRequest, pool: str, key_id: int, payload: KeyPatch) -
 )
 def checkout(request: HttpRequest, pool: str, payload: CheckoutIn) -> dict[str, Any]:
     """Hand out one working credential by the pool's routing (consumer key). `session` keeps a
-    tool on one account while it stays usable. None usable: 503 with Retry-After and every
+    tool on one account while it stays usable; `model` skips accounts whose window for that
+    model is at its limit. None usable: 503 with Retry-After and every
     account's reasons."""
     started = time.perf_counter()
     try:
-        result = _checkout_afresh_if_failed(request, pool, payload.session or "")
+        result = _checkout_afresh_if_failed(
+            request, pool, payload.session or "", payload.model or None
+        )
     except NoUsableAccount:
         metrics.CHECKOUT_SECONDS.labels("none_usable").observe(time.perf_counter() - started)
         raise
@@ -117,38 +121,48 @@ def checkout(request: HttpRequest, pool: str, payload: CheckoutIn) -> dict[str, 
     }
 
 
-def _checkout_afresh_if_failed(request: HttpRequest, pool: str, session: str) -> CheckoutResult:
+def _checkout_afresh_if_failed(
+    request: HttpRequest, pool: str, session: str, model: str | None
+) -> CheckoutResult:
     """Checkout as the key this process read lately; if that fails, the key may have been
     revoked or its pool changed since, so read it again and answer as that one says."""
     principal: Principal | None  # BEARER() below may find none
     principal = access.principal(request)
     try:
-        return _checkout_as(principal, pool, session)
+        return _checkout_as(principal, pool, session, model)
     except (KeyChanged, HttpError):
         if not principal.recent:
             raise
     principal = BEARER(request)
     if principal is None:
         raise AuthenticationError()
-    return _checkout_as(principal, pool, session)
+    return _checkout_as(principal, pool, session, model)
 
 
-def _checkout_as(principal: Principal, pool: str, session: str) -> CheckoutResult:
+def _checkout_as(
+    principal: Principal, pool: str, session: str, model: str | None
+) -> CheckoutResult:
     access.pool_for(principal, pool, key_ok=True)
     access.keys_only(principal)
     assert principal.key is not None
     if principal.key.limits.any:
-        admitted = limits_admit(key=principal.key, model=None, now=timezone.now(), concurrent=False)
+        admitted = limits_admit(
+            key=principal.key, model=model, now=timezone.now(), concurrent=False
+        )
         if isinstance(admitted, Refusal):
             raise KeyLimitExceeded(admitted)
-    return checkout_create(key=principal.key, session=session)
+    return checkout_create(key=principal.key, session=session, model=model)
 
 
 @router.post("/checkouts/{checkout_id}/report", response={200: ReportOut, **ERRORS})
 def report(request: HttpRequest, checkout_id: UUID, payload: ReportIn) -> dict[str, Any]:
     """What the provider answered the tool: 429 cools the account down (Retry-After, else the
     reported reset, at most 30 minutes) and updates windows from the rate-limit headers; 401
-    queues a refresh; 403 with the organisation-policy message blocks it and queues a check."""
+    queues a refresh of the credential the checkout handed out (a 401 about an older one
+    changes nothing: outcome `stale`); 403 with the organisation-policy message blocks it and
+    queues a check. A retry (the same `Idempotency-Key` header, or without one the same status
+    on the same checkout) records nothing again: `duplicate` true, the first outcome. A broker
+    that cannot take the task leaves it to the cycle (`note` says so), never an error."""
     key = access.keys_only(access.principal(request))
     found = access.checkout_for(key, checkout_id)
     retry_after = None if payload.retry_after is None else str(payload.retry_after)
@@ -159,21 +173,29 @@ def report(request: HttpRequest, checkout_id: UUID, payload: ReportIn) -> dict[s
         retry_after=retry_after,
         headers=payload.headers or {},
         message=payload.message or "",
+        idempotency_key=request.headers.get("Idempotency-Key"),
     )
     if payload.usage is not None:
         _count_reported(key, found.account_id, payload)
     queued = []
+    notes = [outcome.note] if outcome.note else []
     if outcome.queue_refresh:
-        enqueue_refresh(found.account_id)
-        queued.append("refresh")
+        if enqueue_refresh(found.account_id, version=outcome.refresh_version):
+            queued.append("refresh")
+        else:
+            notes.append(LEFT_TO_CYCLE.format(task="refresh"))
     if outcome.queue_quota_check:
-        enqueue_quota_check(found.account_id, force=True)
-        queued.append("quota_check")
+        if enqueue_quota_check(found.account_id, force=True):
+            queued.append("quota_check")
+        else:
+            notes.append(LEFT_TO_CYCLE.format(task="quota check"))
     return {
         "outcome": outcome.outcome,
         "cooldown_until": outcome.cooldown_until,
         "queued": queued,
         "windows_updated": outcome.windows,
+        "duplicate": outcome.duplicate,
+        "note": "; ".join(notes),
     }
 
 

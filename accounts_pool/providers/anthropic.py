@@ -153,8 +153,9 @@ def _identity(account_uuid: str, email: str, org_uuid: str, org_name: str) -> di
 # --- Parsing helpers ----------------------------------------------------------------------------
 
 
-def _error_details(response: httpx.Response) -> tuple[str | None, str]:
-    """The provider's error code and message from a JSON (OAuth or API style) or HTML body."""
+def _error_details(response: httpx.Response, sent: tuple[str, ...]) -> tuple[str | None, str]:
+    """The provider's error code and message from a JSON (OAuth or API style) or HTML body,
+    with the secrets the call `sent` masked wherever the body quotes them."""
     try:
         body = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
@@ -172,11 +173,11 @@ def _error_details(response: httpx.Response) -> tuple[str | None, str]:
         message = body.get("error_description") or body.get("message")
     code = code if isinstance(code, str) else None
     message = message if isinstance(message, str) else (code or "")
-    return code, redact(message)
+    return code, redact(message, secrets=sent)
 
 
-def _http_failure(response: httpx.Response, of: type[F]) -> F:
-    code, message = _error_details(response)
+def _http_failure(response: httpx.Response, of: type[F], sent: tuple[str, ...] = ()) -> F:
+    code, message = _error_details(response, sent)
     return of(
         kind=failure_kind(status=response.status_code, error_code=code),
         status=response.status_code,
@@ -373,10 +374,17 @@ class AnthropicClient:
             self.close()
 
     def _send(
-        self, error: type[ProviderError[Any]], method: str, url: str, **kwargs: Any
+        self,
+        error: type[ProviderError[Any]],
+        method: str,
+        url: str,
+        *,
+        sent: tuple[str, ...],
+        **kwargs: Any,
     ) -> httpx.Response:
         """One request under one overall deadline. httpx's timeouts apply per phase and per
-        read, so a body dripped slowly could hold a worker (and a refresh claim) forever."""
+        read, so a body dripped slowly could hold a worker (and a refresh claim) forever.
+        `sent`: the secrets in the request, masked in any error message its answer quotes."""
         deadline = time.monotonic() + self.timeout
         request = self._http.build_request(method, url, **kwargs)
         try:
@@ -404,14 +412,15 @@ class AnthropicClient:
             request=request,
         )
         if response.status_code >= 400:
-            raise error(_http_failure(response, error.failure_type))
+            raise error(_http_failure(response, error.failure_type, sent))
         return response
 
-    def _token(self, payload: dict[str, str]) -> TokenGrant:
+    def _token(self, payload: dict[str, str], *, sent: tuple[str, ...]) -> TokenGrant:
         response = self._send(
             TokenEndpointError,
             "POST",
             self.token_url,
+            sent=sent,
             json=payload,
             headers={"Accept": "application/json"},
         )
@@ -439,7 +448,8 @@ class AnthropicClient:
                 "refresh_token": refresh_token,
                 "client_id": CLIENT_ID,
                 "scope": REFRESH_SCOPES,
-            }
+            },
+            sent=(refresh_token,),
         )
 
     def exchange_code(self, *, code: str, state: str, verifier: str) -> TokenGrant:
@@ -452,7 +462,8 @@ class AnthropicClient:
                 "client_id": CLIENT_ID,
                 "redirect_uri": REDIRECT_URI,
                 "code_verifier": verifier,
-            }
+            },
+            sent=(code, verifier),
         )
 
     def _bearer_get(self, error: type[ProviderError[Any]], url: str, access_token: str) -> Any:
@@ -460,6 +471,7 @@ class AnthropicClient:
             error,
             "GET",
             url,
+            sent=(access_token,),
             headers={
                 "Authorization": f"Bearer {access_token}",
                 "anthropic-beta": USAGE_BETA,

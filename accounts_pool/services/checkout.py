@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from .. import rawsql, routing, selectors, state
 from ..models import Account, Checkout, ConsumerKey, Pool
+from .credentials import checkout_credential
 from .errors import ServiceError
 from .keys import secret_hash
 from .refresh import account_refresh
@@ -185,10 +186,10 @@ def _ready(account: Account, key: ConsumerKey, now: datetime) -> Account | None:
         return account
     _confirm(key)
     account_refresh(account_id=account.pk, now=now, wait=True, lead=REFRESH_IF_EXPIRING_WITHIN)
-    fresh = Account.objects.get(pk=account.pk)
+    fresh = Account.objects.defer(*Account.SECRET_FIELDS).get(pk=account.pk)
     if fresh.access_expires_at is None or fresh.access_expires_at <= now:
         return None
-    return fresh
+    return checkout_credential(fresh, now=now)
 
 
 def checkout_create(
@@ -215,7 +216,8 @@ def checkout_create(
         if chosen is None:
             _confirm(key)
             raise _none_usable(pool, now, model)
-        account = _ready(chosen, key, now)
+        readable = checkout_credential(chosen, now=now)
+        account = _ready(readable, key, now) if readable is not None else None
         if account is not None:
             break
         skip.add(chosen.pk)
@@ -239,7 +241,12 @@ def _record(account: Account, key: ConsumerKey, session_hash: str, now: datetime
     (begin, relax the commit, check, insert, update, commit), on the path of every tool
     request."""
     checkout = Checkout(
-        id=uuid.uuid4(), account=account, consumer_key=key, session_hash=session_hash, at=now
+        id=uuid.uuid4(),
+        account=account,
+        consumer_key=key,
+        session_hash=session_hash,
+        at=now,
+        credential_version=account.credential_version,  # what a 401 report is about
     )
     on = rawsql.db()
     if on.vendor != "postgresql":
@@ -255,7 +262,7 @@ def _record(account: Account, key: ConsumerKey, session_hash: str, now: datetime
         [
             *selectors.key_unchanged_params(key, on),
             *(at, account.pk),
-            *(checkout.pk, account.pk, key.pk, session_hash, at),
+            *(checkout.pk, account.pk, key.pk, session_hash, at, checkout.credential_version),
         ],
     )
     if written != 1:
@@ -269,7 +276,8 @@ def _record_sql() -> str:
     transaction, commit included."""
     a, c = Account, Checkout
     columns = ", ".join(
-        rawsql.column(c, name) for name in ("id", "account", "consumer_key", "session_hash", "at")
+        rawsql.column(c, name)
+        for name in ("id", "account", "consumer_key", "session_hash", "at", "credential_version")
     )
     return (
         # Identifiers come from the models' metadata, quoted; every value is a parameter.
@@ -279,5 +287,5 @@ def _record_sql() -> str:
         f" SET {rawsql.column(a, 'last_used_at')} = %s WHERE {rawsql.column(a, 'id')} = %s"
         " AND EXISTS (SELECT 1 FROM unchanged))"
         f" INSERT INTO {rawsql.quote(c._meta.db_table)} ({columns})"
-        " SELECT %s, %s, %s, %s, %s FROM relaxed, unchanged"
+        " SELECT %s, %s, %s, %s, %s, %s FROM relaxed, unchanged"
     )

@@ -84,3 +84,10 @@ def invite_complete(
         raise
     PoolInvite.objects.filter(pk=invite.pk).update(account=result.account)
     return result
+
+
+def invites_prune(*, now: datetime, older_than: timedelta) -> int:
+    """Delete invite links that expired more than `older_than` ago, used or not (the account's
+    history keeps who added it); returns how many rows went."""
+    deleted, _ = PoolInvite.objects.filter(expires_at__lt=now - older_than).delete()
+    return deleted

@@ -17,8 +17,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from .. import metrics, state
+from ..crypto import SecretDecryptionError
 from ..models import Account, QuotaWindow
 from ..providers import anthropic
+from .credentials import credential_unreadable_mark
 from .events import CYCLE_ACTOR, event_record
 from .quota_history import quota_points_record
 from .refresh import account_refresh, refresh_record_access_rejected
@@ -30,6 +32,8 @@ class QuotaOutcome(StrEnum):
     CLAIMED_ELSEWHERE = "claimed_elsewhere"
     NO_VALID_TOKEN = "no_valid_token"
     NOT_CHECKABLE = "not_checkable"
+    # Its stored access token does not decrypt with the configured keys (credentials.py).
+    CREDENTIAL_UNREADABLE = "credential_unreadable"
     POLICY_BLOCKED = "policy_blocked"
     BACKING_OFF = "backing_off"
     ACCESS_REJECTED = "access_rejected"  # a 401 the refresh service now backs off from
@@ -300,11 +304,19 @@ def account_check_quota(
     timestamp is read when it is written."""
     started = now or timezone.now()
     # The usage call needs the access token only; a refresh reads the refresh token itself.
-    account = (
-        Account.objects.select_related("pool").defer("refresh_token", "api_key").get(pk=account_id)
-    )
+    try:
+        account = (
+            Account.objects.select_related("pool")
+            .defer("refresh_token", "api_key")
+            .get(pk=account_id)
+        )
+    except SecretDecryptionError:
+        credential_unreadable_mark(account_id=account_id, now=started, found_by="a quota check")
+        return QuotaResult(account_id, QuotaOutcome.CREDENTIAL_UNREADABLE)
     if account.kind != Account.Kind.OAUTH:
         return QuotaResult(account.pk, QuotaOutcome.NOT_CHECKABLE)
+    if account.credential_unreadable_at is not None:
+        return QuotaResult(account.pk, QuotaOutcome.CREDENTIAL_UNREADABLE)
     snapshot = account.state_snapshot(windows=[])
     if force and state.force_too_soon(account.quota_error_at, started):
         return QuotaResult(account.pk, QuotaOutcome.BACKING_OFF, "failed less than a minute ago")

@@ -16,9 +16,10 @@ from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
 from .. import metrics, state
-from ..crypto import fingerprint
+from ..crypto import SecretDecryptionError, fingerprint
 from ..models import Account
 from ..providers import anthropic
+from .credentials import credential_unreadable_mark
 from .events import CYCLE_ACTOR, event_record
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class RefreshOutcome(StrEnum):
     BACKING_OFF = "backing_off"
     NEEDS_RELOGIN = "needs_relogin"
     NOT_REFRESHABLE = "not_refreshable"
+    # Its stored refresh token does not decrypt with the configured keys (credentials.py).
+    CREDENTIAL_UNREADABLE = "credential_unreadable"
     # A failed refresh: what the token endpoint answered (state.FailureKind's values).
     INVALID_GRANT = state.FailureKind.INVALID_GRANT.value
     REJECTED = state.FailureKind.REJECTED.value
@@ -77,7 +80,10 @@ def _claim(account: Account, now: datetime, *, respect_backoff: bool) -> datetim
             Q(refresh_backoff_until__isnull=True) | Q(refresh_backoff_until__lte=now)
         )
     until = now + _claim_seconds()
-    return until if rows.update(refresh_claimed_until=until) == 1 else None
+    # The request goes out right after: marked now, so that a worker killed mid-call leaves a
+    # trace (refresh_sent_at past its claim: an interrupted refresh).
+    taken = rows.update(refresh_claimed_until=until, refresh_sent_at=now)
+    return until if taken == 1 else None
 
 
 def _wait_for_winner(account: Account) -> Account:
@@ -105,6 +111,9 @@ def refresh_state_cleared(*, failures: int = 0) -> dict[str, object]:
         "refresh_error_message": "",
         "refresh_error_at": None,
         "relogin_required_for": "",
+        "refresh_sent_at": None,
+        # New secrets, written under the first key: whatever an old key hid is gone.
+        "credential_unreadable_at": None,
     }
 
 
@@ -193,6 +202,7 @@ def _record(
     if claim is not None:  # without one, a claim another caller holds stays theirs
         rows = rows.filter(refresh_claimed_until=claim)
         released["refresh_claimed_until"] = None
+        released["refresh_sent_at"] = None  # the provider's answer is stored
     recorded = rows.update(
         **released,
         refresh_failures=effect.failures,
@@ -223,6 +233,22 @@ def _record(
     )
 
 
+def _record_interrupted(account: Account, now: datetime, actor: str) -> None:
+    """The history says that the refresh before this one was cut off after its request went
+    out, so the same refresh token is about to be sent a second time."""
+    logger.warning("account=%s previous refresh was interrupted mid-call", account.pk)
+    event_record(
+        account_id=account.pk,
+        at=now,
+        operation=state.Operation.TOKEN_REFRESH,
+        outcome="interrupted",
+        message=f"a refresh sent at {account.refresh_sent_at:%Y-%m-%d %H:%M:%S} UTC was "
+        "interrupted before its answer was stored; "
+        f"{state.INTERRUPTED_REFRESH_NOTE}",
+        actor=actor,
+    )
+
+
 def refresh_mark_access_rejected(account: Account, now: datetime, *, version: int) -> None:
     """The provider said 401 to the access token of credential `version`: that token is dead
     whatever its expiry says, so the account needs a refresh (and is not handed out) until one
@@ -241,6 +267,7 @@ def account_refresh(
     now: datetime | None = None,
     force: bool = False,
     access_rejected_version: int | None = None,
+    only_version: int | None = None,
     asked_by_401: bool = False,
     wait: bool = False,
     lead: timedelta | None = None,
@@ -250,19 +277,30 @@ def account_refresh(
 
     `force` (a person's lever) ignores due-ness and the backoff, but never a needs-re-login and
     never within a minute of the last failure. `access_rejected_version` says the provider
-    rejected that credential's access token; `asked_by_401` says a 401 asked for this refresh
-    (the new token is then marked, so that a 401 on it backs off instead of looping). `lead`
-    widens the pool's refresh lead (checkout
-    refreshes a token that expires within 5 minutes). Exactly one caller wins the claim and
+    rejected that credential's access token; `only_version` refreshes only while the credential
+    is still that version (a queued report-driven refresh: once per version); `asked_by_401`
+    says a 401 asked for this refresh (the new token is then marked, so that a 401 on it backs
+    off instead of looping). `lead` widens the pool's refresh lead (checkout refreshes a token
+    that expires within 5 minutes). Exactly one caller wins the claim and
     calls the provider; with `wait`, losers wait for the winner and report its result. `now` is
     for tests: without it every timestamp is read when it is written."""
     started = now or timezone.now()
     # Only the refresh token is needed: leave the other secrets undecrypted.
-    account = (
-        Account.objects.select_related("pool").defer("access_token", "api_key").get(pk=account_id)
-    )
+    try:
+        account = (
+            Account.objects.select_related("pool")
+            .defer("access_token", "api_key")
+            .get(pk=account_id)
+        )
+    except SecretDecryptionError:
+        credential_unreadable_mark(account_id=account_id, now=started, found_by="a token refresh")
+        return RefreshResult(account_id, RefreshOutcome.CREDENTIAL_UNREADABLE)
+    if account.credential_unreadable_at is not None:
+        return RefreshResult(account.pk, RefreshOutcome.CREDENTIAL_UNREADABLE)
     if account.kind != Account.Kind.OAUTH or not account.refresh_token_fingerprint:
         return RefreshResult(account.pk, RefreshOutcome.NOT_REFRESHABLE, "no refresh token")
+    if only_version is not None and account.credential_version != only_version:
+        return RefreshResult(account.pk, RefreshOutcome.REFRESHED_ELSEWHERE, "already replaced")
     if access_rejected_version is not None:
         refresh_mark_access_rejected(account, started, version=access_rejected_version)
     if account.needs_relogin:
@@ -296,14 +334,18 @@ def account_refresh(
         return RefreshResult(
             account.pk, RefreshOutcome.CLAIMED_ELSEWHERE, current.refresh_error_message
         )
+    interrupted = state.refresh_interrupted(
+        sent_at=account.refresh_sent_at, claimed_until=account.refresh_claimed_until, now=started
+    )
+    if interrupted:
+        _record_interrupted(account, started, actor)
     # The provider is called outside any transaction; its answer is saved at once.
     try:
         with anthropic.client() as provider:
             grant = provider.refresh(account.refresh_token)
     except anthropic.TokenEndpointError as exc:
-        return refresh_record_failure(
-            account, exc.failure, now or timezone.now(), actor, claim=claim
-        )
+        failure = state.interrupted_failure(exc.failure, interrupted=interrupted)
+        return refresh_record_failure(account, failure, now or timezone.now(), actor, claim=claim)
     except Exception as exc:
         # Not a provider answer (a bad key, a bug): back off like a network error, so the
         # account is neither retried every tick nor silently stuck, then let it surface.

@@ -59,9 +59,13 @@ def relay_route(
 ) -> Routed:
     """An account for the request by checkout's rules; NoUsableAccount when none is left."""
     result = checkout_create(key=key, session=session, model=model, exclude=exclude)
-    account = result.account
+    return _routed(result.checkout, result.account)
+
+
+def _routed(checkout: Checkout, account: Account) -> Routed:
+    """The account's current credential, for the request that `checkout` recorded."""
     return Routed(
-        checkout=result.checkout,
+        checkout=checkout,
         account_id=account.pk,
         version=account.credential_version,
         access_token=account.access_token,
@@ -75,6 +79,7 @@ def relay_refresh(*, key: ConsumerKey, routed: Routed) -> Routed | None:
     refreshed = account_refresh(
         account_id=routed.account_id,
         access_rejected_version=routed.version,
+        only_version=routed.version,  # replaced meanwhile: the newer credential serves instead
         asked_by_401=True,
         wait=True,
         actor=key.actor,
@@ -86,13 +91,7 @@ def relay_refresh(*, key: ConsumerKey, routed: Routed) -> Routed | None:
     ).get(pk=routed.account_id)
     if account.access_expires_at is None or account.access_expires_at <= timezone.now():
         return None
-    return Routed(
-        checkout=routed.checkout,
-        account_id=account.pk,
-        version=account.credential_version,
-        access_token=account.access_token,
-        token_from_401=account.access_from_401,
-    )
+    return _routed(routed.checkout, account)
 
 
 def relay_failover(
@@ -108,7 +107,12 @@ def relay_failover(
     Returns whether a quota check should be queued (a policy block that is new)."""
     if failover == Failover.TOKEN_REJECTED:
         account = Account.objects.defer(*Account.SECRET_FIELDS).get(pk=routed.account_id)
-        if account.credential_version == routed.version:
+        action = state.report_401_action(  # a tool's 401 report follows the same rule
+            reported_version=routed.version,
+            current_version=account.credential_version,
+            token_from_401=True,  # the relay's own refresh for this 401 is spent
+        )
+        if action == state.Report401Action.BACK_OFF:
             refresh_record_access_rejected(
                 account, endpoint="Messages API", status=status, now=timezone.now(), actor=key.actor
             )
@@ -120,6 +124,7 @@ def relay_failover(
         status=reported,
         headers=dict(headers),
         message=message or f"HTTP {status} from the Messages API (relayed)",
+        sent=(routed.access_token,),
     )
     return outcome.queue_quota_check
 
@@ -164,6 +169,7 @@ REASON_WORDS = {
     state.ReasonCode.QUOTA_UNKNOWN: "with unknown quota",
     state.ReasonCode.QUOTA_STALE: "with stale quota",
     state.ReasonCode.COOLDOWN: "rate limited",
+    state.ReasonCode.CREDENTIAL_UNREADABLE: "unreadable with the configured keys",
 }
 RETRY_AFTER_UNKNOWN = 60  # seconds: no exclusion ends by time (a person must act)
 

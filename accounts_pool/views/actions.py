@@ -25,6 +25,11 @@ OUTCOME_MESSAGES: dict[RefreshOutcome | QuotaOutcome, str] = {
     RefreshOutcome.NEEDS_RELOGIN: "The refresh token was rejected: log in again (Re-login).",
     RefreshOutcome.BACKING_OFF: "It failed less than a minute ago; try again in a minute.",
     QuotaOutcome.NO_VALID_TOKEN: "No valid access token to check quota with (refresh first).",
+    # The same value for both operations.
+    RefreshOutcome.CREDENTIAL_UNREADABLE: (
+        "Its stored credential cannot be decrypted with the configured keys: put the key back "
+        "and run manage.py reencrypt, or log in again (Re-login)."
+    ),
 }
 SUCCESSES = (RefreshOutcome.REFRESHED, RefreshOutcome.REFRESHED_ELSEWHERE, QuotaOutcome.CHECKED)
 

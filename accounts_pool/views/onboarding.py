@@ -161,7 +161,11 @@ def login_complete(request: HttpRequest, pool: str) -> HttpResponse:
         messages.info(request, "Start a login first.")
         return redirect("add_account", pool=found.slug)
     account_id = pending.get("account_id")
-    account = Account.objects.filter(pk=account_id, pool=found).first() if account_id else None
+    account = (
+        Account.objects.defer(*Account.SECRET_FIELDS).filter(pk=account_id, pool=found).first()
+        if account_id
+        else None
+    )
     form = PasteCodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         if account is None and not form.cleaned_data["label"]:

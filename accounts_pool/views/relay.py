@@ -9,6 +9,7 @@ this module only moves bytes and decides, before the tool sees any, whether to f
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -18,6 +19,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -40,7 +42,25 @@ R = TypeVar("R")
 def _db(function: Callable[P, R]) -> Callable[P, Awaitable[R]]:
     """Database work runs on worker threads (each with its own connection), not on one shared
     thread: a relay process serves many requests at once."""
-    return sync_to_async(function, thread_sensitive=False)
+    return sync_to_async(_reconnecting(function), thread_sensitive=False)
+
+
+def _reconnecting(function: Callable[P, R]) -> Callable[P, R]:
+    """A worker thread's connection outlives every request (no request cycle closes it): when
+    the database dropped it (a restart, an idle cut), it fails at its first statement, before
+    anything was written. Then it is replaced and the work done once more on a new one."""
+
+    @functools.wraps(function)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return function(*args, **kwargs)
+        except (InterfaceError, OperationalError):
+            if connection.in_atomic_block or connection.is_usable():
+                raise  # the database answered: an error of this work, not a lost connection
+            connection.close()
+            return function(*args, **kwargs)
+
+    return run
 
 
 FAILOVERS = {

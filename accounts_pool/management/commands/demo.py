@@ -1,10 +1,7 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +11,8 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from simulator import SimulatedAnthropic
 
-from ...demo import demo_build
+from ...demo import demo_build, demo_relay_traffic
+from ...supervise import DEFAULT_GRACE, Child, supervise
 
 
 class Command(BaseCommand):
@@ -39,10 +37,12 @@ class Command(BaseCommand):
             env = {**os.environ, **provider, "PYTHONUNBUFFERED": "1"}
             bin_dir = Path(sys.executable).parent
             relay_port = options["relay_port"] or options["port"] + 1
-            started = [
-                subprocess.Popen(
+            celery = str(bin_dir / "celery")
+            children = [
+                Child(
+                    "worker",
                     [
-                        str(bin_dir / "celery"),
+                        celery,
                         "-A",
                         "config",
                         "worker",
@@ -51,23 +51,19 @@ class Command(BaseCommand):
                         "--concurrency",
                         "2",
                     ],
-                    env=env,
+                    env,
                 ),
-                subprocess.Popen(
+                Child(
+                    "beat",
                     [
-                        str(bin_dir / "celery"),
-                        "-A",
-                        "config",
-                        "beat",
-                        "--loglevel",
-                        "WARNING",
-                        "--scheduler",
-                        "django_celery_beat.schedulers:DatabaseScheduler",
+                        *(celery, "-A", "config", "beat", "--loglevel", "WARNING"),
+                        *("--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"),
                         "--pidfile=",
                     ],
-                    env=env,
+                    env,
                 ),
-                subprocess.Popen(
+                Child(
+                    "web",
                     [
                         sys.executable,
                         "manage.py",
@@ -75,57 +71,45 @@ class Command(BaseCommand):
                         "--noreload",
                         f"127.0.0.1:{options['port']}",
                     ],
-                    env=env,
+                    env,
                 ),
-                subprocess.Popen(
+                Child(
+                    "relay",
                     [
-                        str(bin_dir / "uvicorn"),
-                        "config.asgi:application",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(relay_port),
-                        "--no-access-log",
+                        *(str(bin_dir / "uvicorn"), "config.asgi:application"),
+                        *("--host", "127.0.0.1", "--port", str(relay_port), "--no-access-log"),
                     ],
-                    env=env,
+                    env,
                 ),
             ]
             url = f"http://127.0.0.1:{options['port']}"
-            self.stdout.write(
-                "\n".join(
-                    [
-                        "",
-                        f"accounts-pool demo: {url}/pools/{demo.pool}/  (simulated provider at "
-                        f"{sim.base_url})",
-                        f"  team lead: {demo.lead} / {demo.lead_password}   (also the admin: "
-                        f"{url}/admin/)",
-                        f"  member:    {demo.member} / {demo.member_password}",
-                        f"  API token (lead): {demo.api_token}",
-                        f"  consumer key:     {demo.consumer_key}",
-                        f"  relay: ANTHROPIC_BASE_URL=http://127.0.0.1:{relay_port}/relay/anthropic"
-                        f" ANTHROPIC_AUTH_TOKEN={demo.consumer_key}",
-                        "Every reason code is on the pool page now, except quota_stale, which the "
-                        "cycle reaches within two minutes; token_expired clears when the next "
-                        "cycle refreshes it. Ctrl-C stops.",
-                        "",
-                    ]
+            relay_url = f"http://127.0.0.1:{relay_port}/relay/anthropic"
+
+            def announce() -> None:
+                relayed = demo_relay_traffic(sim, relay_url, demo.consumer_key)
+                self.stdout.write(
+                    "\n".join(
+                        [
+                            "",
+                            f"accounts-pool demo: {url}/pools/{demo.pool}/  (simulated provider at "
+                            f"{sim.base_url})",
+                            f"  team lead: {demo.lead} / {demo.lead_password}   (also the admin: "
+                            f"{url}/admin/)",
+                            f"  member:    {demo.member} / {demo.member_password}",
+                            f"  API token (lead): {demo.api_token}",
+                            f"  consumer key:     {demo.consumer_key}",
+                            f"  relay: ANTHROPIC_BASE_URL={relay_url}"
+                            f" ANTHROPIC_AUTH_TOKEN={demo.consumer_key}",
+                            "  sent through the relay (the first one failed over after a 429): "
+                            + "; ".join(relayed),
+                            "Every reason code is on the pool page now, except quota_stale, "
+                            "which the cycle reaches within two minutes; token_expired clears "
+                            "when the next cycle refreshes it. Ctrl-C stops.",
+                            "",
+                        ]
+                    )
                 )
-            )
-            self.stdout.flush()
-            stop = False
+                self.stdout.flush()
 
-            def _stop(*_: object) -> None:
-                nonlocal stop
-                stop = True
-
-            signal.signal(signal.SIGTERM, _stop)
-            signal.signal(signal.SIGINT, _stop)
-            while not stop and all(p.poll() is None for p in started):
-                time.sleep(0.5)
-            for process in started:
-                process.terminate()
-            for process in started:
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            # Any of them that dies comes back; Ctrl-C stops them all (accounts_pool.supervise).
+            supervise(children, DEFAULT_GRACE, on_started=announce)

@@ -41,7 +41,7 @@ def refuse_duplicate_identity(
     taken = Account.objects.filter(pool__team=pool.team_id, provider_account_uuid=account_uuid)
     if keep is not None:
         taken = taken.exclude(pk=keep.pk)
-    existing = taken.first()
+    existing = taken.only("pk", "label").first()
     if existing is not None:
         raise Conflict(
             f"This provider account is already in the team as “{existing.label}”.",

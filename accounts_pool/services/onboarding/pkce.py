@@ -12,6 +12,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from ... import state
+from ...crypto import SecretDecryptionError
 from ...models import Account, OAuthLogin, Pool
 from ...providers import anthropic
 from ..errors import Conflict, Invalid, ProviderRefused, ServiceError
@@ -82,6 +83,9 @@ def parse_pasted_code(pasted: str) -> tuple[str, str | None]:
 def _claim_login(pool: Pool, session: str, now: datetime) -> OAuthLogin:
     login = (
         OAuthLogin.objects.select_related("account")
+        # The verifier is read once the session checks out (_verifier); the account's secrets
+        # are never needed here.
+        .defer("verifier", *(f"account__{name}" for name in Account.SECRET_FIELDS))
         .filter(pool=pool, session_hash=secret_hash(session))
         .first()
     )
@@ -98,6 +102,18 @@ def _claim_login(pool: Pool, session: str, now: datetime) -> OAuthLogin:
             status=410,
         )
     return login
+
+
+def _verifier(login: OAuthLogin) -> str:
+    try:
+        return login.verifier
+    except SecretDecryptionError:
+        raise ServiceError(
+            "This login session was started under an encryption key that is no longer "
+            "configured; start again.",
+            code="login_expired",
+            status=410,
+        ) from None
 
 
 def oauth_login_complete(
@@ -124,6 +140,7 @@ def oauth_login_complete(
         )
     if not secrets.compare_digest(pasted_state, login.state):
         raise ServiceError("The state does not match this login session.", code="state_mismatch")
+    verifier = _verifier(login)
     target = account or login.account
     if target is not None and target.pool_id != pool.pk:
         raise Invalid("That account is not in this pool.", code="account_not_in_pool")
@@ -136,7 +153,7 @@ def oauth_login_complete(
         raise ServiceError("This login session was already used.", code="login_used", status=409)
     try:
         with anthropic.client() as provider:
-            grant = provider.exchange_code(code=code, state=login.state, verifier=login.verifier)
+            grant = provider.exchange_code(code=code, state=login.state, verifier=verifier)
     except anthropic.TokenEndpointError as exc:
         if state.onboarding_token_outcome(exc.failure) == state.OnboardingOutcome.UNVERIFIED:
             raise ServiceError(
@@ -183,3 +200,10 @@ def oauth_login_complete(
         refreshed=True,
     )
     return with_first_quota_check(created, actor)
+
+
+def logins_prune(*, now: datetime, older_than: timedelta) -> int:
+    """Delete PKCE logins that expired more than `older_than` ago (completed or not: a session
+    is used once, within 10 minutes); each holds an encrypted verifier. Returns how many."""
+    deleted, _ = OAuthLogin.objects.filter(expires_at__lt=now - older_than).delete()
+    return deleted
