@@ -11,7 +11,7 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from . import selectors, state
+from . import selectors, state, timefmt
 from .forms import AccountOnboardForm
 from .models import Account, AccountEvent, Membership, Pool, QuotaWindow, Team
 from .services.levers import (
@@ -160,10 +160,13 @@ class AccountAdmin(admin.ModelAdmin[Account]):
         "kind",
         "status",
         "first_reason",
-        "refresh_backoff_until",
+        "refresh_backoff",
         "policy_status",
-        "access_expires_at",
+        "token_expires",
     )
+    # The list is sorted by what its arrow shows (the model's own order starts with pool_id,
+    # which no column shows, so the arrow on "label" told the wrong story).
+    ordering = ("label", "id")
     list_filter = (StatusFilter, "pool", "kind", "enabled", "policy_status")
     search_fields = ("label", "email", "pool__name")
     list_select_related = ("pool",)
@@ -292,15 +295,23 @@ class AccountAdmin(admin.ModelAdmin[Account]):
         reason = self._verdict(obj).first_reason
         if reason is None:
             return "-"
-        until = f" (until {reason.until:%Y-%m-%d %H:%M} UTC)" if reason.until else ""
+        until = f" (until {timefmt.plain(reason.until, timezone.now())})" if reason.until else ""
         return f"{reason.code}: {reason.message}{until}"
+
+    @admin.display(description="Refresh backoff until", ordering="refresh_backoff_until")
+    def refresh_backoff(self, obj: Account) -> str:
+        return timefmt.plain(obj.refresh_backoff_until, timezone.now())
+
+    @admin.display(description="Token expires", ordering="access_expires_at")
+    def token_expires(self, obj: Account) -> str:
+        return timefmt.plain(obj.access_expires_at, timezone.now())
 
     @admin.display(description="Status and every reason")
     def status_and_reasons(self, obj: Account) -> str:
         verdict = self._verdict(obj)
         lines = [verdict.status.value.upper()]
         for reason in verdict.reasons:
-            until = f", until {reason.until:%Y-%m-%d %H:%M} UTC" if reason.until else ""
+            until = f", until {timefmt.plain(reason.until, timezone.now())}" if reason.until else ""
             lines.append(f"• {reason.code}: {reason.message} (clears on {reason.clears_on}{until})")
         return "\n".join(lines)
 

@@ -4,6 +4,7 @@ the simulated provider. Never against the real provider: `simulator` is the only
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 from cryptography.fernet import Fernet
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import TextField, Value
 from django.utils import timezone
@@ -41,6 +43,8 @@ class Demo:
     api_token: str
     consumer_key: str
     pool: str
+    paste_refresh_token: str  # a provider account not yet in the pool, for "Paste tokens"
+    import_file: str  # a Claude Code credentials file of another, for "Upload a file"
 
 
 def _user(username: str, *, staff: bool = False) -> tuple[User, str]:
@@ -124,6 +128,19 @@ def demo_build(sim: SimulatedAnthropic) -> Demo:
     _check_out_and_report(key, rejected, status=401)
     laptop, _ = keys.consumer_key_create(pool=pool, name="demo laptop", created_by=lead)
     _an_hour_of_traffic(pool, [key, laptop], sims, datetime.now(UTC))
+    # Accounts the provider has but the pool does not, for trying the other ways to add one.
+    to_paste = sim.add_account(email="to-paste@demo.test")
+    to_import = sim.add_account(email="to-import@demo.test")
+    import_file = settings.VAR_DIR / "demo-claude-credentials.json"
+    credentials = {
+        "claudeAiOauth": {
+            "accessToken": to_import.access_token,
+            "refreshToken": to_import.refresh_token,
+            "expiresAt": int(to_import.access_expires_at * 1000),
+        }
+    }
+    import_file.write_text(json.dumps(credentials, indent=2))
+    import_file.chmod(0o600)
     return Demo(
         lead=lead.get_username(),
         lead_password=lead_password,
@@ -132,6 +149,8 @@ def demo_build(sim: SimulatedAnthropic) -> Demo:
         api_token=api_token,
         consumer_key=consumer_key,
         pool=pool.slug,
+        paste_refresh_token=to_paste.refresh_token,
+        import_file=str(import_file),
     )
 
 

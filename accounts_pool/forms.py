@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 
 from .jsoninput import UnreadableJson, json_loads
-from .models import Account
+from .models import Account, Membership, Pool
 from .services.errors import Conflict
 from .services.onboarding import refuse_held_refresh_token
 
@@ -22,9 +22,14 @@ class SecretField(forms.CharField):
 
 
 def _token_with_expiry(form: forms.BaseForm, cleaned: dict[str, Any], expiry: str) -> None:
-    """An access token is given with its expiry, or neither is."""
-    if bool(cleaned.get("access_token")) != bool(cleaned.get(expiry)):
-        form.add_error(expiry, "Give the access token and its expiry together, or neither.")
+    """An access token is given with its expiry, or neither is. An expiry that did not parse
+    already has its own error: saying "give them together" then would be wrong."""
+    if expiry in form.errors:
+        return
+    if cleaned.get("access_token") and not cleaned.get(expiry):
+        form.add_error(expiry, "Give the expiry of the access token too, or leave the token out.")
+    elif cleaned.get(expiry) and not cleaned.get("access_token"):
+        form.add_error(expiry, "An expiry needs the access token it belongs to.")
 
 
 class AccountOnboardForm(forms.ModelForm[Account]):
@@ -135,3 +140,47 @@ class KeyLimitsForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text="None ticked: every family.",
     )
+
+
+class TeamForm(forms.Form):
+    name = forms.CharField(max_length=100, strip=True, help_text="Shown to people.")
+    slug = forms.SlugField(max_length=50, help_text="Used in URLs: letters, digits, - and _.")
+
+    def clean_slug(self) -> str:
+        slug: str = self.cleaned_data["slug"]
+        if slug == "new":  # /teams/new/ is the page that creates a team
+            raise forms.ValidationError("This slug is reserved; choose another.")
+        return slug
+
+
+class PoolForm(forms.ModelForm[Pool]):
+    """A pool and its policy; the help under each field is the model's."""
+
+    class Meta:
+        model = Pool
+        fields: tuple[str, ...] = (
+            "name",
+            "slug",
+            "routing",
+            "refresh_lead",
+            "quota_interval",
+            "policy_recheck_interval",
+            "min_remaining_percent",
+            "fail_closed_on_unknown_quota",
+        )
+
+    def clean_min_remaining_percent(self) -> float:
+        value: float = self.cleaned_data["min_remaining_percent"]
+        if not 0 <= value <= 100:
+            raise forms.ValidationError("Between 0 and 100.")
+        return value
+
+
+class PoolSettingsForm(PoolForm):
+    class Meta(PoolForm.Meta):
+        fields = tuple(f for f in PoolForm.Meta.fields if f != "slug")
+
+
+class MemberForm(forms.Form):
+    username = forms.CharField(max_length=150, strip=True, help_text="Their login name.")
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)

@@ -380,6 +380,7 @@ class Account(models.Model):
             quota_checked_at=self.quota_checked_at,
             windows_observed_at=self.windows_observed_at,
             quota_backoff_until=self.quota_backoff_until,
+            quota_failures=self.quota_failures,
             quota_error_message=self.quota_error_message,
             policy_status=state.PolicyStatus(self.policy_status),
             policy_message=self.policy_message,
@@ -435,6 +436,11 @@ class QuotaWindow(models.Model):
     )
     resets_at = models.DateTimeField(null=True, blank=True, help_text="When the window resets.")
     checked_at = models.DateTimeField(help_text="When this observation was made.")
+    exhausted_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the window was first seen exhausted in its current period.",
+    )
     source = models.CharField(
         max_length=10, choices=Source.choices, default=Source.POLL, help_text="Who observed it."
     )
@@ -457,6 +463,7 @@ class QuotaWindow(models.Model):
             checked_at=self.checked_at,
             model_id=self.model_id,
             model_name=self.model_name,
+            exhausted_since=self.exhausted_since,
         )
 
     @property

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from . import timefmt
+
 # --- Vocabulary ------------------------------------------------------------------------------
 
 
@@ -454,6 +456,8 @@ class Window:
     # A scoped window limits one model (family) only: its id, else its display name ("Opus").
     model_id: str = ""
     model_name: str = ""
+    # When the window was first seen exhausted in its current period (kept across polls).
+    exhausted_since: datetime | None = None
 
     @property
     def scoped(self) -> bool:
@@ -504,6 +508,7 @@ class AccountState:
     # The last time relayed or reported answers' rate-limit headers updated the windows.
     windows_observed_at: datetime | None = None
     quota_backoff_until: datetime | None = None
+    quota_failures: int = 0
     quota_error_message: str = ""
     policy_status: PolicyStatus = PolicyStatus.OK
     policy_message: str = ""
@@ -634,8 +639,38 @@ def window_exhausted(window: Window, policy: PoolPolicy, now: datetime) -> bool:
     return remaining <= 0 or remaining < policy.min_remaining_percent
 
 
+def exhausted_since(
+    before: Window | None, after: Window, policy: PoolPolicy, now: datetime
+) -> datetime | None:
+    """When `after` (a new observation of a window) became exhausted: kept from the previous
+    observation while the window stays exhausted in the same period, `now` when it just
+    became so, None when it is not exhausted. So quota_exhausted's `since` does not move at
+    every poll."""
+    if not window_exhausted(after, policy, now):
+        return None
+    same_period = (
+        before is not None
+        and before.exhausted_since is not None
+        and (
+            before.resets_at is None
+            or after.resets_at is None
+            or before.resets_at == after.resets_at
+        )
+    )
+    return before.exhausted_since if same_period and before is not None else now
+
+
 def _fmt(when: datetime | None) -> str:
-    return when.strftime("%Y-%m-%d %H:%M UTC") if when else "unknown"
+    """Absolute, in the one format of STYLE.md 15 (a message has no hover to carry it)."""
+    return timefmt.utc(when) if when else "unknown"
+
+
+def quota_stale(state: AccountState, policy: PoolPolicy, now: datetime) -> bool:
+    """The snapshot is older than the interval and checks are failing: backing off, or the
+    backoff ended and no check has succeeded since (failures are cleared only by a success)."""
+    if state.quota_checked_at is None or state.quota_checked_at > now - policy.quota_interval:
+        return False
+    return _active(state.quota_backoff_until, now) or state.quota_failures > 0
 
 
 def _credential_reasons(state: AccountState, now: datetime) -> list[Reason]:
@@ -718,7 +753,7 @@ def _quota_reasons(
                         if window.resets_at
                         else "(no reset time known; cleared by the next quota check)."
                     ),
-                    window.checked_at,
+                    window.exhausted_since,
                     window.resets_at,
                     ClearsOn.TIME if window.resets_at else ClearsOn.SUCCESS,
                     True,
@@ -740,19 +775,20 @@ def _quota_reasons(
                 policy.fail_closed_on_unknown_quota,
             )
         )
-    elif (
-        state.quota_checked_at is not None
-        and _active(state.quota_backoff_until, now)
-        and state.quota_checked_at <= now - policy.quota_interval
-    ):
+    elif quota_stale(state, policy, now):
+        backing_off = _active(state.quota_backoff_until, now)
         reasons.append(
             Reason(
                 ReasonCode.QUOTA_STALE,
                 f"Quota last checked at {_fmt(state.quota_checked_at)}; checks failing"
                 + (f" ({state.quota_error_message})" if state.quota_error_message else "")
-                + f", next after {_fmt(state.quota_backoff_until)}.",
+                + (
+                    f", next after {_fmt(state.quota_backoff_until)}."
+                    if backing_off
+                    else ", next check due now."
+                ),
                 state.quota_checked_at,
-                state.quota_backoff_until,
+                state.quota_backoff_until if backing_off else None,
                 ClearsOn.SUCCESS,
                 False,
             )

@@ -58,6 +58,8 @@ MIDDLEWARE = [
     "accounts_pool.outage.DatabaseOutageMiddleware",
     # Last, as axes asks: it turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
+    # A refused page: the styled 403 with its message, one log line instead of a traceback.
+    "accounts_pool.views.errors.PageRefusalMiddleware",
 ]
 
 # --- Login throttling (django-axes) ----------------------------------------------------------

@@ -7,6 +7,7 @@ import hashlib
 import html
 import secrets
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from simulator.accounts import SimAccount
 from simulator.replies import Reply, json_reply
@@ -47,13 +48,30 @@ def token_answer(account: SimAccount, scope: str) -> Reply:
     )
 
 
-def login_page(code: str, state: str) -> Reply:
-    """The page the person sees after logging in: the code to paste back, `CODE#STATE`."""
+def login_page(
+    code: str,
+    state: str,
+    *,
+    email: str | None = None,
+    choices: list[str] | None = None,
+    query: dict[str, list[str]] | None = None,
+) -> Reply:
+    """The page the person sees after logging in: the code to paste back, `CODE#STATE`. The
+    code logs in `email` when given, else a new account; `choices` lists the accounts the
+    provider has, each a link to the same login as that account (`login_hint`)."""
     shown = html.escape(f"{code}#{state}")
+    who = f"as {html.escape(email)}" if email else "as a new account"
+    links = ""
+    for choice in choices or []:
+        params = {k: v[0] for k, v in (query or {}).items() if v and k != "login_hint"}
+        href = "?" + urlencode({**params, "login_hint": choice})
+        links += f'<li><a href="{html.escape(href)}">{html.escape(choice)}</a></li>'
+    others = f"<p>Or log in as an account the provider has:</p><ul>{links}</ul>" if links else ""
     page = (
-        "<!DOCTYPE html><html><head><title>Simulated Anthropic login</title></head><body>"
-        "<h1>Simulated Anthropic</h1><p>Paste this code into the application:</p>"
-        f'<code id="code">{shown}</code></body></html>'
+        '<!DOCTYPE html><html lang="en"><head><title>Simulated Anthropic login</title>'
+        '<meta name="viewport" content="width=device-width, initial-scale=1"></head><body>'
+        f"<h1>Simulated Anthropic</h1><p>Logged in {who}. Paste this code into the "
+        f'application:</p><code id="code">{shown}</code>{others}</body></html>'
     )
     return Reply(200, page.encode(), "text/html; charset=utf-8")
 

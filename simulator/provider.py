@@ -466,7 +466,11 @@ class SimulatedAnthropic:
         )
         with self._lock:
             self._codes[code] = pending
-        return login_page(code, state)
+            known = sorted(a.email for a in self._accounts.values())
+        # A person chooses whom to log in as: a new account, or one the provider already has
+        # (a re-login of an account whose grant was revoked gets new tokens for that account).
+        choices = [] if pending.email else known[:50]
+        return login_page(code, state, email=pending.email, choices=choices, query=query)
 
     def _exchange(self, payload: dict[str, Any]) -> Reply:
         code = payload.get("code")
@@ -485,6 +489,16 @@ class SimulatedAnthropic:
                 return self._invalid_grant("Invalid 'state' in request")
             if not pkce_ok(pending, verifier):
                 return self._invalid_grant("Invalid 'code_verifier' in request")
+        with self._lock:
+            existing = next(
+                (a for a in self._accounts.values() if pending.email and a.email == pending.email),
+                None,
+            )
+            if existing is not None:  # the same account logs in again: a new grant
+                existing.revoked = False
+                self._by_refresh.pop(existing.refresh_token, None)
+                self._rotate(existing)
+                return token_answer(existing, pending.scope)
         account = self.add_account(email=pending.email or f"login-{next(self._serial)}@sim.test")
         with self._lock:
             return token_answer(account, pending.scope)

@@ -7,8 +7,10 @@ nothing of acme. NOW is fixed; services take `now` as an argument, so nothing pa
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -163,3 +165,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if os.environ.get("ACCOUNTS_POOL_REQUIRE_SERVICES") == "1":
         pytest.fail(missing)
     pytest.skip(missing)
+
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+SESSION_STARTED = time.time()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print where the browser tests left their screenshots, for a reviewer reading CI's log."""
+    shots = sorted(p for p in ARTIFACTS.glob("*.png") if p.stat().st_mtime >= SESSION_STARTED)
+    if shots:
+        terminalreporter.write_sep("-", "screenshots written by the browser tests")
+        for shot in shots:
+            terminalreporter.write_line(str(shot))

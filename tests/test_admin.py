@@ -58,7 +58,7 @@ def test_the_list_shows_status_reason_and_until(admin_client, states):
     )
     until = states["backoff"].refresh_backoff_until
     assert "refresh_backoff: Token refresh failing (HTTP 403 from the token endpoint" in page
-    assert f"(until {until:%Y-%m-%d %H:%M} UTC)" in page
+    assert f"({until:%H:%M} UTC, {until:%d %b %Y}))" in page  # relative first, then UTC
     assert page.count(">excluded<") == 2
 
 
@@ -162,7 +162,7 @@ def test_an_operator_adds_an_account_from_its_refresh_token(admin_client, pool):
         ({"label": "x"}, "This field is required."),
         (
             {"label": "x", "refresh_token": REFRESH, "access_token": ACCESS},
-            "Give the access token and its expiry together, or neither.",
+            "Give the expiry of the access token too, or leave the token out.",
         ),
         ({"label": "", "refresh_token": REFRESH}, "This field is required."),
     ],
@@ -231,3 +231,25 @@ def test_the_change_form_offers_no_field_it_would_not_save(admin_client, account
     assert response.status_code == 302
     account.refresh_from_db()
     assert (account.label, account.priority, account.base_url) == ("x", 1, "")
+
+
+def test_the_account_list_is_sorted_by_the_column_its_arrow_marks(admin_client, pool):
+    from .conftest import make_account
+
+    make_account(pool, label="zed", priority=0)
+    make_account(pool, label="amy", priority=5, refresh_token="sk-ant-ort01-amy")
+    body = admin_client.get("/admin/accounts_pool/account/").content.decode()
+    assert 'class="sortable column-label sorted ascending"' in body
+    assert body.index(">amy<") < body.index(">zed<")
+
+
+def test_the_admin_reads_times_relative_first_then_utc(admin_client, pool):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from .conftest import make_account
+
+    make_account(pool, label="waits", refresh_backoff_until=timezone.now() + timedelta(minutes=30))
+    body = admin_client.get("/admin/accounts_pool/account/").content.decode()
+    assert "in 29 min (" in body or "in 30 min (" in body

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +47,9 @@ def test_the_demo_shows_every_reason_code(tmp_path):
         )
         token = printed.group(1)  # type: ignore[attr-defined]
         assert re.search(r"team lead: demo-lead / \S+", log.read_text())
+        tried = re.search(r"refresh token (sk-ant-ort01-\S+), or upload (\S+);", log.read_text())
+        assert tried is not None  # tokens to try Paste tokens and the file import with
+        assert json.loads(Path(tried.group(2)).read_text())["claudeAiOauth"]["refreshToken"]
         # Traffic went through the relay process, one request failing over after a 429.
         assert (
             "POST /v1/messages: 200; POST /v1/messages (stream): 200; "

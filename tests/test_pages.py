@@ -3,6 +3,7 @@ nothing, query counts that do not grow with the rows, and no secret in any page.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -24,7 +25,7 @@ from accounts_pool.models import (
 from accounts_pool.services.invites import invite_create
 from accounts_pool.services.keys import consumer_key_create
 
-from .conftest import ACCESS, REFRESH, make_account
+from .conftest import ACCESS, REFRESH, make_account, usage_answer
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def test_anonymous_visitors_are_sent_to_log_in(client, account):
             "add_by_tokens",
             {"label": "x", "refresh_token": REFRESH, "access_token": ACCESS},
             "expires_at",
-            "Give the access token and its expiry together, or neither.",
+            "Give the expiry of the access token too, or leave the token out.",
         ),
         (
             "add_by_tokens",
@@ -89,6 +90,16 @@ def test_the_token_form_says_what_is_wrong_next_to_the_field(lead, pool, url, da
     assert REFRESH not in page
     assert ACCESS not in page
     assert _counts() == before
+
+
+def test_an_unreadable_expiry_says_so_and_not_that_it_is_missing(lead, pool):
+    data = {"label": "x", "refresh_token": REFRESH, "access_token": ACCESS, "expires_at": "soon"}
+    response = lead.post(reverse("add_by_tokens", args=["claude"]), data)
+    page = response.content.decode()
+    assert response.status_code == 400
+    assert "Enter a valid date/time." in page
+    assert "expiry too" not in page
+    assert "together" not in page
 
 
 def test_a_refused_refresh_token_is_reported_on_the_form(lead, pool, provider):
@@ -140,9 +151,12 @@ def test_a_key_needs_a_name(lead, pool):
 
 
 def test_a_new_key_is_shown_once_then_only_its_prefix(lead, pool):
-    page = lead.post(reverse("consumer_keys", args=["claude"]), {"name": "laptop"}).content.decode()
+    created = lead.post(reverse("consumer_keys", args=["claude"]), {"name": "laptop"})
+    assert created.status_code == 302  # post/redirect/get: a reload cannot create a second key
+    page = lead.get(created["Location"]).content.decode()
     key = ConsumerKey.objects.get()
     assert f'value="{key.prefix}' in page
+    assert 'data-copy="new-key"' in page
     again = lead.get(reverse("consumer_keys", args=["claude"])).content.decode()
     assert f"<code>{key.prefix}…</code>" in again
     assert 'id="new-key"' not in again
@@ -230,6 +244,50 @@ def test_pages_run_the_same_queries_for_10_and_500_accounts(admin_client, alice,
     assert _queries(admin_client, url) == small
 
 
+def test_the_pool_page_spends_under_a_kilobyte_per_account(lead, pool):
+    _fill(pool, 500)
+    Account.objects.filter(label__endswith="7").update(
+        cooldown_until=timezone.now() + timedelta(hours=1)
+    )
+    page = lead.get(reverse("pool", args=["claude"])).content
+    rows = lead.get(reverse("pool_rows", args=["claude"])).content
+    assert page.count(b'class="row ') == 500
+    print(f"pool page: {len(page) / 500:.0f} bytes per account")
+    assert len(page) / 500 < 1024
+    assert len(rows) < len(page)
+
+
+def test_the_refresh_answers_304_when_nothing_changed(lead, pool):
+    _fill(pool, 3)
+    url = reverse("pool_rows", args=["claude"]) + "?status=usable&sort=-account"
+    first = lead.get(url)
+    assert first.status_code == 200
+    assert first.content.count(b'class="row ') == 3
+    again = lead.get(url, HTTP_IF_NONE_MATCH=first["ETag"])
+    assert again.status_code == 304
+    assert again.content == b""
+    Account.objects.filter(label="acct 001").update(
+        cooldown_until=timezone.now() + timedelta(hours=1)
+    )
+    changed = lead.get(url, HTTP_IF_NONE_MATCH=first["ETag"])
+    assert changed.status_code == 200
+    assert changed.content.count(b'class="row ') == 2  # the filter held: only usable ones
+
+
+def test_a_reason_badge_filters_the_table_and_keeps_the_state_in_links(lead, pool):
+    _fill(pool, 4)
+    Account.objects.filter(label="acct 002").update(
+        cooldown_until=timezone.now() + timedelta(hours=1)
+    )
+    body = lead.get(
+        reverse("pool", args=["claude"]), {"reason": "cooldown", "q": "acct"}
+    ).content.decode()
+    assert body.count('class="row ') == 1
+    assert 'data-account="' in body
+    assert "?reason=cooldown&amp;q=acct&amp;sort=account" in body  # a sort keeps the filters
+    assert "rate-limited" in body
+
+
 def test_no_page_shows_a_token_or_a_key(lead, pool, alice):
     now = timezone.now()
     account = make_account(pool, label="secret holder", quota_checked_at=now)
@@ -272,3 +330,42 @@ def test_a_re_login_of_an_account_outside_the_pool_is_not_found(lead, pool, team
     account_id = str(elsewhere.pk) if chosen == "other pool" else chosen
     response = lead.post(reverse("login_start", args=["claude"]), {"account_id": account_id})
     assert response.status_code == 404
+
+
+def _credentials(access="sk-ant-oat01-file", refresh="sk-ant-ort01-file"):
+    expires = int((timezone.now() + timedelta(hours=5)).timestamp() * 1000)
+    document = {
+        "claudeAiOauth": {"accessToken": access, "refreshToken": refresh, "expiresAt": expires}
+    }
+    return SimpleUploadedFile("c.json", json.dumps(document).encode(), "application/json")
+
+
+def test_an_imported_live_token_is_checked_and_fills_in_who_it_is(lead, pool, provider):
+    provider.usage.respond(200, json=usage_answer())
+    identity = {"uuid": "u-7", "email_address": "kim@acme.test"}
+    org = {"uuid": "o-1", "name": "Acme Org"}
+    provider.profile.respond(200, json={"account": identity, "organization": org})
+    response = lead.post(
+        reverse("add_by_file", args=["claude"]), {"file": _credentials()}, follow=True
+    )
+    account = Account.objects.get()
+    assert (account.email, account.organization_name) == ("kim@acme.test", "Acme Org")
+    assert account.quota_checked_at is not None
+    assert "1 checked with the provider" in response.content.decode()
+    assert provider.token.call_count == 0  # nothing rotated
+
+
+def test_an_import_whose_access_token_the_provider_refuses_saves_nothing(lead, pool, provider):
+    provider.usage.respond(
+        401,
+        json={
+            "type": "error",
+            "error": {"type": "authentication_error", "message": "Invalid bearer token"},
+        },
+    )
+    response = lead.post(reverse("add_by_file", args=["claude"]), {"file": _credentials()})
+    page = response.content.decode()
+    assert response.status_code == 400
+    assert "Entry 0: the provider refused the access token" in page
+    assert "1 account" not in page
+    assert Account.objects.count() == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import secrets
@@ -131,6 +132,26 @@ def test_pkce_login_with_the_right_verifier_creates_a_new_account(sim, client):
     again = exchange(client, code, state, verifier)
     assert again.json()["error"] == "invalid_grant"  # codes are single-use
     assert (sim.stats()["exchange"], sim.stats()["authorize"]) == (2, 1)
+
+
+def test_a_revoked_account_logs_in_again_as_itself_from_the_login_pages_choice(sim, client):
+    gone = sim.add_account(email="gone@demo.test")
+    sim.revoke(gone)
+    verifier = secrets.token_urlsafe(32)
+    query = {"code": "true", "client_id": CLIENT_ID, "response_type": "code", "state": "s" * 32}
+    query |= {"code_challenge": pkce_challenge(verifier), "code_challenge_method": "S256"}
+    page = client.get("/oauth/authorize", params=query)
+    link = re.search(r'<a href="([^"]+)">gone@demo.test</a>', page.text).group(1)
+    chosen = client.get("/oauth/authorize" + html.unescape(link))
+    pasted = re.search(r'<code id="code">([^<]+)</code>', chosen.text).group(1)
+    code, _, state = pasted.partition("#")
+    answer = exchange(client, code, state, verifier)
+    assert answer.json()["account"]["uuid"] == gone.uuid  # the same account, not a new one
+    refreshed = client.post(
+        "/v1/oauth/token",
+        json={"grant_type": "refresh_token", "refresh_token": answer.json()["refresh_token"]},
+    )
+    assert refreshed.status_code == 200
 
 
 def test_pkce_exchange_with_a_wrong_verifier_is_invalid_grant(client):

@@ -23,6 +23,7 @@ from accounts_pool.state import (
     Window,
     access_rejected_effect,
     eligibility,
+    exhausted_since,
     failure_kind,
     model_family,
     onboarding_token_outcome,
@@ -457,7 +458,7 @@ def test_the_policy_reason_says_when_it_is_rechecked():
     reason = _verdict(
         policy_status=PolicyStatus.BLOCKED, policy_message="no", policy_checked_at=NOW - MIN
     ).first_reason
-    assert "rechecked after 2026-11-29 12:29 UTC" in reason.message
+    assert "rechecked after 12:29 UTC, 29 Nov 2026" in reason.message
 
 
 @pytest.mark.parametrize(
@@ -567,6 +568,58 @@ def test_a_refresh_backoff_after_a_rejected_access_token_says_so():
     assert reason.excludes
     assert reason.message.startswith("Access token rejected (HTTP 401 right after a refresh: ")
     assert "the usage endpoint rejected" in reason.message
+
+
+STALE = {"quota_checked_at": NOW - 20 * MIN, "quota_error_message": "HTTP 503"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "codes", "until"),
+    [
+        (
+            {**STALE, "quota_backoff_until": NOW + 3 * MIN, "quota_failures": 2},
+            ["quota_stale"],
+            NOW + 3 * MIN,
+        ),
+        # The backoff ended, the checks still fail (failures are cleared only by a success).
+        ({**STALE, "quota_backoff_until": NOW - MIN, "quota_failures": 2}, ["quota_stale"], None),
+        ({**STALE, "quota_backoff_until": None, "quota_failures": 1}, ["quota_stale"], None),
+        # Old but nothing failing: simply due, not stale.
+        ({**STALE, "quota_backoff_until": None, "quota_failures": 0}, [], None),
+        # Fresh snapshot with failures: not stale yet.
+        ({"quota_checked_at": NOW - MIN, "quota_failures": 3}, [], None),
+    ],
+)
+def test_quota_stays_stale_while_checks_fail_even_between_backoffs(changes, codes, until):
+    verdict = _verdict(**changes)
+    assert [r.code.value for r in verdict.reasons] == codes
+    if codes:
+        assert verdict.status == Status.DEGRADED
+        assert verdict.reasons[0].until == until
+
+
+FULL = Window("five_hour", "5-hour", 100.0, NOW + 4 * HOUR)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "since"),
+    [
+        (None, FULL, NOW),
+        (replace(FULL, exhausted_since=NOW - HOUR), FULL, NOW - HOUR),
+        (replace(FULL, exhausted_since=NOW - HOUR), replace(FULL, resets_at=NOW + 9 * HOUR), NOW),
+        (replace(FULL, utilization=50.0), FULL, NOW),
+        (replace(FULL, exhausted_since=NOW - HOUR), replace(FULL, utilization=40.0), None),
+    ],
+)
+def test_exhausted_since_is_kept_across_polls_of_the_same_period(before, after, since):
+    assert exhausted_since(before, after, POLICY, NOW) == since
+
+
+def test_quota_exhausted_since_is_when_the_window_filled_not_the_last_poll():
+    window = replace(FULL, checked_at=NOW - MIN, exhausted_since=NOW - 2 * HOUR)
+    reason = _verdict(windows=(window,)).reasons[0]
+    assert reason.code == ReasonCode.QUOTA_EXHAUSTED
+    assert reason.since == NOW - 2 * HOUR
 
 
 # --- A 401 report's version, and interrupted refreshes (issue 16) ------------------------------

@@ -86,6 +86,20 @@ def invite_complete(
     return result
 
 
+def invites_outstanding(*, pool: Pool, now: datetime | None = None) -> list[PoolInvite]:
+    """The pool's links that can still be used: not used, not expired."""
+    now = now or timezone.now()
+    rows = PoolInvite.objects.filter(pool=pool, used_at__isnull=True, expires_at__gt=now)
+    return list(rows.select_related("created_by").order_by("-created_at"))
+
+
+def invite_revoke(*, invite: PoolInvite, now: datetime | None = None) -> bool:
+    """End an unused link now (it stays in the records as expired). False if already unusable."""
+    now = now or timezone.now()
+    ended = PoolInvite.objects.filter(pk=invite.pk, used_at__isnull=True, expires_at__gt=now)
+    return ended.update(expires_at=now) == 1
+
+
 def invites_prune(*, now: datetime, older_than: timedelta) -> int:
     """Delete invite links that expired more than `older_than` ago, used or not (the account's
     history keeps who added it); returns how many rows went."""

@@ -78,6 +78,8 @@ def _exhausted_keys(account: Account, windows: list[state.Window], now: datetime
 def quota_record_usage(account: Account, usage: anthropic.Usage, now: datetime, actor: str) -> None:
     """Store a successful usage answer: windows replaced, failures cleared, policy ok."""
     before = [w.as_state() for w in account.quota_windows.all()]
+    previous = {w.key: w for w in before}
+    policy = account.pool.policy
     rows = [
         QuotaWindow(
             account=account,
@@ -89,6 +91,12 @@ def quota_record_usage(account: Account, usage: anthropic.Usage, now: datetime, 
             source=QuotaWindow.Source.POLL,
             model_id=w.model_id,
             model_name=w.model_name,
+            exhausted_since=state.exhausted_since(
+                previous.get(w.key),
+                state.Window(w.key, w.label, w.utilization, w.resets_at),
+                policy,
+                now,
+            ),
         )
         for w in usage.windows
     ]

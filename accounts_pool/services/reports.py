@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from .. import metrics, state
 from ..crypto import SecretDecryptionError
-from ..models import Account, Checkout, CheckoutReport, ConsumerKey, QuotaWindow
+from ..models import Account, Checkout, CheckoutReport, ConsumerKey, Pool, QuotaWindow
 from ..providers import anthropic
 from ..redaction import redact
 from .events import event_record
@@ -70,11 +70,14 @@ def store_windows(
         return []
     keys = [w.key for w in windows]
     rows = QuotaWindow.objects.filter(account_id=account_id, key__in=keys)
-    checked = dict(rows.values_list("key", "checked_at"))
+    previous = {row.key: row.as_state() for row in rows}
+    policy = Pool.objects.get(accounts__pk=account_id).policy
     stored = []
     for window in windows:
-        if window.key in checked and checked[window.key] > now:
+        before = previous.get(window.key)
+        if before is not None and before.checked_at is not None and before.checked_at > now:
             continue
+        seen = state.Window(window.key, window.label, window.utilization, window.resets_at)
         QuotaWindow.objects.update_or_create(
             account_id=account_id,
             key=window.key,
@@ -83,6 +86,7 @@ def store_windows(
                 "utilization": window.utilization,
                 "resets_at": window.resets_at,
                 "checked_at": now,
+                "exhausted_since": state.exhausted_since(before, seen, policy, now),
                 "source": source,
             },
         )

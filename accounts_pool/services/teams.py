@@ -87,3 +87,36 @@ def pool_update(*, pool: Pool, fields: dict[str, Any]) -> Pool:
     if values:
         pool.save(update_fields=list(values))
     return pool
+
+
+def team_create_led_by(*, name: str, slug: str, lead: User) -> Team:
+    """A new team with its creator as its first lead (pages: an administrator starts a team)."""
+    with transaction.atomic():
+        team = team_create(name=name, slug=slug)
+        Membership.objects.create(team=team, user=lead, role=Membership.Role.LEAD)
+    return team
+
+
+def membership_remove(*, team: Team, user_id: int) -> Membership:
+    """Take a person off the team; the last lead stays (someone must be able to act)."""
+    membership = Membership.objects.filter(team=team, user_id=user_id).first()
+    if membership is None:
+        raise Invalid("Not a member of this team.", code="unknown_user")
+    leads = Membership.objects.filter(team=team, role=Membership.Role.LEAD)
+    if membership.role == Membership.Role.LEAD and leads.count() == 1:
+        raise Conflict("The last lead stays: make someone else lead first.", code="last_lead")
+    membership.delete()
+    return membership
+
+
+def membership_set_role(*, team: Team, user_id: int, role: str) -> Membership:
+    """Change a member's role; the last lead cannot step down."""
+    membership = Membership.objects.filter(team=team, user_id=user_id).first()
+    if membership is None:
+        raise Invalid("Not a member of this team.", code="unknown_user")
+    leads = Membership.objects.filter(team=team, role=Membership.Role.LEAD)
+    if membership.role == Membership.Role.LEAD and role != "lead" and leads.count() == 1:
+        raise Conflict("The last lead stays: make someone else lead first.", code="last_lead")
+    membership.role = role
+    membership.save(update_fields=["role"])
+    return membership

@@ -1,55 +1,49 @@
-"""Times as people read them: an absolute time and how far away it is."""
+"""Times as people read them (accounts_pool.timefmt): relative first, the absolute UTC time
+(and the viewer's own, added by times.js) on hover."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django import template
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from .. import timefmt, words
+
 register = template.Library()
 
 
 @register.filter
 def absolute(when: datetime | None) -> str:
-    if when is None:
-        return "—"
-    return timezone.localtime(when).strftime("%H:%M %Z, %d %b")
+    return "—" if when is None else timefmt.utc(when)
 
 
 @register.filter
 def relative(when: datetime | None) -> str:
-    """'in 12 min', '3 h ago', 'in 2 d'."""
-    if when is None:
-        return ""
-    seconds = (when - timezone.now()).total_seconds()
-    future = seconds >= 0
-    seconds = abs(seconds)
-    if seconds < 60:
-        amount = "less than a minute"
-    elif seconds < 3600:
-        amount = f"{int(seconds // 60)} min"
-    elif seconds < 86400 * 2:
-        hours, rest = divmod(int(seconds), 3600)
-        amount = f"{hours} h {rest // 60} min" if hours < 10 and rest >= 60 else f"{hours} h"
-    else:
-        amount = f"{int(seconds // 86400)} d"
-    return f"in {amount}" if future else f"{amount} ago"
+    return "" if when is None else timefmt.distance(when, timezone.now())
+
+
+def _time(value: datetime, text: str) -> SafeString:
+    stamp = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")  # to the minute: stable, short
+    return format_html('<time datetime="{}" title="{}">{}</time>', stamp, timefmt.utc(value), text)
 
 
 @register.filter
 def when(value: datetime | None) -> SafeString:
-    """<time> with the absolute time and the distance, e.g. '14:05 UTC, 29 Nov (in 12 min)'."""
+    """A fact in time: <time title="16:29 UTC, 02 Dec 2026">in 1 h 59 min</time>."""
     if value is None:
         return format_html("{}", "—")
-    return format_html(
-        '<time datetime="{}">{} <span class="rel">({})</span></time>',
-        value.isoformat(),
-        absolute(value),
-        relative(value),
-    )
+    return _time(value, timefmt.distance(value, timezone.now()))
+
+
+@register.filter
+def due(value: datetime | None) -> SafeString:
+    """Something scheduled: 'in 4 min', 'due now', 'overdue 3 min', the time on hover."""
+    if value is None:
+        return format_html("{}", "—")
+    return _time(value, timefmt.deadline(value, timezone.now()))
 
 
 @register.filter
@@ -60,3 +54,24 @@ def percent(value: float | None) -> str:
 @register.filter
 def bar_width(value: float | None) -> int:
     return 0 if value is None else max(0, min(100, round(value)))
+
+
+@register.filter
+def reason_words(code: str) -> str:
+    return words.reason_words(str(code))
+
+
+@register.filter
+def short_window(label: str) -> str:
+    """'5-hour' -> '5h', '7-day' -> '7d', '7-day Opus' -> '7d Opus': room for the bars."""
+    return label.replace("-hour", "h").replace("-day", "d").replace(" hours", "h")
+
+
+@register.filter
+def due_iso(value: str | None) -> SafeString:
+    """`due` for a time kept as ISO text (the session keeps a pending login's expiry so)."""
+    try:
+        parsed = datetime.fromisoformat(value) if value else None
+    except ValueError:
+        parsed = None
+    return due(parsed)

@@ -6,13 +6,16 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
+from .. import explain
 from ..forms import ConsumerKeyForm, DisableForm
 from ..models import ConsumerKey
 from ..services import keys, levers
 from ..services.quota import QuotaOutcome
 from ..services.refresh import RefreshOutcome
+from . import shown_once
 from .access import account_or_404, actor_of, pool_or_404, signed_in_user
 
 OUTCOME_MESSAGES: dict[RefreshOutcome | QuotaOutcome, str] = {
@@ -51,11 +54,12 @@ def account_action(request: HttpRequest, account_id: int, action: str) -> HttpRe
             request, "Quota check", levers.account_check_quota_now(account=account, actor=actor)
         )
     elif action == "clear-backoff":
-        cleared = levers.account_clear_backoff(account=account, actor=actor)
-        if cleared:
-            messages.success(request, "Backoff cleared: the next cycle retries at once.")
+        waits = explain.clearable_waits(account.state_snapshot(windows=[]), timezone.now())
+        if levers.account_clear_backoff(account=account, actor=actor):
+            what = " and ".join(waits) or "wait"
+            messages.success(request, f"Cleared the {what}: the next cycle uses it at once.")
         else:
-            messages.info(request, "Nothing to clear.")
+            messages.info(request, "Nothing to clear: no backoff or cooldown is running.")
     elif action == "enable":
         levers.account_enable(account=account, actor=actor)
         messages.success(request, "Account enabled.")
@@ -100,12 +104,13 @@ def account_delete(request: HttpRequest, account_id: int) -> HttpResponse:
 def consumer_keys(request: HttpRequest, pool: str) -> HttpResponse:
     found, _ = pool_or_404(request, pool, lead=True)
     form = ConsumerKeyForm(request.POST or None)
-    shown_once = None
     if request.method == "POST" and form.is_valid():
-        _, shown_once = keys.consumer_key_create(
+        key, secret = keys.consumer_key_create(
             pool=found, name=form.cleaned_data["name"], created_by=signed_in_user(request)
         )
-        form = ConsumerKeyForm()
+        shown_once.keep(request, f"key:{found.pk}", secret)
+        messages.success(request, f"Key “{key.name}” created.")
+        return redirect("consumer_keys", pool=found.slug)
     return render(
         request,
         "pages/keys.html",
@@ -113,9 +118,10 @@ def consumer_keys(request: HttpRequest, pool: str) -> HttpResponse:
             "team": found.team,
             "pool": found,
             "form": form,
-            "shown_once": shown_once,
+            "shown_once": shown_once.take(request, f"key:{found.pk}"),
             "keys": ConsumerKey.objects.filter(pool=found).order_by("revoked_at", "name"),
         },
+        status=400 if form.errors else 200,
     )
 
 

@@ -16,9 +16,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from .. import selectors
 from ..forms import PasteCodeForm, PasteTokensForm, UploadCredentialsForm
-from ..models import Account, Pool
+from ..models import Account, Pool, PoolInvite
 from ..services import invites, onboarding
 from ..services.errors import ServiceError
+from . import shown_once
 from .access import actor_of, pool_or_404
 
 PENDING = "pending_logins"
@@ -36,6 +37,7 @@ def _add_context(pool: Pool, **forms: Any) -> dict[str, Any]:
         "tokens_form": forms.get("tokens_form") or PasteTokensForm(),
         "file_form": forms.get("file_form") or UploadCredentialsForm(),
         "invite_link": forms.get("invite_link"),
+        "invites": invites.invites_outstanding(pool=pool),
     }
 
 
@@ -43,7 +45,8 @@ def _add_context(pool: Pool, **forms: Any) -> dict[str, Any]:
 @require_GET
 def add_account(request: HttpRequest, pool: str) -> HttpResponse:
     found, _ = pool_or_404(request, pool, lead=True)
-    return render(request, "pages/add_account.html", _add_context(found))
+    link = shown_once.take(request, f"invite:{found.pk}")
+    return render(request, "pages/add_account.html", _add_context(found, invite_link=link))
 
 
 def _outcome_message(request: HttpRequest, result: onboarding.Onboarded) -> None:
@@ -101,7 +104,21 @@ def add_by_file(request: HttpRequest, pool: str) -> HttpResponse:
                 if isinstance(entry, dict):
                     form.add_error("file", f"Entry {entry.get('index')}: {entry.get('error')}")
         else:
-            messages.success(request, f"{len(created)} account(s) imported; the cycle checks them.")
+            names = ", ".join(f"“{account.label}”" for account in created[:5])
+            more = f" and {len(created) - 5} more" if len(created) > 5 else ""
+            count = f"{len(created)} account{'s' if len(created) != 1 else ''}"
+            now = timezone.now()
+            unchecked = sum(
+                1 for a in created if not (a.access_expires_at and a.access_expires_at > now)
+            )
+            checked = len(created) - unchecked
+            said = f"{checked} checked with the provider" if checked else ""
+            if unchecked:
+                said += (", " if said else "") + (
+                    f"{unchecked} with only a refresh token stored as given: the cycle checks "
+                    "them within a minute, and a dead refresh token then shows as “needs re-login”"
+                )
+            messages.success(request, f"Imported {count} ({names}{more}): {said}.")
             return redirect("pool", pool=found.slug)
     return render(
         request, "pages/add_account.html", _add_context(found, file_form=form), status=400
@@ -210,7 +227,20 @@ def invite_create(request: HttpRequest, pool: str) -> HttpResponse:
     found, _ = pool_or_404(request, pool, lead=True)
     _, token = invites.invite_create(pool=found, user=_user(request))
     link = request.build_absolute_uri(reverse("invite", kwargs={"token": token}))
-    return render(request, "pages/add_account.html", _add_context(found, invite_link=link))
+    shown_once.keep(request, f"invite:{found.pk}", link)
+    return redirect(reverse("add_account", kwargs={"pool": found.slug}) + "#invite")
+
+
+@login_required
+@require_POST
+def invite_revoke(request: HttpRequest, pool: str, invite_id: int) -> HttpResponse:
+    found, _ = pool_or_404(request, pool, lead=True)
+    invite = PoolInvite.objects.filter(pool=found, pk=invite_id).first()
+    if invite is not None and invites.invite_revoke(invite=invite):
+        messages.success(request, "Invite link revoked: it can no longer be used.")
+    else:
+        messages.info(request, "That link was already used, expired or revoked.")
+    return redirect(reverse("add_account", kwargs={"pool": found.slug}) + "#invite")
 
 
 def _open_invite(request: HttpRequest, token: str) -> Any:

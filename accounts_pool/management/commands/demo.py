@@ -102,6 +102,9 @@ class Command(BaseCommand):
                             f" ANTHROPIC_AUTH_TOKEN={demo.consumer_key}",
                             "  sent through the relay (the first one failed over after a 429): "
                             + "; ".join(relayed),
+                            "  to try Add account: Paste tokens with the refresh token "
+                            f"{demo.paste_refresh_token}, or upload {demo.import_file}; "
+                            "Re-login on “needs re-login” offers that account on the login page.",
                             "Every reason code is on the pool page now, except quota_stale, "
                             "which the cycle reaches within two minutes; token_expired clears "
                             "when the next cycle refreshes it. Ctrl-C stops.",

@@ -1,18 +1,23 @@
-"""Imports: a Claude Code credentials file or an anthropic-auth accounts file, all or nothing,
-stored as given (no provider call) for the cycle to check."""
+"""Imports: a Claude Code credentials file or an anthropic-auth accounts file, all or nothing.
+Entries with a live access token are checked with the provider first (usage and profile, which
+rotate nothing); entries with only a refresh token are stored as given for the cycle to check."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
+from ... import state
 from ...crypto import fingerprint
 from ...models import Account, Pool
+from ...providers import anthropic
 from ..errors import Invalid
+from ..quota import quota_record_failure, quota_record_usage
 from .common import accounts_holding_refresh_tokens, create_oauth
 
 
@@ -139,6 +144,18 @@ def accounts_import(
             code="import_invalid",
             details=errors,
         )
+    checks = _check_access_tokens(entries, now)
+    refused_entries = [
+        {"index": index, "error": check.refused}
+        for index, check in enumerate(checks)
+        if check is not None and check.refused
+    ]
+    if refused_entries:
+        raise Invalid(
+            "The provider refused some entries; nothing was saved.",
+            code="import_invalid",
+            details=refused_entries,
+        )
     with transaction.atomic():
         created = [
             create_oauth(
@@ -147,11 +164,62 @@ def accounts_import(
                 refresh_token=entry.refresh_token,
                 access_token=entry.access_token,
                 expires_at=entry.expires_at,
-                identity={"email": entry.email} if entry.email else {},
+                identity={
+                    **({"email": entry.email} if entry.email else {}),
+                    **(check.identity if check is not None else {}),
+                },
                 actor=actor,
                 now=now,
-                how="import",
+                how="import, access token checked" if check is not None else "import",
             )
-            for entry in entries
+            for entry, check in zip(entries, checks, strict=True)
         ]
+    for account, check in zip(created, checks, strict=True):
+        if check is not None and check.usage is not None:
+            quota_record_usage(account, check.usage, now, actor)
+        elif check is not None and check.failure is not None:
+            quota_record_failure(account, check.failure, now, actor)
     return created
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """What the provider said of an entry's access token (no refresh: that would rotate it)."""
+
+    refused: str = ""
+    identity: dict[str, str] = field(default_factory=dict)
+    usage: anthropic.Usage | None = None
+    failure: state.QuotaFailure | None = None
+
+
+def _check_access_tokens(entries: list[ImportEntry], now: datetime) -> list[_Checked | None]:
+    """Check each entry that carries a live access token as token onboarding does (usage, then
+    profile for the identity), before anything is saved. An entry with only a refresh token is
+    not checked (None): checking it would rotate it, and a refused import could not keep the
+    new one. A refused access token is listed; a busy provider leaves the check to the cycle."""
+    checks: list[_Checked | None] = []
+    live = [e for e in entries if e.access_token and e.expires_at and e.expires_at > now]
+    if not live:
+        return [None] * len(entries)
+    with anthropic.client() as provider:
+        for entry in entries:
+            if entry not in live:
+                checks.append(None)
+                continue
+            usage, failure = None, None
+            try:
+                usage = provider.usage(entry.access_token)
+            except anthropic.UsageEndpointError as exc:
+                failure = exc.failure
+                if state.onboarding_usage_outcome(failure) == state.OnboardingOutcome.REFUSED:
+                    message = failure.message or failure.kind.value
+                    checks.append(
+                        _Checked(refused=f"the provider refused the access token: {message}")
+                    )
+                    continue
+            identity: dict[str, str] = {}
+            # Without a profile the identity stays what the file said; a refresh may fill it.
+            with contextlib.suppress(anthropic.ProfileEndpointError):
+                identity = provider.profile(entry.access_token).identity()
+            checks.append(_Checked(identity=identity, usage=usage, failure=failure))
+    return checks
