@@ -108,47 +108,19 @@ def _actor(request: HttpRequest) -> str:
     return f"admin:{request.user.get_username()}"
 
 
-# Written by the cycle, the reports or a lever (which leaves a history row), never by a form.
+# What a person edits in the admin form. Every other field is written by the cycle, the
+# reports or a lever (which leaves a history row), never by a form: derived, not listed, so a
+# new field is read-only until someone decides otherwise.
+EDITABLE_FIELDS = ("label", "priority")
+HIDDEN_FIELDS = (*Account.SECRET_FIELDS, "refresh_token_fingerprint", "relogin_required_for")
 MACHINE_FIELDS = (
-    "pool",
-    "kind",
-    "enabled",
-    "disabled_reason",
-    "provider_account_uuid",
-    "email",
-    "organization_uuid",
-    "organization_name",
-    "access_expires_at",
-    "last_refreshed_at",
-    "credential_version",
-    "credential_unreadable_at",
-    "refresh_claimed_until",
-    "refresh_sent_at",
-    "refresh_failures",
-    "refresh_backoff_until",
-    "refresh_error_kind",
-    "refresh_error_status",
-    "refresh_error_message",
-    "refresh_error_at",
+    *(
+        f.name
+        for f in Account._meta.concrete_fields
+        if f.name not in (*EDITABLE_FIELDS, *HIDDEN_FIELDS)
+    ),
     "needs_relogin",
-    "quota_checked_at",
-    "quota_failures",
-    "quota_backoff_until",
-    "quota_error_kind",
-    "quota_error_status",
-    "quota_error_message",
-    "quota_error_at",
-    "policy_status",
-    "policy_message",
-    "policy_since",
-    "policy_checked_at",
-    "cooldown_until",
-    "cooldown_reason",
-    "disabled_by",
-    "disabled_at",
-    "last_used_at",
     "status_and_reasons",
-    "base_url",  # set when an API-key account is onboarded, like its key
 )
 
 
@@ -170,7 +142,7 @@ class AccountAdmin(admin.ModelAdmin[Account]):
     list_filter = (StatusFilter, "pool", "kind", "enabled", "policy_status")
     search_fields = ("label", "email", "pool__name")
     list_select_related = ("pool",)
-    exclude = (*Account.SECRET_FIELDS, "refresh_token_fingerprint", "relogin_required_for")
+    exclude = HIDDEN_FIELDS
     readonly_fields = MACHINE_FIELDS
     fieldsets = (
         (None, {"fields": ("pool", "label", "kind", "enabled", "disabled_reason", "priority")}),

@@ -209,7 +209,7 @@ def _strand(account: Account) -> None:
 def _check_out_and_report(
     key: ConsumerKey, account: Account, *, status: int, retry_after: str | None = None
 ) -> None:
-    result = checkout_create(key=key)
+    result = checkout_create(key_hash=key.key_hash)
     if result.account.pk != account.pk:
         raise RuntimeError(f"the demo's checkout picked {result.account} instead of {account}")
     reports.report_record(checkout=result.checkout, key=key, status=status, retry_after=retry_after)

@@ -1,6 +1,6 @@
 """Balanced routing: which account spends its quota best. Pure rules over plain values (no ORM,
 no clock). Priority and least-recently-used routing are an ORDER BY
-(selectors.checkout_candidates)."""
+(checkout_sql.candidates)."""
 
 from __future__ import annotations
 

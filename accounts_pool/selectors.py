@@ -3,28 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import (
     DateTimeField,
     ExpressionWrapper,
     F,
     Max,
     Min,
-    Model,
     Q,
     QuerySet,
     Value,
 )
 from django.db.models.expressions import CombinedExpression
 
-from . import rawsql, state
-from .crypto import SecretDecryptionError
+from . import state
 from .models import Account, ConsumerKey, Membership, Pool, QuotaWindow, Team
 
 
@@ -214,6 +209,9 @@ VERDICT_FIELDS = (
 )
 
 
+WINDOW_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(state.Window))
+
+
 def team_verdicts(team: Team, *, now: datetime) -> list[tuple[Pool, list[AccountWithVerdict]]]:
     """team_overview's answer, cheaper: only the verdict's columns, and windows read as the
     rules' plain values rather than model rows (three queries, however many accounts)."""
@@ -249,231 +247,11 @@ def pool_rows(pool: Pool, *, now: datetime) -> list[AccountWithVerdict]:
     return sorted(rows, key=lambda r: (STATUS_ORDER[r.verdict.status], r.account.label.lower()))
 
 
-# What eligibility, routing and the handed-out credential read; nothing else is loaded (every
-# column costs parsing on the hottest path).
-CHECKOUT_FIELDS = (
-    "pool_id",
-    "label",
-    "kind",
-    "enabled",
-    "disabled_reason",
-    "disabled_at",
-    "priority",
-    "last_used_at",
-    "access_token",
-    "api_key",
-    "access_expires_at",
-    "credential_version",  # the relay's: which credential a 401 answered
-    "access_from_401",
-    "refresh_token_fingerprint",
-    "relogin_required_for",
-    "refresh_backoff_until",
-    "refresh_error_status",
-    "refresh_error_kind",
-    "refresh_error_message",
-    "refresh_error_at",
-    "quota_checked_at",
-    "windows_observed_at",
-    "quota_backoff_until",
-    "quota_failures",
-    "quota_error_message",
-    "policy_status",
-    "policy_message",
-    "policy_since",
-    "policy_checked_at",
-    "cooldown_until",
-    "cooldown_reason",
-    "credential_unreadable_at",
-)
-_ACCOUNT = rawsql.Columns.of(Account, "a", CHECKOUT_FIELDS)
-# The same row with its secrets left unread, for a row the configured keys cannot decrypt.
-_ACCOUNT_UNREAD = rawsql.Columns.of(
-    Account, "a", [f for f in CHECKOUT_FIELDS if f not in Account.SECRET_FIELDS]
-)
-_SECRET_COLUMNS = frozenset(
-    i for i, f in enumerate(_ACCOUNT.fields) if f.name in Account.SECRET_FIELDS
-)
-WINDOW_STATE_FIELDS = tuple(f.name for f in dataclasses.fields(state.Window))
-_WINDOW = rawsql.Columns.of(QuotaWindow, "w", WINDOW_STATE_FIELDS)
-_KEY = rawsql.Columns.of(ConsumerKey, "k")
-_POOL = rawsql.Columns.of(Pool, "p")
-
-
-M = TypeVar("M", bound=Model)
-
-NO_LIMIT = 2**31 - 1  # LIMIT takes a number on every database
-
-
-@dataclass(frozen=True)
-class CheckoutCandidate:
-    account: Account
-    windows: list[state.Window]  # the rules' view, read straight from the row
-
-
-@functools.cache  # by vendor too: identifiers are quoted the backend's way
-def _candidates_sql(
-    vendor: str, routing: str, *, skip: int, only: bool, limit: int | None, offset: int
-) -> str:
-    """The pool's accounts that the row alone cannot rule out for a checkout (enabled, no
-    cooldown, and for OAuth a valid token, policy ok, no re-login), in the routing's order, one
-    page of them, each joined with its windows (LEFT JOIN: one row per window).
-
-    The page's bounds are written into the statement, not passed: checkout asks for a few fixed
-    pages, and PostgreSQL plans a prepared statement once only when it can cost it without its
-    values. With `LIMIT $1` it guessed a tenth of the pool and planned every run again, which
-    cost more than running it."""
-    a = _ACCOUNT
-    page_row = dataclasses.replace(a, alias="c")  # the same columns, read from the page
-
-    def order(columns: rawsql.Columns[Account]) -> str:
-        first = [columns.col("priority")] if routing == Pool.Routing.PRIORITY else []
-        return ", ".join(
-            [*first, f"{columns.col('last_used_at')} ASC NULLS FIRST", columns.col("id")]
-        )
-
-    where = [
-        f"{a.col('pool')} = %s",
-        f"{a.col('enabled')} = %s",
-        f"({a.col('cooldown_until')} IS NULL OR {a.col('cooldown_until')} <= %s)",
-        f"(({a.col('kind')} = %s AND {a.col('access_expires_at')} > %s"
-        f" AND {a.col('policy_status')} = %s"
-        f" AND NOT ({a.col('relogin_required_for')} = {a.col('refresh_token_fingerprint')}))"
-        f" OR {a.col('kind')} = %s)",
-    ]
-    if skip:
-        where.append(f"{a.col('id')} NOT IN ({', '.join(['%s'] * skip)})")
-    if only:
-        where.append(f"{a.col('id')} = %s")
-    page = (
-        # Identifiers come from the models' metadata, quoted; every value is a parameter.
-        f"SELECT {a.select()} FROM {a.table} WHERE {' AND '.join(where)}"  # noqa: S608
-        f" ORDER BY {order(a)} LIMIT {NO_LIMIT if limit is None else int(limit)}"
-        f" OFFSET {int(offset)}"
-    )
-    window = _WINDOW
-    return (
-        f"SELECT {page_row.select()}, {window.select()} FROM ({page}) c"  # noqa: S608
-        f" LEFT JOIN {window.table} ON {window.col('account')} = {page_row.col('id')}"
-        f" ORDER BY {order(page_row)}, {window.col('key')}"
-    )
-
-
-def _candidate(values: tuple[Any, ...], on: BaseDatabaseWrapper) -> Account:
-    """A candidate account; when its secrets do not decrypt, with them left unread: checkout
-    reads them only if it chooses it (credentials.checkout_credential), so one such row never
-    fails its pool's checkout."""
-    try:
-        return _ACCOUNT.build(values, on)
-    except SecretDecryptionError:
-        kept = [v for i, v in enumerate(values) if i not in _SECRET_COLUMNS]
-        return _ACCOUNT_UNREAD.build(kept, on)
-
-
-def checkout_candidates(
-    pool: Pool,
-    *,
-    now: datetime,
-    limit: int | None = None,
-    offset: int = 0,
-    skip: set[int] | frozenset[int] = frozenset(),
-    only: int | None = None,
-) -> list[CheckoutCandidate]:
-    """A page of checkout candidates with their windows, in the routing's order, in one query
-    (written as SQL: rawsql). Their windows decide the rest (state.eligibility); `only` narrows
-    to one account (a session's), `skip` leaves some out. The refresh token stays undecrypted."""
-    on = rawsql.db()
-    sql = _candidates_sql(
-        on.vendor, pool.routing, skip=len(skip), only=only is not None, limit=limit, offset=offset
-    )
-    at = rawsql.param(now, on)
-    params: list[object] = [pool.pk, True, at, Account.Kind.OAUTH.value, at]
-    params += [state.PolicyStatus.OK.value, Account.Kind.API_KEY.value, *sorted(skip)]
-    if only is not None:
-        params.append(only)
-    width = len(_ACCOUNT.fields)
-    found: dict[int, CheckoutCandidate] = {}
-    for row in rawsql.fetch(on, sql, params):
-        account_id = row[0]
-        candidate = found.get(account_id)
-        if candidate is None:
-            candidate = found[account_id] = CheckoutCandidate(_candidate(row[:width], on), [])
-        if row[width] is not None:  # the window's id: None when the account has none
-            values = _WINDOW.values(row[width:], on)
-            candidate.windows.append(state.Window(**{f: values[f] for f in WINDOW_STATE_FIELDS}))
-    return list(found.values())
-
-
-@functools.cache
-def _key_sql(vendor: str) -> str:
-    return (
-        # Identifiers come from the models' metadata, quoted; the hash is a parameter.
-        f"SELECT {_KEY.select()}, {_POOL.select()} FROM {_KEY.table}"  # noqa: S608
-        f" INNER JOIN {_POOL.table} ON {_POOL.col('id')} = {_KEY.col('pool')}"
-        f" WHERE {_KEY.col('key_hash')} = %s AND {_KEY.col('revoked_at')} IS NULL"
-    )
-
-
-def _one_with_pool(columns: rawsql.Columns[M], sql: str, param: object) -> M | None:
-    """The one row of `sql` as a `columns` instance with its pool (the row's last columns)."""
-    on = rawsql.db()
-    rows = rawsql.fetch(on, sql, [param])
-    if not rows:
-        return None
-    width = len(columns.fields)
-    found = columns.build(rows[0][:width], on)
-    found.pool = _POOL.build(rows[0][width:], on)  # type: ignore[attr-defined]
-    return found
-
-
 def consumer_key_with_pool(key_hash: str) -> ConsumerKey | None:
-    """The unrevoked key with this hash and its pool, in one query (every tool request)."""
-    return _one_with_pool(_KEY, _key_sql(rawsql.db().vendor), key_hash)
-
-
-@functools.cache
-def key_unchanged_sql(vendor: str) -> str:
-    """SELECT of the key's id while it is unrevoked and its pool row is as read (every column
-    equal, a NULL to a NULL): the check a remembered key passes before a checkout leaves."""
-    same = "IS NOT DISTINCT FROM" if vendor == "postgresql" else "IS"
-    checks = [f"{_KEY.col('id')} = %s", f"{_KEY.col('revoked_at')} IS NULL"] + [
-        f"{_POOL.col(f.name)} {same if f.null else '='} %s" for f in _POOL.fields
-    ]
+    """The unrevoked key with this hash and its pool, in one query. Checkout reads the key in
+    its own statement instead (checkout_sql.candidates)."""
     return (
-        # Identifiers come from the models' metadata, quoted; every value is a parameter.
-        f"SELECT {_KEY.col('id')} FROM {_KEY.table}"  # noqa: S608
-        f" INNER JOIN {_POOL.table} ON {_POOL.col('id')} = {_KEY.col('pool')}"
-        f" WHERE {' AND '.join(checks)}"
+        ConsumerKey.objects.select_related("pool")
+        .filter(key_hash=key_hash, revoked_at__isnull=True)
+        .first()
     )
-
-
-def key_unchanged_params(key: ConsumerKey, on: BaseDatabaseWrapper) -> list[Any]:
-    pool = key.pool
-    return [key.pk, *(f.get_db_prep_value(getattr(pool, f.attname), on) for f in _POOL.fields)]
-
-
-def consumer_key_unchanged(key: ConsumerKey) -> bool:
-    """Whether the key is still unrevoked and its pool as it was read (key_unchanged_sql)."""
-    on = rawsql.db()
-    return bool(rawsql.fetch(on, key_unchanged_sql(on.vendor), key_unchanged_params(key, on)))
-
-
-_REFRESH_ACCOUNT = rawsql.Columns.of(Account, "a", exclude=("access_token", "api_key"))
-
-
-@functools.cache
-def _refresh_account_sql(vendor: str) -> str:
-    a, p = _REFRESH_ACCOUNT, _POOL
-    return (
-        # Identifiers come from the models' metadata, quoted; the id is a parameter.
-        f"SELECT {a.select()}, {p.select()} FROM {a.table}"  # noqa: S608
-        f" INNER JOIN {p.table} ON {p.col('id')} = {a.col('pool')} WHERE {a.col('id')} = %s"
-    )
-
-
-def account_for_refresh(account_id: int) -> Account:
-    """The account with its pool, in one query, the refresh token decrypted and the other
-    secrets not read (every refresh starts here). Account.DoesNotExist when it is gone."""
-    account = _one_with_pool(_REFRESH_ACCOUNT, _refresh_account_sql(rawsql.db().vendor), account_id)
-    if account is None:
-        raise Account.DoesNotExist(f"Account {account_id} does not exist.")
-    return account

@@ -311,14 +311,16 @@ def machine() -> str:
     return f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores"
 
 
-def start_logged(command: list[str], env: dict[str, str], prefix: str) -> tuple[Any, str]:
-    """Start a server process of this repo in its own session, its output in a temporary log;
-    returns the process and the log's path."""
+def start_logged(
+    command: list[str], env: dict[str, str], prefix: str, cwd: Path = REPO
+) -> tuple[Any, str]:
+    """Start a server process of this repo (or of another checkout of it, `cwd`) in its own
+    session, its output in a temporary log; returns the process and the log's path."""
     fd, log_path = tempfile.mkstemp(prefix=f"bench-{prefix}-", suffix=".log")
     with open(fd, "wb") as log:
         process = subprocess.Popen(
             command,
-            cwd=REPO,
+            cwd=cwd,
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -9,10 +9,18 @@ connection object per thread) for a fixed time after a warm-up. The floor `GET /
 round, so that drift in a shared machine's speed weighs on both. Also counts the queries of one
 checkout in-process.
 
-Targets: checkout p99 < 25 ms and checkout throughput >= 40% of the floor's.
+`--against DIR` serves another commit's worktree from the same database too (its code only;
+the schema is this tree's), so that two commits are measured back to back on the same machine
+in the same minutes: saturation throughput of this tree within 15% of the baseline's. An
+open-loop phase then sends checkouts at a fixed rate (`--rate`, 100/s) to each tree, latency
+counted from each request's due time: p99 < 25 ms there.
 
-    .venv/bin/python bench/checkout.py [--clients 16] [--duration 15] [--warmup 3]
-                                       [--workers 2] [--rounds 3] [--profile 200]
+Targets: checkout p99 < 25 ms at 100 checkouts/s (open loop); saturation throughput >= 0.85
+of the commit before (e4b0cb1); the floor ratio is printed (not stable across machines).
+
+    git worktree add /tmp/bench-e4b0cb1 e4b0cb1
+    .venv/bin/python bench/checkout.py --against /tmp/bench-e4b0cb1 [--clients 16]
+        [--duration 15] [--warmup 3] [--workers 2] [--rounds 3] [--rate 100] [--profile 200]
 """
 
 from __future__ import annotations
@@ -51,8 +59,11 @@ Request = tuple[str, str, bytes | None, dict[str, str]]
 
 
 @contextlib.contextmanager
-def gunicorn(env: dict[str, str], *, workers: int, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """gunicorn with the production settings on 127.0.0.1:port; stopped (by its pid) on exit."""
+def gunicorn(
+    env: dict[str, str], *, workers: int, port: int, tree: Path = _common.REPO
+) -> Iterator[subprocess.Popen[bytes]]:
+    """gunicorn with the production settings on 127.0.0.1:port, serving the code in `tree`
+    (this checkout, or another commit's worktree); stopped (by its pid) on exit."""
     command = [
         sys.executable,
         "-m",
@@ -65,7 +76,7 @@ def gunicorn(env: dict[str, str], *, workers: int, port: int) -> Iterator[subpro
         "--bind",
         f"127.0.0.1:{port}",
     ]
-    process, log_path = _common.start_logged(command, env, "gunicorn")
+    process, log_path = _common.start_logged(command, env, "gunicorn", cwd=tree)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -80,7 +91,10 @@ def gunicorn(env: dict[str, str], *, workers: int, port: int) -> Iterator[subpro
             if time.monotonic() > deadline:
                 raise RuntimeError(f"gunicorn did not answer /livez within 60 s: {_tail(log_path)}")
             time.sleep(0.2)
-        print(f"gunicorn pid {process.pid}, {workers} sync workers, http://127.0.0.1:{port}")
+        print(
+            f"gunicorn pid {process.pid}, {workers} sync workers, http://127.0.0.1:{port}, "
+            f"serving {tree}"
+        )
         yield process
     finally:
         _common.stop_logged(process, log_path, what="gunicorn")
@@ -230,6 +244,83 @@ def merged(slices: list[Phase]) -> Phase:
     return phase
 
 
+def open_loop(
+    name: str,
+    port: int,
+    request_for: Callable[[int, int], Request],
+    *,
+    rate: float,
+    warmup: float,
+    duration: float,
+    server_pid: int,
+    senders: int = 32,
+) -> Phase:
+    """Requests at a fixed rate whatever the answers' speed (open loop): request i is due at
+    start + i / rate, and its latency counts from then, so a slow answer that delays the next
+    sends shows in their latency too (no coordinated omission). `senders` threads take the
+    due requests in turn; requests due during the measured window count."""
+    phase = Phase(name, duration)
+    lock = threading.Lock()
+    start = time.perf_counter() + 0.2
+    measure_from = start + warmup
+    total = int((warmup + duration) * rate)
+    counter = iter(range(total))
+    marks: dict[str, float] = {}
+
+    def sender(index: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        latencies: list[float] = []
+        errors = 0
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                break
+            due = start + i / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            method, path, body, headers = request_for(index, i)
+            ok = False
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                conn.close()
+            if due >= measure_from:
+                if ok:
+                    latencies.append(time.perf_counter() - due)
+                else:
+                    errors += 1
+        conn.close()
+        with lock:
+            phase.latencies.extend(latencies)
+            phase.errors += errors
+
+    def sample_cpu() -> None:
+        while time.perf_counter() < measure_from:
+            time.sleep(0.001)
+        marks["server"] = _common.process_tree_seconds(server_pid)
+        busy, all_ticks = _common.machine_ticks()
+        time.sleep(max(0.0, measure_from + duration - time.perf_counter()))
+        marks["server"] = _common.process_tree_seconds(server_pid) - marks["server"]
+        busy2, all2 = _common.machine_ticks()
+        marks["machine"] = (busy2 - busy) / max(all2 - all_ticks, 1)
+
+    threads = [threading.Thread(target=sender, args=(i,), daemon=True) for i in range(senders)]
+    threads.append(threading.Thread(target=sample_cpu, daemon=True))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=warmup + duration + 60)
+    phase.latencies.sort()
+    phase.server_cpu = marks.get("server", 0.0)
+    phase.machine_busy = marks.get("machine", 0.0)
+    return phase
+
+
 def report(phase: Phase) -> None:
     cores = os.cpu_count() or 1
     requests = max(phase.requests, 1)
@@ -289,27 +380,19 @@ def populate(pools_count: int, per_pool: int) -> list[tuple[str, str]]:
 
 def count_queries(keys: list[tuple[str, str]], n: int) -> tuple[float, float, float, list[str]]:
     """Queries per checkout: through the service (checkout_create) and through the whole
-    request (Django's test client, auth included), the key's first use (which reads the key
-    and records its last use) and a later one, which checkout serves from the key this
-    process read lately. Returns (service, first, later, one's SQL)."""
+    request (Django's test client, auth included), the key's first use (which also records
+    its last use) and a later one. Returns (service, first, later, one's SQL)."""
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    from accounts_pool.models import ConsumerKey
     from accounts_pool.services.checkout import checkout_create
     from accounts_pool.services.keys import secret_hash
 
     chosen = [keys[i % len(keys)] for i in range(n)]
-    key_rows = {
-        k.key_hash: k
-        for k in ConsumerKey.objects.select_related("pool", "pool__team").filter(
-            key_hash__in=[secret_hash(secret) for _, secret in chosen]
-        )
-    }
     with CaptureQueriesContext(connection) as service:
         for _, secret in chosen:
-            checkout_create(key=key_rows[secret_hash(secret)])
+            checkout_create(key_hash=secret_hash(secret))
     one = [q["sql"] for q in service.captured_queries[: len(service.captured_queries) // n]]
 
     client = Client()
@@ -339,17 +422,14 @@ def breakdown(keys: list[tuple[str, str]], n: int) -> None:
     from django.test import Client
     from django.utils import timezone
 
-    from accounts_pool import selectors
+    from accounts_pool import checkout_sql, selectors
     from accounts_pool.models import Account, ConsumerKey
     from accounts_pool.services.checkout import FIRST_ROUND, checkout_create
-    from accounts_pool.services.keys import consumer_key_authenticate as authenticate
     from accounts_pool.services.keys import secret_hash
 
     client = Client()
-    key_rows = [
-        ConsumerKey.objects.select_related("pool", "pool__team").get(key_hash=secret_hash(secret))
-        for _, secret in keys[:n]
-    ]
+    hashes = [secret_hash(secret) for _, secret in keys[:n]]
+    key_rows = [ConsumerKey.objects.select_related("pool").get(key_hash=h) for h in hashes]
 
     def request(i: int) -> object:
         slug, secret = keys[i % len(keys)]
@@ -362,15 +442,14 @@ def breakdown(keys: list[tuple[str, str]], n: int) -> None:
         )
 
     def first_round(i: int) -> object:
-        pool = key_rows[i % n].pool
-        return selectors.checkout_candidates(pool, now=timezone.now(), limit=FIRST_ROUND)
+        return checkout_sql.candidates(hashes[i % n], now=timezone.now(), limit=FIRST_ROUND)
 
     parts: list[tuple[str, Callable[[int], object]]] = [
         ("whole request (Django test client, no HTTP)", request),
-        ("  consumer_key_authenticate (key and pool)", lambda i: authenticate(keys[i % n][1])),
-        ("  checkout_create (the service)", lambda i: checkout_create(key=key_rows[i % n])),
+        ("  checkout_create (the service)", lambda i: checkout_create(key_hash=hashes[i % n])),
         (
-            f"    checkout_candidates: first {FIRST_ROUND} account(s) with their windows",
+            f"    checkout_sql.candidates: the key, its pool, first {FIRST_ROUND} account(s) "
+            "with their windows",
             first_round,
         ),
         (
@@ -418,6 +497,89 @@ def profile_checkouts(keys: list[tuple[str, str]], n: int) -> None:
         print("\n".join(line for line in out.getvalue().splitlines()[4:] if line.strip()))
 
 
+def _label(tree: Path) -> str:
+    """The tree's commit, short, marked when it has uncommitted changes."""
+    commit = subprocess.run(
+        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return (commit or tree.name) + ("+dirty" if dirty else "")
+
+
+CPU_SCRIPT = """
+import json, os, sys, time
+sys.path.insert(0, os.getcwd())
+import django
+django.setup()
+from django.test import Client
+keys, n = json.loads(sys.argv[1]), int(sys.argv[2])
+client = Client()
+def run(count):
+    for i in range(count):
+        slug, secret = keys[i % len(keys)]
+        response = client.post(f"/api/v1/pools/{slug}/checkout", data="{}",
+            content_type="application/json", headers={"authorization": f"Bearer {secret}"},
+            SERVER_NAME="127.0.0.1")
+        assert response.status_code == 200, response.content
+run(min(n, 200))
+print("ready", flush=True)
+sys.stdin.readline()
+started = time.process_time()
+run(n)
+print(time.process_time() - started, flush=True)
+"""
+
+
+def cpu_per_checkout(
+    tree: Path, env: dict[str, str], keys: list[tuple[str, str]], n: int
+) -> tuple[float, float]:
+    """CPU per checkout of one tree's code, one thread, in-process (Django's test client, no
+    HTTP): (Django's ms, PostgreSQL's ms). CPU time, not wall time, so a busy machine slows it
+    less than it slows the HTTP figures."""
+    import json
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", CPU_SCRIPT, json.dumps(keys[:50]), str(n)],
+        cwd=tree,
+        env={**os.environ, **env},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    if process.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"{tree}: the in-process checkouts failed")
+    postmaster = _common.postmaster_pid()
+    before = _common.process_tree_seconds(postmaster) if postmaster else 0.0
+    process.stdin.write("go\n")
+    process.stdin.flush()
+    django_seconds = float(process.stdout.readline())
+    after = _common.process_tree_seconds(postmaster) if postmaster else 0.0
+    process.wait(timeout=60)
+    return django_seconds / n * 1000, (after - before) / n * 1000
+
+
+def _preflight(port: int, request: Request) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    method, path, body, headers = request
+    conn.request(method, path, body=body, headers=headers)
+    response = conn.getresponse()
+    payload = response.read()
+    conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"preflight checkout: {response.status} {payload[:300]!r}")
+    print(f"preflight checkout on port {port}: {response.status}, {len(payload)} bytes")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description="Checkout latency and throughput over HTTP (gunicorn, production settings) "
@@ -449,6 +611,25 @@ def main() -> int:
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="cProfile N in-process checkouts"
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also serve another commit's worktree (git worktree add /tmp/bench-e4b0cb1 "
+        "e4b0cb1) from the same database, and measure it and this one back to back, round "
+        "after round (repeatable; the first is the baseline)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=100.0,
+        help="open-loop phase: checkouts per second sent whatever the answers' speed (0: none)",
+    )
+    parser.add_argument(
+        "--open-duration", type=float, default=10.0, help="measured seconds of the open loop"
+    )
     args = parser.parse_args()
     if not (
         0 < args.clients <= 256
@@ -472,8 +653,8 @@ def main() -> int:
         header(f"queries per checkout ({args.queries} in-process checkouts)")
         service_q, first_q, request_q, one = count_queries(keys, args.queries)
         print(f"service checkout_create   {service_q:.2f} queries per checkout")
-        print(f"whole request (auth too)  {request_q:.2f} queries per checkout (key read lately)")
-        print(f"  key's first use: {first_q:.2f} (reads the key, records its last use)")
+        print(f"whole request (auth too)  {request_q:.2f} queries per checkout")
+        print(f"  key's first use: {first_q:.2f} (records the key's last use too)")
         print("one checkout_create:")
         for sql in one:
             print(f"  {sql[:120]}{' ...' if len(sql) > 120 else ''}")
@@ -498,66 +679,118 @@ def main() -> int:
                 {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
             )
 
-        with gunicorn(env, workers=args.workers, port=port) as server:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            method, path, body, headers = checkout(0, 0)
-            conn.request(method, path, body=body, headers=headers)
-            response = conn.getresponse()
-            payload = response.read()
-            conn.close()
-            if response.status != 200:
-                raise RuntimeError(f"preflight checkout: {response.status} {payload[:300]!r}")
-            print(f"preflight checkout: {response.status}, {len(payload)} bytes")
-            # Side by side: the two endpoints take turns, `rounds` slices each, so a change in
-            # the machine's speed during the run (this one is shared and noisy) weighs on both.
-            slices: dict[str, list[Phase]] = {"livez": [], "checkout": []}
+        trees = [(_label(tree), tree) for tree in args.against]
+        trees.append((_label(_common.REPO), _common.REPO))
+        header("CPU per checkout, in-process, one thread (median of 3 turns of 500)")
+        cpu: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+        for _ in range(3):
+            for label, tree in trees:
+                cpu[label].append(cpu_per_checkout(tree, env, keys, 500))
+        for label, samples in cpu.items():
+            django_ms = sorted(s[0] for s in samples)[1]
+            postgres_ms = sorted(s[1] for s in samples)[1]
+            print(
+                f"{label:<14} Django {django_ms:.2f} ms + PostgreSQL {postgres_ms:.2f} ms "
+                f"= {django_ms + postgres_ms:.2f} ms"
+            )
+        connections.close_all()
+        with contextlib.ExitStack() as stack:
+            servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+            for label, tree in trees:
+                tree_port = port if not servers else _common.free_port()
+                server = stack.enter_context(
+                    gunicorn(env, workers=args.workers, port=tree_port, tree=tree)
+                )
+                servers[label] = (tree_port, server)
+                _preflight(tree_port, checkout(0, 0))
+            # Side by side: the endpoints (and the trees) take turns, `rounds` slices each, so
+            # a change in the machine's speed during the run (it is shared) weighs on all.
+            slices: dict[tuple[str, str], list[Phase]] = collections.defaultdict(list)
             for round_index in range(args.rounds):
-                for name, request_for in (("livez", livez), ("checkout", checkout)):
-                    idle = _common.background_load(0.3)
-                    warmup = args.warmup if round_index == 0 else min(args.warmup, 1.0)
-                    print(
-                        f"round {round_index + 1}/{args.rounds}, {name}: {args.clients} clients, "
-                        f"{warmup:g} s warm-up + {args.duration / args.rounds:g} s "
-                        f"(machine {idle * 100:.0f}% busy just before)"
-                    )
-                    slices[name].append(
-                        drive(
-                            name,
-                            port,
-                            request_for,
-                            clients=args.clients,
-                            warmup=warmup,
-                            duration=args.duration / args.rounds,
-                            server_pid=server.pid,
+                for label, (tree_port, server) in servers.items():
+                    for name, request_for in (("livez", livez), ("checkout", checkout)):
+                        idle = _common.background_load(0.3)
+                        warmup = args.warmup if round_index == 0 else min(args.warmup, 1.0)
+                        print(
+                            f"round {round_index + 1}/{args.rounds}, {label} {name}: "
+                            f"{args.clients} clients, {warmup:g} s warm-up + "
+                            f"{args.duration / args.rounds:g} s "
+                            f"(machine {idle * 100:.0f}% busy just before)"
                         )
-                    )
-            phases = [merged(slices["livez"]), merged(slices["checkout"])]
-            for round_index, (f, c) in enumerate(zip(*slices.values(), strict=True)):
+                        slices[label, name].append(
+                            drive(
+                                name,
+                                tree_port,
+                                request_for,
+                                clients=args.clients,
+                                warmup=warmup,
+                                duration=args.duration / args.rounds,
+                                server_pid=server.pid,
+                            )
+                        )
+            open_phases: dict[str, list[Phase]] = collections.defaultdict(list)
+            if args.rate > 0:
+                for _ in range(2):  # two slices each, taking turns
+                    for label, (tree_port, server) in servers.items():
+                        print(f"open loop, {label}: {args.rate:g} checkouts/s")
+                        open_phases[label].append(
+                            open_loop(
+                                "checkout",
+                                tree_port,
+                                checkout,
+                                rate=args.rate,
+                                warmup=1.0,
+                                duration=args.open_duration / 2,
+                                server_pid=server.pid,
+                            )
+                        )
+
+        summary: dict[str, tuple[Phase, Phase]] = {}
+        for label in servers:
+            floor, result = merged(slices[label, "livez"]), merged(slices[label, "checkout"])
+            summary[label] = (floor, result)
+            header(
+                f"{label}: HTTP, gunicorn {args.workers} sync workers, {args.clients} clients, "
+                f"{args.duration:g} s measured"
+            )
+            for round_index, (f, c) in enumerate(
+                zip(slices[label, "livez"], slices[label, "checkout"], strict=True)
+            ):
                 print(
                     f"  round {round_index + 1}: livez {f.rps:.0f} req/s, checkout "
                     f"{c.rps:.0f} req/s, ratio {c.rps / f.rps if f.rps else 0:.2f}"
                 )
+            print(
+                f"{'':<10} {'requests':>8} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+            )
+            report(floor)
+            report(result)
 
-        floor, result = phases
-        header(
-            f"HTTP, gunicorn {args.workers} sync workers, {args.clients} clients, "
-            f"{args.duration:g} s measured"
-        )
-        print(f"{'':<10} {'requests':>8} {'errors':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
-        report(floor)
-        report(result)
-        share = result.rps / floor.rps if floor.rps else 0.0
-        p99 = result.p(0.99)
         header("summary")
-        print(
-            f"checkout p99 {p99:.2f} ms (target < {P99_TARGET_MS:g})  "
-            f"{verdict(p99 < P99_TARGET_MS and result.requests > 0)}"
-        )
-        print(
-            f"checkout/floor throughput {share:.2f} ({result.rps:.0f} / {floor.rps:.0f} req/s, "
-            f"target >= {SHARE_TARGET:.2f})  {verdict(share >= SHARE_TARGET)}"
-        )
-        print(f"errors: livez {floor.errors}, checkout {result.errors}")
+        for label, (floor, result) in summary.items():
+            share = result.rps / floor.rps if floor.rps else 0.0
+            print(
+                f"{label:<12} saturation: checkout {result.rps:.0f} req/s, floor "
+                f"{floor.rps:.0f} req/s, ratio {share:.2f}; p50 {result.p(0.5):.2f} ms, "
+                f"p99 {result.p(0.99):.2f} ms; errors {result.errors}"
+            )
+            if open_phases.get(label):
+                loop = merged(open_phases[label])
+                ok = loop.requests > 0 and loop.p(0.99) < P99_TARGET_MS
+                print(
+                    f"{'':<12} open loop at {args.rate:g}/s: {loop.requests:,} answered, "
+                    f"{loop.errors} errors; p50 {loop.p(0.5):.2f} ms, p99 {loop.p(0.99):.2f} ms "
+                    f"(target < {P99_TARGET_MS:g})  {verdict(ok)}; "
+                    f"machine {loop.machine_busy * 100:.0f}% busy"
+                )
+        if len(summary) >= 2:
+            (before_label, (_, before)), *others = summary.items()
+            for now_label, (_, now) in others:
+                change = now.rps / before.rps if before.rps else 0.0
+                print(
+                    f"{now_label} / {before_label} saturation throughput: {change:.2f} "
+                    f"(target >= 0.85)  {verdict(change >= 0.85)}"
+                )
         print(f"queries per checkout: {service_q:.2f} (service), {request_q:.2f} (whole request)")
     return 0
 

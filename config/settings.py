@@ -131,9 +131,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Tests that start a real worker process need the test database in a file it can open.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Django's backend, with a health check that looks at the socket instead of sending
-    # SELECT 1 before each request reuses the connection (accounts_pool/postgresql/base.py).
-    DATABASES["default"]["ENGINE"] = "accounts_pool.postgresql"
     # Values travel apart from the SQL, so a statement run twice on a connection is prepared
     # and PostgreSQL stops planning it again: a third less database CPU per checkout
     # (bench/checkout.py). Behind a transaction-mode pooler (PgBouncer < 1.21) set

@@ -22,7 +22,6 @@ from django.db import connection
 from accounts_pool.crypto import fingerprint
 from accounts_pool.models import Account, Membership, Pool, Team
 from accounts_pool.services import usage as usage_services
-from accounts_pool.services.keys import RECENT_KEYS
 
 # The tests' clock: this run's start, to the minute. Services under test take `now=NOW`, but the
 # cycle, the API and the worker processes read the real clock, so fixtures must sit near it: a
@@ -38,13 +37,6 @@ POLICY_MESSAGE = "OAuth authentication is currently not allowed for this organiz
 @pytest.fixture
 def team(db: None) -> Team:
     return Team.objects.create(name="Acme", slug="acme")
-
-
-@pytest.fixture(autouse=True)
-def _forget_recent_keys() -> Iterator[None]:
-    """Each test starts with no consumer key remembered by this process (RecentKeys)."""
-    yield
-    RECENT_KEYS.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -120,7 +120,7 @@ def world(alice, pool, provider):
     account = make_account(pool, label="Primary", access_expires_at=now + timedelta(hours=7))
     account_create_api_key(pool=pool, label="Spare", api_key="sk-ant-api03-spare", actor="test")
     key, key_secret = consumer_key_create(pool=pool, name="Runner", created_by=alice)
-    checkout = checkout_create(key=key).checkout
+    checkout = checkout_create(key_hash=key.key_hash).checkout
     channel, _ = channel_create(
         team=pool.team,
         name="Ops",

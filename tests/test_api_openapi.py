@@ -125,7 +125,7 @@ def world(alice, pool, provider, in_process):
     )
     account_create_api_key(pool=pool, label="Spare", api_key="sk-ant-api03-spare", actor="test")
     key, key_secret = consumer_key_create(pool=pool, name="Build runner", created_by=alice)
-    checkout = checkout_create(key=key).checkout
+    checkout = checkout_create(key_hash=key.key_hash).checkout
     return {
         "lead": api_token_create(user=alice, name="fuzz")[1],
         "key": key_secret,

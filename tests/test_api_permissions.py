@@ -140,7 +140,7 @@ def world(team, alice, bob, pool, provider):
     own_key, own_secret = consumer_key_create(pool=pool, name="Build runner", created_by=alice)
     doomed, _ = consumer_key_create(pool=pool, name="Old laptop", created_by=alice)
     _, other_secret = consumer_key_create(pool=other_pool, name="Their tool", created_by=olga)
-    checkout = checkout_create(key=own_key).checkout
+    checkout = checkout_create(key_hash=own_key.key_hash).checkout
     login = oauth_login_start(pool=pool, user=alice)
     channel, _ = channel_create(
         team=team,

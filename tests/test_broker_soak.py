@@ -217,7 +217,7 @@ class Tool(threading.Thread):
         try:
             while not self.done.is_set():
                 try:
-                    handed = checkout_create(key=self.key)
+                    handed = checkout_create(key_hash=self.key.key_hash)
                 except NoUsableAccount:
                     self.counts["none_usable"] += 1
                     time.sleep(0.2)

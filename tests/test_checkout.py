@@ -9,7 +9,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts_pool import selectors
+from accounts_pool import checkout_sql, crypto
 from accounts_pool.models import (
     Account,
     AccountEvent,
@@ -18,12 +18,7 @@ from accounts_pool.models import (
     Pool,
     QuotaWindow,
 )
-from accounts_pool.services.keys import (
-    RECENT_KEYS,
-    RecentKeys,
-    consumer_key_create,
-    secret_hash,
-)
+from accounts_pool.services.keys import consumer_key_create
 
 from .api import Api, error_code
 from .conftest import make_account, token_answer
@@ -144,42 +139,45 @@ def test_a_users_token_cannot_check_out(alice, pool, now):
     assert lead.post("/pools/claude/checkout", {}).status_code == 403
 
 
-# A key this process read lately serves checkout without being read again (RecentKeys); a
+# The key and its pool are read with the candidates, in one statement, on every request: a
 # revocation or a pool change made elsewhere (a queryset update: no signal reaches this
-# process) must still hold from the next request on.
+# process) holds from the very next request on, with no retry.
 
 
-def test_a_key_read_lately_is_not_read_again(tool, pool, now):
+def test_a_checkout_reads_the_key_with_its_candidates_in_one_statement(tool, pool, now):
     usable(pool, now, "a")
     _checkout(tool)
     with CaptureQueriesContext(connection) as queries:
         _checkout(tool)
     statements = [q["sql"] for q in queries.captured_queries]
-    assert any("accounts_pool_quotawindow" in sql for sql in statements)  # the candidates
-    assert not [sql for sql in statements if "key_hash" in sql]
+    reads = [
+        sql
+        for sql in statements
+        if not any(word in sql for word in ("INSERT", "UPDATE", "SAVEPOINT"))
+    ]
+    assert len(reads) == 1, reads
+    assert "key_hash" in reads[0]
+    assert "accounts_pool_quotawindow" in reads[0]
+    if connection.vendor == "postgresql":
+        assert len(statements) == 2  # and the one that records it
     assert Checkout.objects.count() == 2
 
 
-def _remembered(tool):
-    return RECENT_KEYS.get(secret_hash(tool.headers["HTTP_AUTHORIZATION"].split()[1]))
-
-
-def test_a_key_revoked_elsewhere_checks_out_nothing_at_once(tool, pool, now):
+def test_a_key_revoked_elsewhere_checks_out_nothing_on_the_next_request(tool, pool, now):
     account = usable(pool, now, "a")
     _checkout(tool)
     used_at = Account.objects.get(pk=account.pk).last_used_at
-    key_used_at = ConsumerKey.objects.get().last_used_at
-    _remembered(tool).last_used_at = now - timedelta(minutes=2)  # its use is due to be recorded
-    ConsumerKey.objects.update(revoked_at=now)
+    ConsumerKey.objects.update(revoked_at=now, last_used_at=now - timedelta(minutes=2))
 
-    response = tool.post("/pools/claude/checkout", {})
+    with CaptureQueriesContext(connection) as queries:
+        response = tool.post("/pools/claude/checkout", {})
 
     assert response.status_code == 401
     assert error_code(response) == "unauthenticated"
+    assert len(queries.captured_queries) == 1  # the one read; nothing written, nothing retried
     assert Checkout.objects.count() == 1
     assert Account.objects.get(pk=account.pk).last_used_at == used_at
-    assert ConsumerKey.objects.get().last_used_at == key_used_at
-    assert _remembered(tool) is None
+    assert ConsumerKey.objects.get().last_used_at == now - timedelta(minutes=2)
 
 
 def test_a_key_revoked_elsewhere_refreshes_no_token(tool, pool, now, provider):
@@ -204,7 +202,7 @@ def test_a_key_revoked_elsewhere_sees_no_reasons_when_none_is_usable(tool, pool,
     assert "secret-label" not in response.content.decode()
 
 
-def test_a_pool_deleted_elsewhere_is_no_pool_to_its_remembered_key(tool, pool, now):
+def test_a_pool_deleted_elsewhere_is_no_pool_to_its_key(tool, pool, now):
     usable(pool, now, "a")
     _checkout(tool)
     Pool.objects.filter(pk=pool.pk).delete()
@@ -222,29 +220,50 @@ def test_a_pool_changed_elsewhere_routes_by_its_new_settings_at_once(tool, pool,
     assert Checkout.objects.filter(account=first).count() == 1
 
 
+def test_a_pool_policy_changed_elsewhere_is_applied_at_once(tool, pool, now):
+    usable(pool, now, "a", five_hour=85.0)
+    assert _checkout(tool)["account"]["label"] == "a"
+    Pool.objects.filter(pk=pool.pk).update(min_remaining_percent=20)
+
+    response = tool.post("/pools/claude/checkout", {})
+    assert response.status_code == 503
+    assert error_code(response) == "no_usable_account"
+
+
 def test_a_pool_renamed_elsewhere_answers_by_its_new_slug_at_once(tool, pool, now):
     usable(pool, now, "a")
     _checkout(tool)
     Pool.objects.filter(pk=pool.pk).update(slug="claude-max")
 
     assert tool.post("/pools/claude-max/checkout", {}).status_code == 200
-    assert tool.post("/pools/claude/checkout", {}).status_code == 404
+    response = tool.post("/pools/claude/checkout", {})
+    assert response.status_code == 404
+    assert error_code(response) == "not_found"
 
 
-def test_recent_keys_forget_after_their_time_and_when_full(pool, alice):
-    first, _ = consumer_key_create(pool=pool, name="one", created_by=alice)
-    second, _ = consumer_key_create(pool=pool, name="two", created_by=alice)
-    expired = RecentKeys(seconds=-1)
-    expired.put("h1", first)
-    assert expired.get("h1") is None
+def test_only_the_chosen_account_credential_is_decrypted(pool, alice, now, monkeypatch):
+    from accounts_pool import checkout_sql
+    from accounts_pool.services.checkout import checkout_create
+    from accounts_pool.services.keys import secret_hash
 
-    small = RecentKeys(size=1)
-    small.put("h1", first)
-    assert small.get("h1") is first
-    small.put("h2", second)
-    assert (small.get("h1"), small.get("h2")) == (None, second)
-    small.put("h2", None)
-    assert small.get("h2") is None
+    for n in range(5):
+        usable(pool, now, f"a{n}", priority=n)
+    _, secret = consumer_key_create(pool=pool, name="t", created_by=alice)
+    decrypted = []
+    real = crypto.decrypt
+
+    def counted(ciphertext: str) -> str:  # a spy: decrypts as before, and counts
+        decrypted.append(ciphertext)
+        return real(ciphertext)
+
+    monkeypatch.setattr(checkout_sql, "decrypt", counted)
+    pool.routing = "balanced"  # reads every candidate
+    pool.save()
+
+    result = checkout_create(key_hash=secret_hash(secret), now=now)
+
+    assert len(decrypted) == 1
+    assert result.account.access_token == "sk-ant-oat01-access-token-of-the-test-account-0001"
 
 
 def _report(tool, checkout_id, **body):
@@ -355,46 +374,31 @@ def test_a_retry_after_date_far_in_the_future_is_capped(tool, pool, now):
     assert account.cooldown_until <= timezone.now() + timedelta(minutes=30)
 
 
-def test_the_sql_prefilter_never_rules_out_an_account_eligibility_would_use(pool, now):
-    """checkout_candidates (SQL) may only leave out accounts that state.eligibility excludes;
-    every usable or degraded account is among them, with its windows, in the routing's order."""
+def test_the_candidate_read_pages_in_the_routings_order_with_windows(tool, pool, now):
+    """checkout_sql.candidates: the key's pool's candidates, least recently used first (no
+    priority routing here), with their windows; an account with none has none."""
     minute = timedelta(minutes=1)
     usable(pool, now, "fresh", last_used_at=now - minute)
     usable(pool, now, "never used")
-    usable(pool, now, "cooldown over", cooldown_until=now - minute)
-    usable(pool, now, "backing off", refresh_backoff_until=now + 9 * minute)  # degraded
-    usable(pool, now, "window full", five_hour=100.0)  # excluded by its window, not by SQL
+    usable(pool, now, "window full", five_hour=100.0, last_used_at=now - 2 * minute)
     usable(pool, now, "cooling", cooldown_until=now + minute)
-    usable(pool, now, "expired", access_expires_at=now - minute)
-    usable(pool, now, "blocked", policy_status="blocked")
-    usable(pool, now, "disabled", enabled=False)
-    relogin = usable(pool, now, "relogin")
-    Account.objects.filter(pk=relogin.pk).update(
-        relogin_required_for=relogin.refresh_token_fingerprint
-    )
     make_account(pool, label="api key", kind="api_key", api_key="sk-ant-api03-x", refresh_token="")
+    Pool.objects.filter(pk=pool.pk).update(routing=Pool.Routing.LEAST_RECENTLY_USED)
+    key_hash = ConsumerKey.objects.get().key_hash
 
-    candidates = selectors.checkout_candidates(pool, now=now)
-    verdicts = {
-        row.account.label: row.verdict.status
-        for row in selectors.accounts_with_verdicts(Account.objects.filter(pool=pool), now=now)
-    }
-    chosen = [c.account.label for c in candidates]
-    assert {label for label, status in verdicts.items() if status != "excluded"} <= set(chosen)
-    assert set(chosen) == {
-        "fresh",
-        "never used",
-        "cooldown over",
-        "backing off",
-        "window full",
-        "api key",
-    }
-    assert chosen.index("never used") < chosen.index("fresh")  # least recently used first
-    windows = {c.account.label: [w.key for w in c.windows] for c in candidates}
+    page = checkout_sql.candidates(key_hash, now=now)
+
+    assert page.key is not None
+    assert page.key.pool.slug == "claude"
+    chosen = [c.account.label for c in page.candidates]
+    assert chosen[:2] == ["api key", "never used"] or chosen[:2] == ["never used", "api key"]
+    assert chosen[2:] == ["window full", "fresh"]
+    windows = {c.account.label: [w.key for w in c.windows] for c in page.candidates}
     assert windows["window full"] == ["five_hour"]
     assert windows["api key"] == []
-    page = selectors.checkout_candidates(pool, now=now, limit=2, offset=2)
-    assert [c.account.label for c in page] == chosen[2:4]
+    second = checkout_sql.candidates(key_hash, now=now, limit=2, offset=2)
+    assert [c.account.label for c in second.candidates] == chosen[2:4]
+    assert checkout_sql.candidates("no such hash", now=now).key is None
 
 
 @pytest.mark.postgres
@@ -460,3 +464,21 @@ def test_recording_a_checkout_relaxes_only_its_own_commit(pool, alice):
     with connection.cursor() as cursor:
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone() == ("on",)
+
+
+def test_the_service_refuses_a_revoked_key_and_skips_excluded_accounts(pool, alice, now):
+    from accounts_pool.services.checkout import UnknownKey, checkout_create
+    from accounts_pool.services.relay import relay_route
+
+    first = usable(pool, now, "first", priority=1)
+    second = usable(pool, now, "second", priority=2)
+    key, _ = consumer_key_create(pool=pool, name="relay", created_by=alice)
+
+    assert checkout_create(key_hash=key.key_hash, now=now).account.pk == first.pk
+    routed = relay_route(key=key, session="", model=None, exclude=frozenset({first.pk}))
+    assert routed.account_id == second.pk
+
+    ConsumerKey.objects.filter(pk=key.pk).update(revoked_at=now)  # as another process would
+    with pytest.raises(UnknownKey):
+        relay_route(key=key, session="", model=None, exclude=frozenset())
+    assert Checkout.objects.count() == 2

@@ -404,7 +404,10 @@ def test_routing_a_request_reads_each_account_once_however_many_are_candidates(p
         with CaptureQueriesContext(connection) as queries:
             relay_service.relay_route(key=key, session="", model=None, exclude=frozenset())
         counts.append(len(queries))
-    assert counts[0] == counts[1] <= 2, counts  # the candidates; the checkout recorded
+    # The candidates (with the key); the checkout recorded: one statement on PostgreSQL, a
+    # transaction of two writes on SQLite (BEGIN, INSERT, UPDATE, COMMIT).
+    recorded = 1 if connection.vendor == "postgresql" else 4
+    assert counts[0] == counts[1] <= 1 + recorded, counts
 
 
 def test_the_relay_handler_keeps_no_more_of_a_chunked_body_than_the_cap(settings):

@@ -215,7 +215,7 @@ def test_the_same_report_sent_at_once_from_many_threads_records_once(pool, alice
 
     account = make_usable(pool)
     key, _ = consumer_key_create(pool=pool, name="retrier", created_by=alice)
-    handed = checkout_create(key=key)
+    handed = checkout_create(key_hash=key.key_hash)
     barrier = threading.Barrier(6)
     outcomes: list[tuple[str, bool]] = []
 

@@ -96,7 +96,7 @@ def test_four_workers_and_repeated_dispatches_refresh_every_account_exactly_once
         def check_out_while_the_workers_run() -> None:
             try:
                 for _ in range(150):
-                    result = checkout_create(key=key)
+                    result = checkout_create(key_hash=key.key_hash)
                     checkouts.append((result.account.pk, result.account.access_token))
             finally:
                 connection.close()

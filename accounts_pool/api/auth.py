@@ -11,16 +11,18 @@ from django.http import HttpRequest
 from ninja.security import HttpBearer, SessionAuth
 
 from ..models import ConsumerKey
-from ..services.keys import CONSUMER_KEY_PREFIX, api_token_authenticate, consumer_key_authenticate
+from ..services.keys import (
+    CONSUMER_KEY_PREFIX,
+    api_token_authenticate,
+    consumer_key_authenticate,
+    secret_hash,
+)
 
 
 @dataclass(frozen=True)
 class Principal:
     user: User | None = None
     key: ConsumerKey | None = None
-    # The key may be as this process read it lately (RecentKeys): revoked or its pool changed
-    # since. Only checkout takes such a key, and confirms it before anything leaves.
-    recent: bool = False
 
     @property
     def actor(self) -> str:
@@ -30,11 +32,15 @@ class Principal:
         return f"user:{self.user.get_username()}"
 
 
-class BearerAuth(HttpBearer):
-    def __init__(self, *, recent_keys: bool = False) -> None:
-        super().__init__()
-        self.recent_keys = recent_keys
+@dataclass(frozen=True)
+class PresentedKey:
+    """A consumer key as presented, not yet read: checkout reads it in its own statement
+    (services/checkout.py), with the pool and the candidates."""
 
+    key_hash: str
+
+
+class BearerAuth(HttpBearer):
     def __call__(self, request: HttpRequest) -> Principal | None:
         """ninja's HttpBearer, reading the one header it needs (request.headers copies them
         all) and never logging it (HttpBearer logs a malformed header, secret and all, under
@@ -46,8 +52,8 @@ class BearerAuth(HttpBearer):
 
     def authenticate(self, request: HttpRequest, token: str) -> Principal | None:
         if token.startswith(CONSUMER_KEY_PREFIX):
-            key = consumer_key_authenticate(token, recent=self.recent_keys)
-            return Principal(key=key, recent=self.recent_keys) if key is not None else None
+            key = consumer_key_authenticate(token)
+            return Principal(key=key) if key is not None else None
         api_token = api_token_authenticate(token)
         return Principal(user=api_token.user) if api_token is not None else None
 
@@ -62,5 +68,22 @@ class SessionPrincipal(SessionAuth):
 
 BEARER = BearerAuth()
 AUTH = [BEARER, SessionPrincipal()]
-# Checkout, every tool's hot path, takes a key as read lately and confirms it itself.
-CHECKOUT_AUTH = [BearerAuth(recent_keys=True), SessionPrincipal()]
+
+
+class CheckoutBearer(HttpBearer):
+    """Checkout's auth: a consumer key is passed on unread (PresentedKey), since checkout reads
+    it with the candidates in one statement; any other token as everywhere (BearerAuth)."""
+
+    def __call__(self, request: HttpRequest) -> Principal | PresentedKey | None:
+        scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() != self.openapi_scheme or not token:
+            return None
+        return self.authenticate(request, token)
+
+    def authenticate(self, request: HttpRequest, token: str) -> Principal | PresentedKey | None:
+        if token.startswith(CONSUMER_KEY_PREFIX):
+            return PresentedKey(secret_hash(token))
+        return BEARER.authenticate(request, token)
+
+
+CHECKOUT_AUTH = [CheckoutBearer(), SessionPrincipal()]

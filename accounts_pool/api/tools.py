@@ -9,12 +9,12 @@ from uuid import UUID
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Router, Status
-from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import AuthenticationError
 
 from .. import metrics, state
 from ..models import ConsumerKey
 from ..services import keys
-from ..services.checkout import CheckoutResult, KeyChanged, NoUsableAccount, checkout_create
+from ..services.checkout import CheckoutResult, NoUsableAccount, UnknownKey, checkout_create
 from ..services.limits import (
     KeyLimitExceeded,
     Refusal,
@@ -27,7 +27,7 @@ from ..services.usage import usage_record
 from ..tasks import enqueue_quota_check, enqueue_refresh
 from ..usage_meter import Tokens
 from . import access, present
-from .auth import BEARER, CHECKOUT_AUTH, Principal
+from .auth import CHECKOUT_AUTH, PresentedKey
 from .schemas import (
     CheckoutIn,
     CheckoutOut,
@@ -107,9 +107,7 @@ def checkout(request: HttpRequest, pool: str, payload: CheckoutIn) -> dict[str, 
     account's reasons."""
     started = time.perf_counter()
     try:
-        result = _checkout_afresh_if_failed(
-            request, pool, payload.session or "", payload.model or None
-        )
+        result = _checkout(request, pool, payload.session or "", payload.model or None)
     except NoUsableAccount:
         metrics.CHECKOUT_SECONDS.labels("none_usable").observe(time.perf_counter() - started)
         raise
@@ -121,37 +119,22 @@ def checkout(request: HttpRequest, pool: str, payload: CheckoutIn) -> dict[str, 
     }
 
 
-def _checkout_afresh_if_failed(
-    request: HttpRequest, pool: str, session: str, model: str | None
-) -> CheckoutResult:
-    """Checkout as the key this process read lately; if that fails, the key may have been
-    revoked or its pool changed since, so read it again and answer as that one says."""
-    principal: Principal | None  # BEARER() below may find none
-    principal = access.principal(request)
+def _checkout(request: HttpRequest, pool: str, session: str, model: str | None) -> CheckoutResult:
+    """A consumer key checks out (checkout reads the key itself); a person is refused."""
+    presented = getattr(request, "auth", None)
+    if not isinstance(presented, PresentedKey):
+        # A person: another team's pool is not found, their own pool is refused.
+        principal = access.principal(request)
+        access.pool_for(principal, pool, key_ok=True)
+        access.keys_only(principal)
+        raise AssertionError("keys_only passed a principal without a key")
     try:
-        return _checkout_as(principal, pool, session, model)
-    except (KeyChanged, HttpError):
-        if not principal.recent:
-            raise
-    principal = BEARER(request)
-    if principal is None:
-        raise AuthenticationError()
-    return _checkout_as(principal, pool, session, model)
-
-
-def _checkout_as(
-    principal: Principal, pool: str, session: str, model: str | None
-) -> CheckoutResult:
-    access.pool_for(principal, pool, key_ok=True)
-    access.keys_only(principal)
-    assert principal.key is not None
-    if principal.key.limits.any:
-        admitted = limits_admit(
-            key=principal.key, model=model, now=timezone.now(), concurrent=False
+        _within_limits(presented.key_hash, model)
+        return checkout_create(
+            key_hash=presented.key_hash, pool_slug=pool, session=session, model=model
         )
-        if isinstance(admitted, Refusal):
-            raise KeyLimitExceeded(admitted)
-    return checkout_create(key=principal.key, session=session, model=model)
+    except UnknownKey:
+        raise AuthenticationError() from None
 
 
 @router.post("/checkouts/{checkout_id}/report", response={200: ReportOut, **ERRORS})
@@ -215,3 +198,17 @@ def _count_reported(key: ConsumerKey, account_id: int, payload: ReportIn) -> Non
         now=now,
     )
     limits_count_tokens(key=key, tokens=tokens.total, now=now)
+
+
+def _within_limits(key_hash: str, model: str | None) -> None:
+    """A key over one of its limits gets a 429 before checkout (one read of its limits)."""
+    key = (
+        ConsumerKey.objects.filter(key_hash=key_hash, revoked_at__isnull=True)
+        .select_related("pool")
+        .first()
+    )
+    if key is None or not key.limits.any:
+        return
+    admitted = limits_admit(key=key, model=model, now=timezone.now(), concurrent=False)
+    if isinstance(admitted, Refusal):
+        raise KeyLimitExceeded(admitted)

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import functools
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from .. import rawsql, routing, selectors, state
+from .. import checkout_sql, routing, selectors, state
+from ..crypto import SecretDecryptionError
 from ..models import Account, Checkout, ConsumerKey, Pool
-from .credentials import checkout_credential
+from .credentials import checkout_credential, credential_unreadable_mark
 from .errors import ServiceError
-from .keys import secret_hash
+from .keys import consumer_key_touch, secret_hash
 from .refresh import account_refresh
 
 REFRESH_IF_EXPIRING_WITHIN = timedelta(minutes=5)
+logger = logging.getLogger("accounts_pool.credentials")
 
 
 class NoUsableAccount(ServiceError):
@@ -30,30 +32,31 @@ class NoUsableAccount(ServiceError):
         self.retry_at = retry_at
 
 
-class KeyChanged(ServiceError):
-    """The consumer key was revoked, or its pool changed, after it was read: nothing was
-    recorded and no credential may leave. Read the key again and start over."""
+class UnknownKey(ServiceError):
+    """No unrevoked consumer key has the presented secret (read in checkout's own statement)."""
 
-    status = 409
-    code = "conflict"
+    status = 401
+    code = "unauthenticated"
 
     def __init__(self) -> None:
-        super().__init__(
-            "The consumer key was revoked or its pool changed during the checkout; try again."
-        )
+        super().__init__("Send a valid API token or consumer key (Bearer).")
 
 
-def _confirm(key: ConsumerKey) -> None:
-    """Raise KeyChanged unless the key is still unrevoked and its pool as read: before a path
-    that shows accounts or acts for the key without the recording statement's own check."""
-    if not selectors.consumer_key_unchanged(key):
-        raise KeyChanged()
+class OtherPool(ServiceError):
+    """The key's pool is not the one named: to the key, that pool does not exist."""
+
+    status = 404
+    code = "not_found"
+
+    def __init__(self) -> None:
+        super().__init__("Pool not found.")
 
 
 @dataclass(frozen=True)
 class CheckoutResult:
     checkout: Checkout
     account: Account
+    key: ConsumerKey  # as read by the checkout's own statement, with its pool
 
     @property
     def credential(self) -> dict[str, Any]:
@@ -84,37 +87,71 @@ ROUNDS = ((1, 0), (8, 1), (None, 9))
 FIRST_ROUND = ROUNDS[0][0]
 
 
-def _verdict(
-    candidate: selectors.CheckoutCandidate, pool: Pool, now: datetime, model: str | None = None
-) -> state.Verdict:
-    snapshot = candidate.account.state_snapshot(windows=candidate.windows)
-    return state.eligibility(snapshot, pool.policy, now, model=model)
+class _Reads:
+    """Checkout's candidate reads for one request: each reads the key and its pool again with
+    the page (checkout_sql.candidates), so a revoked key stops the request at its next read."""
+
+    def __init__(self, key_hash: str, pool_slug: str | None, now: datetime) -> None:
+        self.key_hash = key_hash
+        self.pool_slug = pool_slug
+        self.now = now
+        self.key: ConsumerKey | None = None
+
+    def page(
+        self,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        skip: set[int] | frozenset[int] = frozenset(),
+        only: int | None = None,
+    ) -> list[checkout_sql.Candidate]:
+        page = checkout_sql.candidates(
+            self.key_hash, now=self.now, limit=limit, offset=offset, skip=skip, only=only
+        )
+        if page.key is None:
+            raise UnknownKey()
+        if self.pool_slug is not None and page.key.pool.slug != self.pool_slug:
+            raise OtherPool()
+        if self.key is None:
+            consumer_key_touch(page.key)
+        self.key = page.key
+        return page.candidates
+
+    @property
+    def pool(self) -> Pool:
+        assert self.key is not None  # set by the first page
+        return self.key.pool
 
 
-def _sticky_account(key: ConsumerKey, session_hash: str) -> int | None:
+def _status(
+    candidate: checkout_sql.Candidate, pool: Pool, now: datetime, model: str | None
+) -> state.Status:
+    return state.eligibility(candidate.snapshot(), pool.policy, now, model=model).status
+
+
+def _sticky_account(key_hash: str, session_hash: str) -> int | None:
     if not session_hash:
         return None
     return (
-        Checkout.objects.filter(consumer_key=key, session_hash=session_hash)
+        Checkout.objects.filter(consumer_key__key_hash=key_hash, session_hash=session_hash)
         .order_by("-at")
         .values_list("account_id", flat=True)
         .first()
     )
 
 
+Found = checkout_sql.Candidate
+
+
 def _balanced(
-    pool: Pool,
-    rows: list[selectors.CheckoutCandidate],
-    now: datetime,
-    degraded: Account | None,
-    model: str | None,
-) -> Account | None:
+    pool: Pool, rows: list[Found], now: datetime, degraded: Found | None, model: str | None
+) -> Found | None:
     """The account balanced routing spends best; `degraded` (a session's degraded account)
     serves before any other degraded one, as in the other routings."""
     candidates = [
         routing.Candidate(
             account_id=row.account.pk,
-            status=_verdict(row, pool, now, model).status,
+            status=_status(row, pool, now, model),
             last_used_at=row.account.last_used_at,
             windows=tuple(row.windows),
         )
@@ -123,36 +160,38 @@ def _balanced(
     chosen = routing.choose_balanced(candidates, policy=pool.policy, now=now)
     if degraded is not None and (chosen is None or chosen.status != state.Status.USABLE):
         return degraded
-    return next((r.account for r in rows if chosen and r.account.pk == chosen.account_id), None)
+    return next((r for r in rows if chosen and r.account.pk == chosen.account_id), None)
 
 
 def _pick(
-    pool: Pool, now: datetime, *, sticky_id: int | None, skip: set[int], model: str | None
-) -> Account | None:
+    reads: _Reads, *, sticky_id: int | None, skip: set[int], model: str | None
+) -> Found | None:
     """The routing's best usable account, else its best degraded one, else None.
 
     Only accounts that SQL cannot rule out are read, in the routing's order, a few at a time:
     the cost of a checkout does not grow with the pool."""
+    now = reads.now
     fallback = None
     if sticky_id is not None and sticky_id not in skip:
-        for sticky in selectors.checkout_candidates(pool, now=now, only=sticky_id):
-            status = _verdict(sticky, pool, now, model).status
+        for sticky in reads.page(only=sticky_id):
+            status = _status(sticky, reads.pool, now, model)
             if status == state.Status.USABLE:
-                return sticky.account
+                return sticky
             if status == state.Status.DEGRADED:
-                fallback = sticky.account
-    if pool.routing == Pool.Routing.BALANCED:
-        rows = selectors.checkout_candidates(pool, now=now, skip=skip)
-        return _balanced(pool, rows, now, fallback, model)
+                fallback = sticky
     first_degraded = None
     for limit, offset in ROUNDS:
-        rows = selectors.checkout_candidates(pool, now=now, skip=skip, limit=limit, offset=offset)
+        rows = reads.page(skip=skip, limit=limit, offset=offset)
+        if reads.pool.routing == Pool.Routing.BALANCED:
+            if limit is not None and len(rows) == limit:  # the rest, as balanced weighs all
+                rows += reads.page(skip=skip, offset=offset + limit)
+            return _balanced(reads.pool, rows, now, fallback, model)
         for row in rows:
-            status = _verdict(row, pool, now, model).status
+            status = _status(row, reads.pool, now, model)
             if status == state.Status.USABLE:
-                return row.account
+                return row
             if status == state.Status.DEGRADED and first_degraded is None:
-                first_degraded = row.account
+                first_degraded = row
         if limit is None or len(rows) < limit:
             break
     return fallback or first_degraded
@@ -175,18 +214,28 @@ def _none_usable(pool: Pool, now: datetime, model: str | None) -> NoUsableAccoun
     )
 
 
-def _ready(account: Account, key: ConsumerKey, now: datetime) -> Account | None:
+def _unsealed(chosen: Found, now: datetime) -> Account | None:
+    """The chosen account with its credential decrypted; None when the configured keys cannot
+    decrypt it, with the account marked (excluded with its own reason, never its pool)."""
+    try:
+        return chosen.unseal()
+    except SecretDecryptionError:
+        logger.warning("account=%s credential unreadable; checkout skips it", chosen.account.pk)
+        credential_unreadable_mark(account_id=chosen.account.pk, now=now, found_by="checkout")
+        return None
+
+
+def _ready(chosen: Found, now: datetime) -> Account | None:
     """The account with its credential, good for more than 5 minutes (refreshed first if
-    needed, for a key still as read); None when the refresh failed and the old token is
-    gone."""
-    if account.kind != Account.Kind.OAUTH:
-        return account
+    needed); None when the refresh failed and the old token is gone."""
+    account = chosen.account
     expires = account.access_expires_at
-    if expires is not None and expires > now + REFRESH_IF_EXPIRING_WITHIN:
-        return account
-    _confirm(key)
+    if account.kind != Account.Kind.OAUTH or (
+        expires is not None and expires > now + REFRESH_IF_EXPIRING_WITHIN
+    ):
+        return _unsealed(chosen, now)
     account_refresh(account_id=account.pk, now=now, wait=True, lead=REFRESH_IF_EXPIRING_WITHIN)
-    fresh = Account.objects.defer(*Account.SECRET_FIELDS).get(pk=account.pk)
+    fresh = Account.objects.select_related("pool").defer(*Account.SECRET_FIELDS).get(pk=account.pk)
     if fresh.access_expires_at is None or fresh.access_expires_at <= now:
         return None
     return checkout_credential(fresh, now=now)
@@ -194,35 +243,37 @@ def _ready(account: Account, key: ConsumerKey, now: datetime) -> Account | None:
 
 def checkout_create(
     *,
-    key: ConsumerKey,
+    key_hash: str,
+    pool_slug: str | None = None,
     session: str = "",
     model: str | None = None,
     exclude: frozenset[int] = frozenset(),
     now: datetime | None = None,
 ) -> CheckoutResult:
-    """Pick a usable account (then a degraded one) by the pool's routing, keep a session on
-    its account, and record the checkout. Raises NoUsableAccount with every account's reasons.
+    """For the unrevoked consumer key with this hash (else UnknownKey), of the pool named
+    `pool_slug` if one is named (else OtherPool): pick a usable account (then a degraded one)
+    by the pool's routing and eligibility for `model`, not one in `exclude`, keep a session on
+    its account, refresh a token expiring within 5 minutes, and record the checkout. Raises
+    NoUsableAccount with every account's reasons.
 
-    The key and its pool may be as read a while ago (RecentKeys): neither a credential nor the
-    accounts' reasons leave unless the key is still unrevoked and its pool unchanged, which the
-    statement recording the checkout checks itself (else KeyChanged, nothing recorded)."""
+    The key and its pool are read in the same statement as the candidates, on every request:
+    a key revoked or a pool changed holds from the next request on."""
     now = now or timezone.now()
-    pool = key.pool
     session_hash = secret_hash(session) if session else ""
-    sticky_id = _sticky_account(key, session_hash)
+    sticky_id = _sticky_account(key_hash, session_hash)
+    reads = _Reads(key_hash, pool_slug, now)
     skip: set[int] = set(exclude)
     while True:
-        chosen = _pick(pool, now, sticky_id=sticky_id, skip=skip, model=model)
+        chosen = _pick(reads, sticky_id=sticky_id, skip=skip, model=model)
         if chosen is None:
-            _confirm(key)
-            raise _none_usable(pool, now, model)
-        readable = checkout_credential(chosen, now=now)
-        account = _ready(readable, key, now) if readable is not None else None
+            raise _none_usable(reads.pool, now, model)
+        account = _ready(chosen, now)
         if account is not None:
             break
-        skip.add(chosen.pk)
-    checkout = _record(account, key, session_hash, now)
-    return CheckoutResult(checkout, account)
+        skip.add(chosen.account.pk)
+    assert reads.key is not None
+    checkout = _record(account, reads.key, session_hash, now)
+    return CheckoutResult(checkout, account, reads.key)
 
 
 def checkouts_prune(*, now: datetime, older_than: timedelta) -> int:
@@ -233,13 +284,9 @@ def checkouts_prune(*, now: datetime, older_than: timedelta) -> int:
 
 
 def _record(account: Account, key: ConsumerKey, session_hash: str, now: datetime) -> Checkout:
-    """Write the checkout and the account's last use together, if the key is unrevoked and its
-    pool as read (else KeyChanged).
-
-    Both may be lost in a database crash without harm, so on PostgreSQL they do not wait for
-    the disk, and go as one statement with the key's check: one round trip instead of seven
-    (begin, relax the commit, check, insert, update, commit), on the path of every tool
-    request."""
+    """Write the checkout and the account's last use together. Both may be lost in a database
+    crash without harm, so on PostgreSQL they go as one statement that does not wait for the
+    disk (checkout_sql.record): one round trip instead of five on every tool request."""
     checkout = Checkout(
         id=uuid.uuid4(),
         account=account,
@@ -248,44 +295,10 @@ def _record(account: Account, key: ConsumerKey, session_hash: str, now: datetime
         at=now,
         credential_version=account.credential_version,  # what a 401 report is about
     )
-    on = rawsql.db()
-    if on.vendor != "postgresql":
-        with transaction.atomic():
-            _confirm(key)
-            checkout.save(force_insert=True)
-            Account.objects.filter(pk=account.pk).update(last_used_at=now)
+    if connection.vendor == "postgresql":
+        checkout_sql.record(checkout)
         return checkout
-    at = rawsql.param(now, on)
-    written = rawsql.execute(
-        on,
-        _record_sql(),
-        [
-            *selectors.key_unchanged_params(key, on),
-            *(at, account.pk),
-            *(checkout.pk, account.pk, key.pk, session_hash, at, checkout.credential_version),
-        ],
-    )
-    if written != 1:
-        raise KeyChanged()
+    with transaction.atomic():
+        checkout.save(force_insert=True)
+        Account.objects.filter(pk=account.pk).update(last_used_at=now)
     return checkout
-
-
-@functools.cache
-def _record_sql() -> str:
-    """PostgreSQL only: set_config(..., true) lasts to the end of the statement's own
-    transaction, commit included."""
-    a, c = Account, Checkout
-    columns = ", ".join(
-        rawsql.column(c, name)
-        for name in ("id", "account", "consumer_key", "session_hash", "at", "credential_version")
-    )
-    return (
-        # Identifiers come from the models' metadata, quoted; every value is a parameter.
-        "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),"  # noqa: S608
-        f" unchanged AS ({selectors.key_unchanged_sql('postgresql')}),"
-        f" touched AS (UPDATE {rawsql.quote(a._meta.db_table)}"
-        f" SET {rawsql.column(a, 'last_used_at')} = %s WHERE {rawsql.column(a, 'id')} = %s"
-        " AND EXISTS (SELECT 1 FROM unchanged))"
-        f" INSERT INTO {rawsql.quote(c._meta.db_table)} ({columns})"
-        " SELECT %s, %s, %s, %s, %s, %s FROM relaxed, unchanged"
-    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import User
@@ -71,55 +70,18 @@ def _touch(model: type[ApiToken] | type[ConsumerKey], row: ApiToken | ConsumerKe
     request (checkout is on every tool's hot path)."""
     now = timezone.now()
     if row.last_used_at is None or row.last_used_at < now - LAST_USED_GRANULARITY:
-        # A remembered key may have been revoked since: its use is then none to record.
         model.objects.filter(pk=row.pk, revoked_at__isnull=True).update(last_used_at=now)
-        row.last_used_at = now  # a remembered key records its use once a minute too
+        row.last_used_at = now
 
 
-class RecentKeys:
-    """Consumer keys this process read lately, with their pools, by hash.
-
-    A remembered key may have been revoked, or its pool changed, since: only checkout uses
-    them, and its own statements confirm both before a credential leaves (checkout_create).
-    Reading the key is a third of a checkout's database work otherwise."""
-
-    def __init__(self, seconds: float = 60.0, size: int = 4096) -> None:
-        self.seconds = seconds
-        self.size = size
-        self._keys: dict[str, tuple[float, ConsumerKey]] = {}
-
-    def get(self, key_hash: str) -> ConsumerKey | None:
-        found = self._keys.get(key_hash)
-        if found is None or found[0] < time.monotonic():
-            return None
-        return found[1]
-
-    def put(self, key_hash: str, key: ConsumerKey | None) -> None:
-        """Remember a key as just read; None (no such live key) forgets it."""
-        if key is None:
-            self._keys.pop(key_hash, None)
-            return
-        if len(self._keys) >= self.size:
-            self._keys.clear()  # rare: more live keys than size in one minute
-        self._keys[key_hash] = (time.monotonic() + self.seconds, key)
-
-    def clear(self) -> None:
-        self._keys.clear()
-
-
-RECENT_KEYS = RecentKeys()
-
-
-def consumer_key_authenticate(secret: str, *, recent: bool = False) -> ConsumerKey | None:
-    """The live key for a presented secret with its pool (recording its use), or None.
-
-    recent: the key as this process read it within the last minute, if it did (RecentKeys
-    says who may use that); a key read from the database is remembered either way."""
-    key_hash = secret_hash(secret)
-    key = RECENT_KEYS.get(key_hash) if recent else None
-    if key is None:
-        key = selectors.consumer_key_with_pool(key_hash)
-        RECENT_KEYS.put(key_hash, key)
+def consumer_key_authenticate(secret: str) -> ConsumerKey | None:
+    """The live key for a presented secret with its pool (recording its use), or None."""
+    key = selectors.consumer_key_with_pool(secret_hash(secret))
     if key is not None:
-        _touch(ConsumerKey, key)
+        consumer_key_touch(key)
     return key
+
+
+def consumer_key_touch(key: ConsumerKey) -> None:
+    """Record a live key's use (at most once a minute)."""
+    _touch(ConsumerKey, key)

@@ -18,9 +18,9 @@ from typing import Any
 
 from django.apps import apps
 from django.db import transaction
-from django.db.models import Model
+from django.db.models import Model, QuerySet, TextField
+from django.db.models.functions import Cast
 
-from .. import rawsql
 from ..crypto import EncryptedTextField, KeyCheck, decrypt, fingerprint, fingerprints, key_check
 from ..models import Account
 from .credentials import credential_readable_again, credential_unreadable_mark
@@ -71,21 +71,28 @@ def _batches(
     model: type[Model], names: tuple[str, ...], size: int
 ) -> Iterator[list[tuple[Any, ...]]]:
     """The rows' primary keys, raw ciphertexts (and an account's marks), a batch at a time,
-    read around the ORM (which would decrypt them)."""
-    on = rawsql.db()
-    pk = rawsql.quote(model._meta.pk.column)
+    read as text (_sealed), not through the encrypted fields (which would decrypt them)."""
     extra = ACCOUNT_MARKS if model is Account else ()
-    columns = ", ".join(rawsql.column(model, name) for name in (*names, *extra))
-    table = rawsql.quote(model._meta.db_table)
-    # Identifiers from the model's metadata, quoted; values are parameters.
-    sql = f"SELECT {pk}, {columns} FROM {table} WHERE {pk} > %s ORDER BY {pk} LIMIT %s"  # noqa: S608
     after: Any = 0 if model._meta.pk.get_internal_type().endswith("AutoField") else ""
     while True:
-        rows = rawsql.fetch(on, sql, [after, size])
+        rows = list(
+            _sealed(model._default_manager.all(), names)
+            .filter(pk__gt=after)
+            .order_by("pk")
+            .values_list("pk", *(f"sealed_{name}" for name in names), *extra)[:size]
+        )
         if not rows:
             return
         yield rows
         after = rows[-1][0]
+
+
+def _sealed(rows: QuerySet[Any], names: tuple[str, ...]) -> QuerySet[Any]:
+    """The rows with each encrypted field also as its stored ciphertext (`sealed_<name>`)."""
+    sealed: QuerySet[Any] = rows.annotate(
+        **{f"sealed_{name}": Cast(name, TextField()) for name in names}
+    )
+    return sealed
 
 
 def _row(
@@ -107,13 +114,11 @@ def _row(
     if not changes:
         tally.current += 1
         return True
-    on = rawsql.db()
     # Only if every secret is still what was read: a concurrent refresh wins.
-    same = " AND ".join(f"{rawsql.column(model, name)} = %s" for name in names)
-    where = rawsql.Sql(
-        f"{rawsql.quote(model._meta.pk.column)} = %s AND {same}", (pk, *stored.values())
+    unchanged = _sealed(model._default_manager.filter(pk=pk), names).filter(
+        **{f"sealed_{name}": value for name, value in stored.items()}
     )
-    if not rawsql.update(on, model, changes, where):
+    if not unchanged.update(**changes):
         tally.changed_meanwhile += 1
         return None
     if any(check == KeyCheck.OLDER for check in checks.values()):

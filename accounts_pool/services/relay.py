@@ -58,7 +58,7 @@ def relay_route(
     *, key: ConsumerKey, session: str, model: str | None, exclude: frozenset[int]
 ) -> Routed:
     """An account for the request by checkout's rules; NoUsableAccount when none is left."""
-    result = checkout_create(key=key, session=session, model=model, exclude=exclude)
+    result = checkout_create(key_hash=key.key_hash, session=session, model=model, exclude=exclude)
     return _routed(result.checkout, result.account)
 
 

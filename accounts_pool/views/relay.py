@@ -28,7 +28,7 @@ from .. import state
 from ..models import ConsumerKey
 from ..providers import messages
 from ..services import limits, relay
-from ..services.checkout import NoUsableAccount
+from ..services.checkout import NoUsableAccount, UnknownKey
 from ..services.usage import usage_record
 from ..tasks import enqueue_quota_check
 from ..usage_meter import UsageMeter
@@ -232,6 +232,8 @@ async def _route(
             )
         except NoUsableAccount as exc:
             return await _nothing_routable(exc, key, model)
+        except UnknownKey:  # revoked since this request began: checkout reads it each time
+            return _error(401, "authentication_error", "accounts-pool relay: invalid consumer key.")
         tried.add(routed.account_id)
         answer = await _answer_from(key, routed, path, query, tool_headers, body, metered)
         if answer is not None:
