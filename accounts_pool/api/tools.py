@@ -19,6 +19,7 @@ from ..services.limits import (
     KeyLimitExceeded,
     Refusal,
     consumer_key_set_limits,
+    limited_key,
     limits_admit,
     limits_count_tokens,
 )
@@ -201,13 +202,10 @@ def _count_reported(key: ConsumerKey, account_id: int, payload: ReportIn) -> Non
 
 
 def _within_limits(key_hash: str, model: str | None) -> None:
-    """A key over one of its limits gets a 429 before checkout (one read of its limits)."""
-    key = (
-        ConsumerKey.objects.filter(key_hash=key_hash, revoked_at__isnull=True)
-        .select_related("pool")
-        .first()
-    )
-    if key is None or not key.limits.any:
+    """A key over one of its limits gets a 429 before checkout (a key without limits costs a
+    cache read, no query)."""
+    key = limited_key(key_hash)
+    if key is None:
         return
     admitted = limits_admit(key=key, model=model, now=timezone.now(), concurrent=False)
     if isinstance(admitted, Refusal):

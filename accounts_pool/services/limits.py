@@ -170,9 +170,32 @@ def consumer_key_set_limits(*, key: ConsumerKey, limits: state.KeyLimits) -> Con
             "limit_model_families",
         ]
     )
+    cache.delete(LIMITED_KEYS)
     return key
 
 
 def limit_events_prune(*, now: datetime, older_than: timedelta) -> int:
     deleted, _ = KeyLimitEvent.objects.filter(at__lt=now - older_than).delete()
     return deleted
+
+
+LIMITED_KEYS = "ap:limit:limited-keys"
+LIMITED_KEYS_SECONDS = 60  # a lead's change is seen at once (the entry is dropped) or by then
+
+
+def limited_key(key_hash: str) -> ConsumerKey | None:
+    """The live key with this hash if it has any limit, else None, without a database read for
+    keys without limits (the set of limited keys' hashes is kept in the cache)."""
+    hashes = cache.get(LIMITED_KEYS)
+    if hashes is None:
+        limited = ConsumerKey.objects.filter(revoked_at__isnull=True).exclude(
+            limit_requests_per_minute__isnull=True,
+            limit_tokens_per_5h__isnull=True,
+            limit_concurrent_requests__isnull=True,
+            limit_model_families="",
+        )
+        hashes = set(limited.values_list("key_hash", flat=True))
+        cache.set(LIMITED_KEYS, hashes, LIMITED_KEYS_SECONDS)
+    if key_hash not in hashes:
+        return None
+    return ConsumerKey.objects.filter(key_hash=key_hash, revoked_at__isnull=True).first()
