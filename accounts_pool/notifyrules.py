@@ -112,7 +112,9 @@ def forecast_conditions(forecast: PoolForecast, now: datetime, *, warned: bool) 
         if not warned:
             return {}
         back = f"; one is usable again {_at(forecast.back_at, now)}" if forecast.back_at else ""
-        return {Kind.POOL_FORECAST_DRY: f"The pool ran dry as forecast: no account is usable{back}."}
+        return {
+            Kind.POOL_FORECAST_DRY: f"The pool ran dry as forecast: no account is usable{back}."
+        }
     dry_at = forecast.runs_dry_at
     if forecast.basis != ForecastBasis.PACE or dry_at is None or dry_at - now > FORECAST_WARNING:
         return {}

@@ -190,9 +190,10 @@ def test_the_forecast_reason_says_when_at_what_pace_and_when_an_account_is_back(
         "usable again at 11:00 UTC (in 2 h)."
     )
     unknown = _forecast(ForecastBasis.PACE, dry_in=10)
-    assert "no account is known to be back" in notifyrules.forecast_conditions(
-        unknown, T0, warned=False
-    )[Kind.POOL_FORECAST_DRY]
+    assert (
+        "no account is known to be back"
+        in notifyrules.forecast_conditions(unknown, T0, warned=False)[Kind.POOL_FORECAST_DRY]
+    )
 
 
 def test_a_forecast_that_holds_is_sent_once_damped_and_capped_like_any_pool_kind():
