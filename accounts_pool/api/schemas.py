@@ -458,7 +458,12 @@ class ReportOut(Out):
 
 ChannelType = Literal["webhook", "slack", "email"]
 NotificationKind = Literal[
-    "needs_relogin", "policy_blocked", "refresh_backoff", "pool_low", "pool_dry"
+    "needs_relogin",
+    "policy_blocked",
+    "refresh_backoff",
+    "pool_low",
+    "pool_dry",
+    "pool_forecast_dry",
 ]
 
 
