@@ -20,11 +20,15 @@ from django.utils import timezone
 
 from simulator import Fault, SimAccount, SimulatedAnthropic
 
-from .models import Account, ConsumerKey, Membership, Pool, Team
+from .models import Account, ConsumerKey, Membership, Pool, QuotaPoint, QuotaWindow, Team
+from .providers.anthropic import UsageWindow
 from .services import keys, levers, onboarding, reports
 from .services.checkout import checkout_create
 from .services.cycle import cycle_run
+from .services.quota_history import quota_points_record
 from .services.reencrypt import secrets_verify
+from .services.usage import usage_flush, usage_record
+from .usage_meter import Tokens
 
 ACTOR = "demo"
 EXPIRING = 3600  # tokens that live one hour are due for refresh at once (lead: 4 hours)
@@ -92,19 +96,21 @@ def demo_build(sim: SimulatedAnthropic) -> Demo:
     _, api_token = keys.api_token_create(user=lead, name="demo")
     key, consumer_key = keys.consumer_key_create(pool=pool, name="demo tool", created_by=lead)
 
-    _onboard(pool, sim, "healthy")
-    _onboard(pool, sim, "relay spare")  # the relay fails over to it (demo_relay_traffic)
+    sims: dict[str, SimAccount] = {}  # the accounts that can serve, for the hour of traffic
+    _, sims["healthy"] = _onboard(pool, sim, "healthy")
+    _, sims["relay spare"] = _onboard(pool, sim, "relay spare")  # the relay fails over to it
     # The organisation forbids OAuth: the onboarding's first quota check answers 403.
     _onboard(pool, sim, "org policy", policy_blocked=True)
     full = {"five_hour": _window(100.0, 2), "seven_day": _window(40.0, 90)}
     _onboard(pool, sim, "quota exhausted", usage=full)
     _onboard(pool, sim, "quota unknown", usage={"five_hour": None, "seven_day": None})
     _, sim_stale = _onboard(pool, sim, "quota stale")
+    sims["quota stale"] = sim_stale
     _, sim_relogin = _onboard(pool, sim, "needs re-login", access_lifetime=EXPIRING)
     _, sim_backoff = _onboard(pool, sim, "refresh backoff", access_lifetime=EXPIRING)
     disabled, _ = _onboard(pool, sim, "disabled")
-    cooling, _ = _onboard(pool, sim, "rate limited")
-    rejected, _ = _onboard(pool, sim, "token rejected")
+    cooling, sims["rate limited"] = _onboard(pool, sim, "rate limited")
+    rejected, sims["token rejected"] = _onboard(pool, sim, "token rejected")
     stranded, _ = _onboard(pool, sim, "unreadable")
     _strand(stranded)
 
@@ -120,6 +126,8 @@ def demo_build(sim: SimulatedAnthropic) -> Demo:
     levers.account_update(account=rejected, priority=2, actor="demo-lead")
     _check_out_and_report(key, cooling, status=429, retry_after="900")
     _check_out_and_report(key, rejected, status=401)
+    laptop, _ = keys.consumer_key_create(pool=pool, name="demo laptop", created_by=lead)
+    _an_hour_of_traffic(pool, [key, laptop], sims, datetime.now(UTC))
     # Accounts the provider has but the pool does not, for trying the other ways to add one.
     to_paste = sim.add_account(email="to-paste@demo.test")
     to_import = sim.add_account(email="to-import@demo.test")
@@ -144,6 +152,46 @@ def demo_build(sim: SimulatedAnthropic) -> Demo:
         paste_refresh_token=to_paste.refresh_token,
         import_file=str(import_file),
     )
+
+
+TRAFFIC_BURN = 60.0  # percentage points of the 5-hour window per hour, in the demo's last hour
+
+
+def _an_hour_of_traffic(
+    pool: Pool, tools: list[ConsumerKey], sims: dict[str, SimAccount], now: datetime
+) -> None:
+    """A simulated hour of relayed traffic on the accounts that can serve, as the relay would
+    have left it: the 5-hour window observed rising each minute (quota history; the simulator's
+    account agrees, so a later poll does not contradict it) and the tokens counted per key, so
+    the pool page shows its usage chart and when the pool runs dry at this pace."""
+    for label, sim_account in sims.items():
+        account = Account.objects.get(pool=pool, label=label)
+        window = account.quota_windows.filter(key="five_hour").first()
+        if window is None or window.utilization is None:
+            continue
+        now_used = max(window.utilization, TRAFFIC_BURN)
+        window.utilization = sim_account.five_hour_utilization = now_used
+        window.save(update_fields=["utilization"])
+        # The hour replaces what onboarding observed moments ago (a lower value, later in time).
+        QuotaPoint.objects.filter(account=account, window="five_hour").delete()
+        for minutes in range(60, -1, -1):
+            used = now_used - TRAFFIC_BURN * minutes / 60
+            observed = UsageWindow("five_hour", window.label, used, window.resets_at)
+            at = now - timedelta(minutes=minutes)
+            quota_points_record(account.pk, [observed], at, QuotaWindow.Source.RELAY)
+        for minutes in range(0, 60, 2):
+            for n, tool in enumerate(tools):
+                usage_record(
+                    pool_id=pool.pk,
+                    key_id=tool.pk,
+                    account_id=account.pk,
+                    model="claude-sonnet-4-5",
+                    tokens=Tokens(1200 + 300 * n, 400 + 50 * n, 0, 9000 * n),
+                    status=200,
+                    duration_ms=2500,
+                    now=now - timedelta(minutes=minutes),
+                )
+    usage_flush()
 
 
 def _strand(account: Account) -> None:

@@ -115,6 +115,33 @@ class ConsumerKeyForm(forms.Form):
     name = forms.CharField(max_length=100, strip=True, help_text="Which tool or machine uses it.")
 
 
+class KeyLimitsForm(forms.Form):
+    """A lead's limits for one consumer key; an empty field is no limit."""
+
+    requests_per_minute = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=1_000_000,
+        help_text="Relayed requests and checkouts.",
+    )
+    tokens_per_5h = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=10**12,
+        label="Tokens per 5 hours",
+        help_text="Input, output and cache tokens over the last five clock hours.",
+    )
+    concurrent_requests = forms.IntegerField(
+        required=False, min_value=1, max_value=1000, help_text="Relayed requests in flight at once."
+    )
+    model_families = forms.MultipleChoiceField(
+        required=False,
+        choices=[(f, f.capitalize()) for f in ("opus", "sonnet", "haiku")],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: every family.",
+    )
+
+
 class TeamForm(forms.Form):
     name = forms.CharField(max_length=100, strip=True, help_text="Shown to people.")
     slug = forms.SlugField(max_length=50, help_text="Used in URLs: letters, digits, - and _.")

@@ -6,6 +6,7 @@ folder for the web app and the workers of one machine) and /metrics adds them al
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -21,6 +22,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from . import selectors, state
 
 REFRESH_OUTCOMES = Counter(
     "accounts_pool_refresh_total", "Token refresh attempts by outcome.", ["outcome"]
@@ -79,7 +82,6 @@ class AccountStates(Collector):
         self.now = now
 
     def collect(self) -> Iterator[Metric]:
-        from . import selectors
         from .models import Account
 
         statuses = GaugeMetricFamily(
@@ -98,12 +100,36 @@ class AccountStates(Collector):
             for reason in row.verdict.reasons:
                 rkey = (pool, reason.code.value)
                 by_reason[rkey] = by_reason.get(rkey, 0) + 1
+        yield self._runs_dry(rows)
         for (pool, status), count in sorted(by_status.items()):
             statuses.add_metric([pool, status], count)
         for (pool, code), count in sorted(by_reason.items()):
             reasons.add_metric([pool, code], count)
         yield statuses
         yield reasons
+
+    def _runs_dry(self, rows: list[selectors.AccountWithVerdict]) -> Metric:
+        """Seconds until each pool runs dry at the last hour's pace: 0 when it is dry now,
+        +Inf when it does not within the forecast's horizon; no sample while unknown."""
+        from . import usage_selectors
+
+        gauge = GaugeMetricFamily(
+            "accounts_pool_pool_runs_dry_seconds",
+            "Seconds until fewer than one account of the pool is usable at the last hour's pace.",
+            labels=["pool"],
+        )
+        by_pool: dict[str, list[selectors.AccountWithVerdict]] = {}
+        for row in rows:
+            by_pool.setdefault(row.account.pool.slug, []).append(row)
+        slugs = sorted(by_pool)
+        forecasts = usage_selectors.pool_forecasts([by_pool[s] for s in slugs], self.now)
+        for slug, forecast in zip(slugs, forecasts, strict=True):
+            if forecast.basis in (state.ForecastBasis.NO_BURN, state.ForecastBasis.LASTS):
+                gauge.add_metric([slug], math.inf)
+            elif forecast.runs_dry_at is not None:
+                seconds = (forecast.runs_dry_at - self.now).total_seconds()
+                gauge.add_metric([slug], max(0.0, seconds))
+        return gauge
 
 
 def render(now: datetime) -> bytes:

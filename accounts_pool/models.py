@@ -558,6 +558,23 @@ class ConsumerKey(models.Model):
         null=True, blank=True, help_text="Last time it authenticated."
     )
     revoked_at = models.DateTimeField(null=True, blank=True, help_text="When it was revoked.")
+    # --- limits (set by a lead; empty is no limit) ---
+    limit_requests_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests (relayed or checkouts) per clock minute."
+    )
+    limit_tokens_per_5h = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Tokens (input, output and cache) over the last five clock hours.",
+    )
+    limit_concurrent_requests = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Relayed requests in flight at once."
+    )
+    limit_model_families = models.CharField(
+        max_length=60,
+        blank=True,
+        help_text="Comma-separated model families it may use (opus, sonnet, haiku); empty is all.",
+    )
 
     class Meta:
         ordering = ["pool_id", "name"]
@@ -568,6 +585,16 @@ class ConsumerKey(models.Model):
     @property
     def actor(self) -> str:
         return f"key:{self.name}:{self.prefix}"
+
+    @property
+    def limits(self) -> state.KeyLimits:
+        families = tuple(f for f in self.limit_model_families.split(",") if f)
+        return state.KeyLimits(
+            requests_per_minute=self.limit_requests_per_minute,
+            tokens_per_5h=self.limit_tokens_per_5h,
+            concurrent_requests=self.limit_concurrent_requests,
+            model_families=families,
+        )
 
 
 class OAuthLogin(models.Model):
@@ -704,6 +731,97 @@ class PoolInvite(models.Model):
         return f"invite to {self.pool} by {self.created_by}"
 
 
+class UsageHour(models.Model):
+    """Tokens and requests summed per consumer key, account, model and clock hour: written in
+    batches by each process (services/usage.py), never a row per request, never any content."""
+
+    pool = models.ForeignKey(
+        Pool, on_delete=models.CASCADE, related_name="+", help_text="The key's and account's pool."
+    )
+    consumer_key = models.ForeignKey(
+        ConsumerKey, on_delete=models.CASCADE, related_name="+", help_text="Who asked."
+    )
+    account = models.ForeignKey(
+        Account, on_delete=models.CASCADE, related_name="+", help_text="Which account served."
+    )
+    model = models.CharField(max_length=120, blank=True, help_text="The request's model id.")
+    hour = models.DateTimeField(help_text="The clock hour (UTC) the requests ended in.")
+    requests = models.PositiveBigIntegerField(default=0, help_text="Requests counted.")
+    input_tokens = models.PositiveBigIntegerField(default=0, help_text="Input tokens.")
+    output_tokens = models.PositiveBigIntegerField(default=0, help_text="Output tokens.")
+    cache_creation_input_tokens = models.PositiveBigIntegerField(
+        default=0, help_text="Input tokens written to the prompt cache."
+    )
+    cache_read_input_tokens = models.PositiveBigIntegerField(
+        default=0, help_text="Input tokens read from the prompt cache."
+    )
+    responses_2xx = models.PositiveBigIntegerField(default=0, help_text="Answers 200-299.")
+    responses_4xx = models.PositiveBigIntegerField(default=0, help_text="Answers 400-499.")
+    responses_5xx = models.PositiveBigIntegerField(default=0, help_text="Answers 500-599.")
+    duration_ms = models.PositiveBigIntegerField(
+        default=0, help_text="Summed duration (start to last byte), milliseconds."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["consumer_key", "account", "model", "hour"], name="usage_hour_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["pool", "hour"], name="usage_pool_hour_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h key {self.consumer_key_id} account {self.account_id}"
+
+
+class QuotaPoint(models.Model):
+    """One observation of a window (poll, relayed headers, report), at most one per window per
+    minute, kept 30 days: the window over time (charts, burn rate)."""
+
+    account = models.ForeignKey(
+        Account, on_delete=models.CASCADE, related_name="+", help_text="The account."
+    )
+    window = models.CharField(max_length=120, help_text="The window key (five_hour, ...).")
+    minute = models.DateTimeField(help_text="The observation's minute: one point per minute.")
+    observed_at = models.DateTimeField(help_text="When it was observed.")
+    utilization = models.FloatField(null=True, blank=True, help_text="Percent used, 0-100.")
+    resets_at = models.DateTimeField(null=True, blank=True, help_text="When the window resets.")
+    source = models.CharField(
+        max_length=10, choices=QuotaWindow.Source.choices, help_text="Who observed it."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "window", "minute"], name="quota_point_unique_minute"
+            )
+        ]
+        indexes = [models.Index(fields=["observed_at"], name="quota_point_observed_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.window} {self.utilization}% at {self.observed_at:%Y-%m-%d %H:%M}"
+
+
+class KeyLimitEvent(models.Model):
+    """A consumer key went over one of its limits (throttled to one row per key and limit per
+    minute): what a lead reads to tune limits."""
+
+    consumer_key = models.ForeignKey(
+        ConsumerKey, on_delete=models.CASCADE, related_name="limit_events", help_text="The key."
+    )
+    at = models.DateTimeField(help_text="When.")
+    limit = models.CharField(max_length=30, help_text="Which limit.")
+    message = models.CharField(max_length=300, help_text="What the tool was told.")
+    retry_after_seconds = models.PositiveIntegerField(help_text="The Retry-After it was given.")
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["consumer_key", "-at"], name="key_limit_event_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.limit}"
+
+
 # Notification channels and their delivery log live in their own module (one subject each).
 from .notifymodels import Channel, Delivery, DeliveryAttempt, NotificationSubject  # noqa: E402
 
@@ -716,11 +834,14 @@ __all__ = [
     "ConsumerKey",
     "Delivery",
     "DeliveryAttempt",
+    "KeyLimitEvent",
     "Membership",
     "NotificationSubject",
     "OAuthLogin",
     "Pool",
     "PoolInvite",
+    "QuotaPoint",
     "QuotaWindow",
     "Team",
+    "UsageHour",
 ]

@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from .state import ReasonCode, Status, Verdict
+from . import timefmt
+from .state import ForecastBasis, PoolForecast, ReasonCode, Status, Verdict
 
 
 class Kind(StrEnum):
@@ -27,10 +28,11 @@ class Kind(StrEnum):
     REFRESH_BACKOFF = "refresh_backoff"
     POOL_LOW = "pool_low"
     POOL_DRY = "pool_dry"
+    POOL_FORECAST_DRY = "pool_forecast_dry"
 
 
 ACCOUNT_KINDS = (Kind.NEEDS_RELOGIN, Kind.POLICY_BLOCKED, Kind.REFRESH_BACKOFF)
-POOL_KINDS = (Kind.POOL_LOW, Kind.POOL_DRY)
+POOL_KINDS = (Kind.POOL_LOW, Kind.POOL_DRY, Kind.POOL_FORECAST_DRY)
 TEST_KIND = "test"
 
 KIND_TITLES = {
@@ -39,6 +41,10 @@ KIND_TITLES = {
     Kind.REFRESH_BACKOFF: ("token refresh backing off for over an hour", "token refresh recovered"),
     Kind.POOL_LOW: ("below its minimum usable accounts", "back at its minimum usable accounts"),
     Kind.POOL_DRY: ("dry: no usable account", "recovered: usable again"),
+    Kind.POOL_FORECAST_DRY: (
+        "forecast to run dry within the hour",
+        "no longer forecast to run dry within the hour",
+    ),
 }
 
 
@@ -91,6 +97,44 @@ def pool_conditions(*, usable: int, total: int, minimum_usable: int) -> dict[Kin
             f"{minimum_usable}."
         }
     return {}
+
+
+# The forecast is news when the pool runs dry this soon at the last hour's pace.
+FORECAST_WARNING = timedelta(hours=1)
+
+
+def forecast_conditions(forecast: PoolForecast, now: datetime, *, warned: bool) -> dict[Kind, str]:
+    """The pool runs dry within FORECAST_WARNING at the last hour's pace, with the reason in
+    words. A pool the leads were warned about (`warned`: its start was announced) that then runs
+    dry keeps the warning standing until it recovers, so the forecast does not "end" just as it
+    comes true; a pool that runs dry unwarned is pool_dry's news alone."""
+    if forecast.basis == ForecastBasis.DRY_NOW:
+        if not warned:
+            return {}
+        back = f"; one is usable again {_at(forecast.back_at, now)}" if forecast.back_at else ""
+        return {
+            Kind.POOL_FORECAST_DRY: f"The pool ran dry as forecast: no account is usable{back}."
+        }
+    dry_at = forecast.runs_dry_at
+    if forecast.basis != ForecastBasis.PACE or dry_at is None or dry_at - now > FORECAST_WARNING:
+        return {}
+    burn = ", ".join(
+        f"{key.replace('_', '-')} window {rate:.0f} points an hour"
+        for key, rate in sorted(forecast.burn_per_hour.items())
+    )
+    back = (
+        f"; the first account is usable again {_at(forecast.back_at, now)}"
+        if forecast.back_at
+        else "; no account is known to be back before then"
+    )
+    return {
+        Kind.POOL_FORECAST_DRY: f"At the last hour's pace ({burn} across the pool) every usable "
+        f"account's quota is used up {_at(dry_at, now)}{back}."
+    }
+
+
+def _at(when: datetime, now: datetime) -> str:
+    return f"at {timefmt.clock(when)} ({timefmt.distance(when, now)})"
 
 
 @dataclass(frozen=True)

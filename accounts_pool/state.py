@@ -855,3 +855,249 @@ def eligibility(
     if degraded_backoff and state.access_expires_at is not None:
         untils.append(state.access_expires_at)  # the token runs out before the backoff ends
     return Verdict(status, tuple(reasons), min(untils) if untils else None)
+
+
+# --- Limits per consumer key (a lead's) -------------------------------------------------------
+
+
+class LimitKind(StrEnum):
+    REQUESTS_PER_MINUTE = "requests_per_minute"
+    TOKENS_PER_5H = "tokens_per_5h"
+    CONCURRENT_REQUESTS = "concurrent_requests"
+    MODEL_FAMILIES = "model_families"
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    requests_per_minute: int | None = None
+    tokens_per_5h: int | None = None
+    concurrent_requests: int | None = None
+    model_families: tuple[str, ...] = ()  # empty: every family
+
+    @property
+    def any(self) -> bool:
+        return bool(
+            self.requests_per_minute is not None
+            or self.tokens_per_5h is not None
+            or self.concurrent_requests is not None
+            or self.model_families
+        )
+
+
+TOKENS_WINDOW = timedelta(hours=5)
+MODEL_REFUSED_RETRY = 3600  # seconds: a refused model family stays refused until a lead acts
+
+
+def model_allowed(limits: KeyLimits, model: str | None) -> bool:
+    """A key limited to some families may use a model of one of them; a request that names no
+    model (or none of a known family) is refused under such a limit."""
+    if not limits.model_families:
+        return True
+    return bool(model) and model_family(model or "") in limits.model_families
+
+
+def hour_of(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def token_hours(now: datetime) -> list[datetime]:
+    """The clock hours whose tokens count against a 5-hour limit now (the current one and the
+    four before it)."""
+    current = hour_of(now)
+    return [current - timedelta(hours=i) for i in range(5)]
+
+
+def tokens_retry_after(used_by_hour: dict[datetime, int], limit: int, now: datetime) -> int | None:
+    """Seconds until a key whose tokens per clock hour are `used_by_hour` is back under its
+    5-hour token limit, as old hours leave the window; None when it is under now."""
+    hours = token_hours(now)
+    total = sum(used_by_hour.get(h, 0) for h in hours)
+    if total < limit:
+        return None
+    for oldest in reversed(hours):  # the oldest hour leaves first, at its end + 5 h
+        total -= used_by_hour.get(oldest, 0)
+        if total < limit:
+            leaves_at = oldest + TOKENS_WINDOW
+            return max(1, int((leaves_at - now).total_seconds()) + 1)
+    return int(TOKENS_WINDOW.total_seconds())
+
+
+def minute_retry_after(now: datetime) -> int:
+    """Seconds until the next clock minute (a requests-per-minute counter starts afresh)."""
+    return max(1, 60 - now.second)
+
+
+# --- Forecast: burn rate and when the pool runs dry ------------------------------------------
+
+BURN_LOOKBACK = timedelta(hours=1)
+BURN_MIN_SPAN = timedelta(minutes=5)  # shorter spans say nothing about a pace
+FORECAST_HORIZON = timedelta(days=8)
+WINDOW_LENGTHS = {"five_hour": timedelta(hours=5)}
+DEFAULT_WINDOW_LENGTH = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class QuotaObservation:
+    observed_at: datetime
+    utilization: float | None
+    resets_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WindowForecast:
+    key: str
+    utilization: float | None
+    resets_at: datetime | None
+    burn_per_hour: float | None  # percentage points per hour; None when unknown
+    full_at: datetime | None  # at this pace; None when it never fills (no burn, unknown)
+    full_before_reset: bool
+
+
+def burn_rate(points: Iterable[QuotaObservation], now: datetime) -> float | None:
+    """Percentage points per hour over the last hour, since the window last reset (a drop in
+    utilization or a new reset time starts afresh). None: too few points to tell."""
+    recent = sorted(
+        (p for p in points if p.utilization is not None and now - p.observed_at <= BURN_LOOKBACK),
+        key=lambda p: p.observed_at,
+    )
+    since_reset: list[QuotaObservation] = []
+    for point in recent:
+        if since_reset:
+            last = since_reset[-1]
+            assert point.utilization is not None
+            assert last.utilization is not None
+            moved = (
+                point.resets_at is not None
+                and last.resets_at is not None
+                and point.resets_at - last.resets_at > timedelta(minutes=5)
+            )
+            if point.utilization < last.utilization or moved:
+                since_reset = []
+        since_reset.append(point)
+    if len(since_reset) < 2:
+        return None
+    first, last = since_reset[0], since_reset[-1]
+    span = last.observed_at - first.observed_at
+    if span < BURN_MIN_SPAN:
+        return None
+    assert first.utilization is not None
+    assert last.utilization is not None
+    return max(0.0, (last.utilization - first.utilization) / (span / timedelta(hours=1)))
+
+
+def window_forecast(key: str, points: Iterable[QuotaObservation], now: datetime) -> WindowForecast:
+    """When a window fills at the pace of the last hour, and whether that is before it resets."""
+    ordered = sorted(points, key=lambda p: p.observed_at)
+    latest = ordered[-1] if ordered else None
+    if latest is None or latest.utilization is None:
+        return WindowForecast(key, None, latest.resets_at if latest else None, None, None, False)
+    rate = burn_rate(ordered, now)
+    resets_at = latest.resets_at
+    full_at = None
+    if latest.utilization >= 100:
+        full_at = latest.observed_at
+    elif rate:
+        full_at = latest.observed_at + timedelta(hours=(100 - latest.utilization) / rate)
+    before = full_at is not None and (resets_at is None or full_at < resets_at)
+    return WindowForecast(key, latest.utilization, resets_at, rate, full_at, before)
+
+
+@dataclass(frozen=True)
+class AccountOutlook:
+    """One account as the pool forecast sees it: usable now or back at a time, and its
+    account-wide windows with their pace."""
+
+    usable_now: bool
+    returns_at: datetime | None  # an excluded account: when usable again by time (else None)
+    windows: tuple[WindowForecast, ...]
+
+
+class ForecastBasis(StrEnum):
+    PACE = "pace"  # runs dry at the last hour's pace
+    LASTS = "lasts"  # at that pace it does not run dry within the horizon
+    NO_BURN = "no_burn"  # no quota used in the last hour
+    DRY_NOW = "dry_now"  # no account is usable now
+    UNKNOWN = "unknown"  # no account's windows are known
+
+
+@dataclass(frozen=True)
+class PoolForecast:
+    runs_dry_at: datetime | None
+    basis: ForecastBasis
+    back_at: datetime | None  # after running dry, when the first account is usable again
+    burn_per_hour: dict[str, float]  # summed over the accounts, per window key
+
+
+@dataclass
+class _Sim:
+    """An account's windows during the pool simulation (mutable, private)."""
+
+    back_at: datetime | None
+    used: dict[str, float]
+    resets: dict[str, datetime | None]
+
+
+def _window_length(key: str) -> timedelta:
+    return WINDOW_LENGTHS.get(key, DEFAULT_WINDOW_LENGTH)
+
+
+def pool_forecast(accounts: Iterable[AccountOutlook], now: datetime) -> PoolForecast:
+    """When fewer than one account will be usable at the current pace. The pool's burn per
+    window (summed over its accounts) is spread evenly over the accounts usable at each moment;
+    an account whose window fills waits for that window's reset; resets start windows at 0."""
+    outlooks = list(accounts)
+    burn: dict[str, float] = {}
+    for outlook in outlooks:
+        for w in outlook.windows:
+            if w.burn_per_hour:
+                burn[w.key] = burn.get(w.key, 0.0) + w.burn_per_hour
+    sims = [
+        _Sim(
+            back_at=now if o.usable_now else o.returns_at,
+            used={w.key: w.utilization for w in o.windows if w.utilization is not None},
+            resets={w.key: w.resets_at for w in o.windows if w.utilization is not None},
+        )
+        for o in outlooks
+    ]
+    if not any(s.used for s in sims):
+        return PoolForecast(None, ForecastBasis.UNKNOWN, None, burn)
+    if not any(o.usable_now for o in outlooks):
+        returns = [s.back_at for s in sims if s.back_at is not None]
+        return PoolForecast(now, ForecastBasis.DRY_NOW, min(returns, default=None), burn)
+    if not burn:
+        return PoolForecast(None, ForecastBasis.NO_BURN, None, burn)
+    return _simulate(sims, burn, now)
+
+
+def _simulate(sims: list[_Sim], burn: dict[str, float], now: datetime) -> PoolForecast:
+    t, end = now, now + FORECAST_HORIZON
+    for _ in range(10_000):  # bounded: each step passes at least one event
+        for sim in sims:  # windows whose reset has come start at 0
+            for key, resets in sim.resets.items():
+                while resets is not None and resets <= t:
+                    sim.used[key] = 0.0
+                    resets = resets + _window_length(key)
+                sim.resets[key] = resets
+        usable = [
+            s
+            for s in sims
+            if s.back_at is not None and s.back_at <= t and all(u < 100 for u in s.used.values())
+        ]
+        events = [s.back_at for s in sims if s.back_at is not None and s.back_at > t]
+        events += [r for s in sims for r in s.resets.values() if r is not None and r > t]
+        if not usable:
+            return PoolForecast(t, ForecastBasis.PACE, min(events, default=None), burn)
+        share = {key: rate / len(usable) for key, rate in burn.items()}
+        for sim in usable:
+            for key, used in sim.used.items():
+                if share.get(key):
+                    events.append(t + timedelta(hours=(100 - used) / share[key]))
+        step_to = min([*events, end])
+        hours = (step_to - t) / timedelta(hours=1)
+        for sim in usable:
+            for key in sim.used:
+                sim.used[key] = min(100.0, sim.used[key] + share.get(key, 0.0) * hours + 1e-9)
+        t = step_to
+        if t >= end:
+            break
+    return PoolForecast(None, ForecastBasis.LASTS, None, burn)

@@ -16,6 +16,7 @@ from .services.checkout import checkouts_prune
 from .services.cycle import dispatch_quota_checks, dispatch_tick_run, dispatch_token_refresh
 from .services.events import events_prune
 from .services.invites import invites_prune
+from .services.limits import limit_events_prune
 from .services.notifications import (
     deliveries_due,
     deliveries_prune,
@@ -25,6 +26,7 @@ from .services.notifications import (
 )
 from .services.onboarding.pkce import logins_prune
 from .services.quota import account_check_quota
+from .services.quota_history import quota_points_prune
 from .services.reencrypt import secrets_verify
 from .services.refresh import account_refresh
 
@@ -116,17 +118,20 @@ def dispatch_quota_checks_task(budget: int | None = None) -> int:
 
 @shared_task(name="accounts_pool.prune_events")
 def prune_events() -> int:
-    """Daily: account history and finished deliveries past the history's retention, checkouts
-    past theirs, and logins and invite links a day (ACCOUNTS_POOL_LOGIN_RETENTION_DAYS) past
-    their expiry."""
+    """Daily: account history, key limit refusals and finished deliveries past the history's
+    retention, checkouts past theirs, quota history past its own, and logins and invite links a
+    day (ACCOUNTS_POOL_LOGIN_RETENTION_DAYS) past their expiry."""
     now = timezone.now()
     events = timedelta(days=settings.ACCOUNTS_POOL_EVENT_RETENTION_DAYS)
     checkouts = timedelta(days=settings.ACCOUNTS_POOL_CHECKOUT_RETENTION_DAYS)
+    points = timedelta(days=settings.QUOTA_HISTORY_RETENTION_DAYS)
     logins = timedelta(days=settings.ACCOUNTS_POOL_LOGIN_RETENTION_DAYS)
     return (
         events_prune(now=now, older_than=events)
         + checkouts_prune(now=now, older_than=checkouts)
         + deliveries_prune(now=now, older_than=events)
+        + quota_points_prune(now=now, older_than=points)
+        + limit_events_prune(now=now, older_than=events)
         + logins_prune(now=now, older_than=logins)
         + invites_prune(now=now, older_than=logins)
     )

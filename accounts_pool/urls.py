@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import actions, manage, notifications, onboarding, ops, pages, tokens
+from .views import actions, limits, manage, notifications, onboarding, ops, pages, tokens
 
 urlpatterns = [
     path("livez", ops.livez, name="livez"),
@@ -54,6 +54,7 @@ urlpatterns = [
         actions.consumer_key_revoke,
         name="consumer_key_revoke",
     ),
+    path("pools/<slug:pool>/keys/<int:key_id>/limits/", limits.key_limits, name="key_limits"),
     path("me/tokens/", tokens.api_tokens, name="api_tokens"),
     path("me/tokens/<int:token_id>/revoke/", tokens.api_token_revoke, name="api_token_revoke"),
     path("invite/<str:token>/", onboarding.invite, name="invite"),

@@ -382,3 +382,15 @@ if ACCOUNTS_POOL_BEAT_SECONDS is not None and ACCOUNTS_POOL_BEAT_SECONDS < 1:
 # The queue tasks are sent to and workers take from. Deployments sharing one broker database,
 # and the tests' processes, each use their own: no process takes another's messages.
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
+
+# --- Usage accounting and limits -----------------------------------------------------------
+# Relayed requests' tokens are summed in memory and written every USAGE_FLUSH_SECONDS (and at a
+# clean exit): a process killed outright loses at most that many seconds of counts.
+USAGE_ACCOUNTING = env.bool("USAGE_ACCOUNTING", default=True)
+USAGE_FLUSH_SECONDS = env.float("USAGE_FLUSH_SECONDS", default=5.0)
+QUOTA_HISTORY_RETENTION_DAYS = env.int("QUOTA_HISTORY_RETENTION_DAYS", default=30)
+# Consumer-key limits keep their counters in Django's cache: set CACHE_URL to Redis (e.g.
+# redis://127.0.0.1:6379/1) whenever more than one process serves the relay or the API, so the
+# limits hold across them. Unset, each process counts in its own memory (the embedded default's
+# single process).
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}

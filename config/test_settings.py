@@ -29,3 +29,7 @@ STORAGES = {
     **STORAGES,  # noqa: F405
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# The test process writes counted usage only when a test flushes it (services/usage.py); the
+# processes tests start set USAGE_FLUSH_SECONDS themselves.
+USAGE_FLUSH_SECONDS = float(os.environ.get("USAGE_FLUSH_SECONDS", "86400"))

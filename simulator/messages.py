@@ -43,6 +43,7 @@ class MessagesRequest:
     finished: bool = False
     disconnected: bool = False
     started_at: float = field(default=0.0)
+    finished_at: float = field(default=0.0)  # when the handler was done (time.time())
 
     def json(self) -> Any:
         """The body parsed as JSON (None when it is not JSON)."""

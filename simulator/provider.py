@@ -401,6 +401,7 @@ class SimulatedAnthropic:
             request.events_sent = events_sent
             request.disconnected = disconnected
             request.finished = True
+            request.finished_at = time.time()
             if disconnected:
                 self._counts["disconnects"] += 1
 

@@ -21,6 +21,7 @@ from django.db import connection
 
 from accounts_pool.crypto import fingerprint
 from accounts_pool.models import Account, Membership, Pool, Team
+from accounts_pool.services import usage as usage_services
 
 # The tests' clock: this run's start, to the minute. Services under test take `now=NOW`, but the
 # cycle, the API and the worker processes read the real clock, so fixtures must sit near it: a
@@ -36,6 +37,13 @@ POLICY_MESSAGE = "OAuth authentication is currently not allowed for this organiz
 @pytest.fixture
 def team(db: None) -> Team:
     return Team.objects.create(name="Acme", slug="acme")
+
+
+@pytest.fixture(autouse=True)
+def _forget_unwritten_usage() -> Iterator[None]:
+    """Usage counted by one test and not flushed never reaches another's database."""
+    yield
+    usage_services.usage_discard()
 
 
 @pytest.fixture

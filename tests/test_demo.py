@@ -66,6 +66,12 @@ def test_the_demo_shows_every_reason_code(tmp_path):
             return seen >= everything
 
         processes.wait_for(all_seen, 180, "quota_stale", log)
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            forecast = json.loads(response.read())["forecast"]
+        # The demo's simulated hour of traffic: the pool page says when it runs dry.
+        assert forecast["basis"] in ("pace", "dry_now"), forecast
+        assert forecast["runs_dry_at"] is not None
     finally:
         processes.stop(demo, timeout=40)
 

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts_pool.models import Channel, DeliveryAttempt, Membership, Pool, Team
+from accounts_pool.notifyrules import Kind
 from accounts_pool.services.channels import channel_create
 from accounts_pool.services.keys import api_token_create
 from accounts_pool.services.notifications import channel_send_test, deliveries_prune
@@ -240,3 +241,28 @@ def test_old_finished_deliveries_are_pruned_with_their_log(team, alice):
         == 2
     )
     assert not DeliveryAttempt.objects.exists()
+
+
+def test_every_kind_is_pickable_in_the_form_the_api_and_its_openapi_schema(api, client, alice):
+    """One list of kinds (notifyrules.Kind): the forecast kind among them, everywhere."""
+    kinds = [k.value for k in Kind]
+    assert "pool_forecast_dry" in kinds
+    document = client.get("/api/v1/openapi.json").json()
+    assert (
+        document["components"]["schemas"]["ChannelIn"]["properties"]["kinds"]["items"]["enum"]
+        == kinds
+    )
+    made = api.post(
+        "/teams/acme/channels",
+        {**HOOK, "target": "http://127.0.0.1:9/x", "kinds": ["pool_forecast_dry"]},
+    )
+    assert made.json()["kinds"] == ["pool_forecast_dry"]
+    client.force_login(alice)
+    page = client.get(reverse("channels", args=["acme"])).content.decode()
+    assert 'value="pool_forecast_dry"' in page
+    assert "forecast to run dry within the hour" in page
+    client.post(
+        reverse("channel", args=["acme", made.json()["id"]]),
+        {"name": "hook", "target": "", "kinds": ["pool_dry", "pool_forecast_dry"], "enabled": "on"},
+    )
+    assert Channel.objects.get().kinds == ["pool_dry", "pool_forecast_dry"]

@@ -9,7 +9,15 @@ import pytest
 
 from accounts_pool import notifyrules
 from accounts_pool.notifyrules import Direction, Kind, Memory, notification_step
-from accounts_pool.state import ClearsOn, Reason, ReasonCode, Status, Verdict
+from accounts_pool.state import (
+    ClearsOn,
+    ForecastBasis,
+    PoolForecast,
+    Reason,
+    ReasonCode,
+    Status,
+    Verdict,
+)
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
@@ -139,6 +147,65 @@ def test_it_derives_account_conditions_from_the_verdict(verdict, kinds):
 def test_it_derives_pool_conditions_from_the_usable_count(usable, total, minimum, kinds):
     found = notifyrules.pool_conditions(usable=usable, total=total, minimum_usable=minimum)
     assert set(found) == kinds
+
+
+def _forecast(basis, dry_in=None, back_in=None, burn=None):
+    return PoolForecast(
+        runs_dry_at=T0 + dry_in * MIN if dry_in is not None else None,
+        basis=basis,
+        back_at=T0 + back_in * MIN if back_in is not None else None,
+        burn_per_hour={"five_hour": 30.0} if burn is None else burn,
+    )
+
+
+@pytest.mark.parametrize(
+    ("forecast", "warned", "holds"),
+    [
+        (_forecast(ForecastBasis.PACE, dry_in=35, back_in=120), False, True),
+        (_forecast(ForecastBasis.PACE, dry_in=60), False, True),  # exactly the hour: within
+        (_forecast(ForecastBasis.PACE, dry_in=61), False, False),
+        (_forecast(ForecastBasis.PACE, dry_in=61), True, False),  # the pace eased: it ends
+        (_forecast(ForecastBasis.PACE, dry_in=0), False, True),
+        (_forecast(ForecastBasis.LASTS), True, False),
+        (_forecast(ForecastBasis.NO_BURN, burn={}), True, False),
+        (_forecast(ForecastBasis.UNKNOWN), True, False),
+        # Ran dry as forecast: the warning stands (no "no longer" as it comes true)...
+        (_forecast(ForecastBasis.DRY_NOW, dry_in=0, back_in=90), True, True),
+        # ...but a pool that runs dry unwarned is pool_dry's news only.
+        (_forecast(ForecastBasis.DRY_NOW, dry_in=0, back_in=90), False, False),
+    ],
+)
+def test_the_forecast_is_news_when_the_pool_runs_dry_within_the_hour(forecast, warned, holds):
+    found = notifyrules.forecast_conditions(forecast, T0, warned=warned)
+    assert (Kind.POOL_FORECAST_DRY in found) is holds
+    assert set(found) <= {Kind.POOL_FORECAST_DRY}
+
+
+def test_the_forecast_reason_says_when_at_what_pace_and_when_an_account_is_back():
+    forecast = _forecast(ForecastBasis.PACE, dry_in=35, back_in=120, burn={"five_hour": 42.4})
+    reason = notifyrules.forecast_conditions(forecast, T0, warned=False)[Kind.POOL_FORECAST_DRY]
+    assert reason == (
+        "At the last hour's pace (five-hour window 42 points an hour across the pool) every "
+        "usable account's quota is used up at 09:35 UTC (in 35 min); the first account is "
+        "usable again at 11:00 UTC (in 2 h)."
+    )
+    unknown = _forecast(ForecastBasis.PACE, dry_in=10)
+    assert (
+        "no account is known to be back"
+        in notifyrules.forecast_conditions(unknown, T0, warned=False)[Kind.POOL_FORECAST_DRY]
+    )
+
+
+def test_a_forecast_that_holds_is_sent_once_damped_and_capped_like_any_pool_kind():
+    """The forecast flapping across the hour's edge within 5 minutes sends nothing; held, it is
+    announced once; ended and back within the hour, the second start waits for the cap."""
+    timeline = [(0, True), (2, False), (3, False), (10, True)] + [(m, True) for m in range(11, 16)]
+    timeline += [(m, False) for m in range(16, 22)] + [(m, True) for m in range(22, 80)]
+    assert _run(Kind.POOL_FORECAST_DRY, timeline) == [
+        (15, Direction.STARTED),
+        (21, Direction.ENDED),
+        (75, Direction.STARTED),
+    ]
 
 
 def test_degraded_accounts_count_as_usable():

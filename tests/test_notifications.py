@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.db import connection
 
 from accounts_pool import selectors
 from accounts_pool.crypto import fingerprint
-from accounts_pool.models import Delivery, DeliveryAttempt, QuotaWindow
+from accounts_pool.models import Delivery, DeliveryAttempt, QuotaPoint, QuotaWindow
 from accounts_pool.services.channels import channel_create
 from accounts_pool.services.notifications import (
     DeliveryOutcome,
@@ -28,7 +28,14 @@ from .conftest import ACCESS, NOW, REFRESH, make_account
 
 pytestmark = pytest.mark.django_db
 MIN = timedelta(minutes=1)
-ALL_KINDS = ["needs_relogin", "policy_blocked", "refresh_backoff", "pool_low", "pool_dry"]
+ALL_KINDS = [
+    "needs_relogin",
+    "policy_blocked",
+    "refresh_backoff",
+    "pool_low",
+    "pool_dry",
+    "pool_forecast_dry",
+]
 
 
 @pytest.fixture
@@ -353,7 +360,7 @@ def test_an_evaluation_costs_the_same_queries_for_more_accounts(
     for n in range(accounts):
         _usable(make_account(pool, label=f"a{n}"))
     notifications_evaluate(now=NOW)
-    with django_assert_max_num_queries(9):
+    with django_assert_max_num_queries(11):  # 9, and the forecast's windows and points
         assert notifications_evaluate(now=NOW + MIN) == 0
 
 
@@ -419,3 +426,51 @@ def test_a_refresh_backing_off_for_over_an_hour_is_announced_with_its_end(team, 
     assert payload["kind"] == "refresh_backoff"
     assert "HTTP 503 from the token endpoint" in payload["reason"]
     assert payload["until"] == until.isoformat().replace("+00:00", "Z")
+
+
+def test_the_forecast_running_dry_within_the_hour_arrives_once_and_its_end_once(
+    team, alice, pool, account
+):
+    """Usage climbed from 50% to 70% in the last half hour: at that pace the pool's only account
+    is full in about 45 minutes. Announced once after damping across many ticks, with the time,
+    the reason and the pool page; a window reset ends it, announced once too."""
+    for minutes_ago, used in ((30, 50.0), (15, 60.0), (1, 70.0)):
+        at = NOW - minutes_ago * MIN
+        QuotaPoint.objects.create(
+            account=account,
+            window="five_hour",
+            minute=at,
+            observed_at=at,
+            utilization=used,
+            resets_at=NOW + timedelta(hours=4),
+        )
+    QuotaWindow.objects.filter(account=account).update(utilization=70.0)
+    with receivers.receiver(200) as hook:
+        _webhook(team, alice, hook.url, kinds=["pool_forecast_dry"])
+        for minute in range(0, 12):
+            notifications_evaluate(now=NOW + minute * MIN)
+            _deliver_all(NOW + minute * MIN)
+        QuotaWindow.objects.filter(account=account).update(
+            utilization=2.0, resets_at=NOW + timedelta(hours=5), checked_at=NOW + 12 * MIN
+        )
+        for minute in range(12, 24):
+            notifications_evaluate(now=NOW + minute * MIN)
+            _deliver_all(NOW + minute * MIN)
+    messages = [json.loads(got.body) for got in hook.accepted()]
+    assert [(m["kind"], m["state"], m["at"]) for m in messages] == [
+        ("pool_forecast_dry", "started", _iso(NOW + 5 * MIN)),
+        ("pool_forecast_dry", "ended", _iso(NOW + 17 * MIN)),
+    ]
+    started, ended = messages
+    assert started["title"] == "Pool Claude: forecast to run dry within the hour"
+    runs_dry_at = datetime.fromisoformat(started["runs_dry_at"])
+    assert NOW + 40 * MIN < runs_dry_at < NOW + 60 * MIN
+    assert f"used up at {runs_dry_at:%H:%M} UTC" in started["reason"]
+    assert "five-hour window" in started["reason"]
+    assert started["url"].endswith("/pools/claude/")
+    assert ended["title"] == "Pool Claude: no longer forecast to run dry within the hour"
+    assert ended["runs_dry_at"] is None
+
+
+def _iso(when) -> str:
+    return when.isoformat().replace("+00:00", "Z")

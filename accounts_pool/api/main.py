@@ -18,7 +18,8 @@ from ..jsoninput import UnreadableJson, json_loads
 from ..outage import unavailable_response
 from ..services.checkout import NoUsableAccount
 from ..services.errors import ServiceError
-from . import accounts, channels, me, pools, teams, tools
+from ..services.limits import KeyLimitExceeded
+from . import accounts, channels, me, pools, teams, tools, usage
 from .auth import AUTH
 
 logger = logging.getLogger("accounts_pool.api")
@@ -80,6 +81,8 @@ def _service_error(request: HttpRequest, exc: ServiceError) -> HttpResponse:
     if isinstance(exc, NoUsableAccount) and exc.retry_at is not None:
         seconds = max(1, int((exc.retry_at - timezone.now()).total_seconds() + 0.999))
         response["Retry-After"] = str(seconds)
+    if isinstance(exc, KeyLimitExceeded):
+        response["Retry-After"] = str(exc.retry_after)
     return response
 
 
@@ -147,3 +150,4 @@ api.add_router("", pools.router)
 api.add_router("", accounts.router)
 api.add_router("", me.router)
 api.add_router("", channels.router)
+api.add_router("", usage.router)

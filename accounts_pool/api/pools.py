@@ -41,10 +41,11 @@ ERRORS = {
 
 
 def _pool_out(pool: Pool) -> dict[str, Any]:
+    now = timezone.now()
     rows = selectors.accounts_with_verdicts(
-        Account.objects.filter(pool=pool).order_by("priority", "label", "pk"), now=timezone.now()
+        Account.objects.filter(pool=pool).order_by("priority", "label", "pk"), now=now
     )
-    return present.pool_detail(pool, rows)
+    return present.pool_detail(pool, rows, now=now)
 
 
 def _onboarded(result: onboarding.Onboarded) -> dict[str, Any]:
@@ -55,8 +56,8 @@ def _onboarded(result: onboarding.Onboarded) -> dict[str, Any]:
 def list_pools(request: HttpRequest, team: str) -> list[dict[str, Any]]:
     """The team's pools with counts by status and every account's verdict."""
     found = access.team_for(access.principal(request), team)
-    overview = selectors.team_overview(found, now=timezone.now())
-    return [present.pool_detail(pool, rows) for pool, rows in overview]
+    now = timezone.now()
+    return present.pool_details(selectors.team_overview(found, now=now), now)
 
 
 @router.post("/teams/{team}/pools", response={201: PoolOut, **ERRORS})

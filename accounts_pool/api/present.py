@@ -7,7 +7,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from .. import selectors, state
+from .. import selectors, state, usage_selectors
+from ..charts import forecast_sentence
 from ..models import Account, AccountEvent, ConsumerKey, Pool, QuotaWindow
 from ..services.checkout import reasons_payload
 
@@ -112,10 +113,61 @@ def account_detail(account: Account, now: datetime) -> dict[str, Any]:
             "checked_at": account.policy_checked_at,
         },
         "cooldown": {"until": account.cooldown_until, "reason": account.cooldown_reason},
+        "forecast": account_forecast(account, verdict, now),
     }
 
 
-def pool_detail(pool: Pool, rows: list[selectors.AccountWithVerdict]) -> dict[str, Any]:
+def account_forecast(account: Account, verdict: state.Verdict, now: datetime) -> dict[str, Any]:
+    row = selectors.AccountWithVerdict(account, verdict)
+    windows = usage_selectors.account_window_forecasts([row], now)[account.pk]
+    return {
+        "runs_dry_at": usage_selectors.account_runs_dry_at(windows),
+        "windows": [window_forecast(w) for w in windows],
+    }
+
+
+def window_forecast(w: state.WindowForecast) -> dict[str, Any]:
+    return {
+        "key": w.key,
+        "utilization": w.utilization,
+        "resets_at": w.resets_at,
+        "burn_per_hour": None if w.burn_per_hour is None else round(w.burn_per_hour, 3),
+        "full_at": w.full_at,
+        "full_before_reset": w.full_before_reset,
+    }
+
+
+def pool_forecast(forecast: state.PoolForecast, now: datetime) -> dict[str, Any]:
+    return {
+        "runs_dry_at": forecast.runs_dry_at,
+        "basis": forecast.basis.value,
+        "back_at": forecast.back_at,
+        "burn_per_hour": {k: round(v, 3) for k, v in forecast.burn_per_hour.items()},
+        "message": forecast_sentence(forecast, now),
+    }
+
+
+def pool_details(
+    pools: list[tuple[Pool, list[selectors.AccountWithVerdict]]], now: datetime
+) -> list[dict[str, Any]]:
+    """Several pools, their forecasts read in one query."""
+    forecasts = usage_selectors.pool_forecasts([rows for _, rows in pools], now)
+    return [
+        pool_detail(pool, rows, forecast=f, now=now)
+        for (pool, rows), f in zip(pools, forecasts, strict=True)
+    ]
+
+
+def pool_detail(
+    pool: Pool,
+    rows: list[selectors.AccountWithVerdict],
+    *,
+    forecast: state.PoolForecast | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    now = now or timezone.now()
+    if forecast is None:
+        forecast = usage_selectors.pool_forecasts([rows], now)[0]
     return {
         "slug": pool.slug,
         "name": pool.name,
@@ -131,6 +183,7 @@ def pool_detail(pool: Pool, rows: list[selectors.AccountWithVerdict]) -> dict[st
         "counts": selectors.status_counts(rows),
         "next_change_at": selectors.next_change(rows),
         "accounts": [account_summary(row) for row in rows],
+        "forecast": pool_forecast(forecast, now),
     }
 
 
@@ -148,6 +201,16 @@ def event(row: AccountEvent) -> dict[str, Any]:
     }
 
 
+def limits(row: ConsumerKey) -> dict[str, Any]:
+    set_ = row.limits
+    return {
+        "requests_per_minute": set_.requests_per_minute,
+        "tokens_per_5h": set_.tokens_per_5h,
+        "concurrent_requests": set_.concurrent_requests,
+        "model_families": list(set_.model_families) or None,
+    }
+
+
 def key(row: ConsumerKey) -> dict[str, Any]:
     return {
         "id": row.pk,
@@ -156,4 +219,5 @@ def key(row: ConsumerKey) -> dict[str, Any]:
         "created_at": row.created_at,
         "last_used_at": row.last_used_at,
         "revoked_at": row.revoked_at,
+        "limits": limits(row),
     }

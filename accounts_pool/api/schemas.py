@@ -149,6 +149,32 @@ class AccountSummaryOut(Out):
     windows: list[WindowOut]
 
 
+class WindowForecastOut(Out):
+    key: str
+    utilization: float | None
+    resets_at: datetime | None
+    burn_per_hour: float | None = Field(
+        description="Percentage points per hour over the last hour; null when unknown."
+    )
+    full_at: datetime | None = Field(description="When it fills at that pace (null: never).")
+    full_before_reset: bool
+
+
+class PoolForecastOut(Out):
+    runs_dry_at: datetime | None = Field(
+        description="When fewer than one account will be usable at the last hour's pace."
+    )
+    basis: Literal["pace", "lasts", "no_burn", "dry_now", "unknown"]
+    back_at: datetime | None = Field(description="After running dry, when one is usable again.")
+    burn_per_hour: dict[str, float]
+    message: str
+
+
+class AccountForecastOut(Out):
+    runs_dry_at: datetime | None = Field(description="When a window fills before its reset.")
+    windows: list[WindowForecastOut]
+
+
 class StatusCounts(Out):
     usable: int
     degraded: int
@@ -170,6 +196,7 @@ class PoolOut(Out):
     counts: StatusCounts
     next_change_at: datetime | None
     accounts: list[AccountSummaryOut]
+    forecast: PoolForecastOut | None = None
 
 
 # --- Accounts -------------------------------------------------------------------------------------
@@ -233,6 +260,7 @@ class AccountOut(Out):
     quota: QuotaGroup
     policy: PolicyGroup
     cooldown: CooldownGroup
+    forecast: AccountForecastOut | None = None
 
 
 class AccountCreateIn(In):
@@ -341,6 +369,19 @@ class KeyIn(In):
     name: str = Label
 
 
+class LimitsIO(In):
+    requests_per_minute: int | None = Field(None, ge=1, le=1_000_000)
+    tokens_per_5h: int | None = Field(None, ge=1, le=10**12)
+    concurrent_requests: int | None = Field(None, ge=1, le=1000)
+    model_families: list[Literal["opus", "sonnet", "haiku"]] | None = Field(
+        None, max_length=3, description="Families it may use; null or [] is all."
+    )
+
+
+class KeyPatch(In):
+    limits: LimitsIO
+
+
 class KeyOut(Out):
     id: int
     name: str
@@ -348,6 +389,7 @@ class KeyOut(Out):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    limits: LimitsIO | None = None
 
 
 class KeyCreatedOut(KeyOut):
@@ -383,11 +425,24 @@ class CheckoutOut(Out):
     credential: Credential
 
 
+TokenCount = Field(0, ge=0, le=10**12)
+
+
+class UsageIn(In):
+    input_tokens: int = TokenCount
+    output_tokens: int = TokenCount
+    cache_creation_input_tokens: int = TokenCount
+    cache_read_input_tokens: int = TokenCount
+
+
 class ReportIn(In):
     status: int = Field(ge=100, le=599)
     retry_after: str | int | None = None
     headers: dict[str, str] | None = Field(None, max_length=100)
     message: str | None = Field(None, max_length=2000)
+    usage: UsageIn | None = Field(None, description="The answer's `usage`: counted for the key.")
+    model: str | None = Field(None, min_length=1, max_length=120)
+    duration_ms: int | None = Field(None, ge=0, le=86_400_000)
 
 
 class ReportOut(Out):
@@ -403,7 +458,12 @@ class ReportOut(Out):
 
 ChannelType = Literal["webhook", "slack", "email"]
 NotificationKind = Literal[
-    "needs_relogin", "policy_blocked", "refresh_backoff", "pool_low", "pool_dry"
+    "needs_relogin",
+    "policy_blocked",
+    "refresh_backoff",
+    "pool_low",
+    "pool_dry",
+    "pool_forecast_dry",
 ]
 
 

@@ -7,15 +7,26 @@ from typing import Any
 from uuid import UUID
 
 from django.http import HttpRequest
+from django.utils import timezone
 from ninja import Router, Status
 from ninja.errors import AuthenticationError
 
-from .. import metrics
+from .. import metrics, state
 from ..models import ConsumerKey
 from ..services import keys
 from ..services.checkout import CheckoutResult, NoUsableAccount, UnknownKey, checkout_create
+from ..services.limits import (
+    KeyLimitExceeded,
+    Refusal,
+    consumer_key_set_limits,
+    limited_key,
+    limits_admit,
+    limits_count_tokens,
+)
 from ..services.reports import report_record
+from ..services.usage import usage_record
 from ..tasks import enqueue_quota_check, enqueue_refresh
+from ..usage_meter import Tokens
 from . import access, present
 from .auth import CHECKOUT_AUTH, PresentedKey
 from .schemas import (
@@ -25,6 +36,7 @@ from .schemas import (
     KeyCreatedOut,
     KeyIn,
     KeyOut,
+    KeyPatch,
     ReportIn,
     ReportOut,
 )
@@ -62,6 +74,28 @@ def revoke_key(request: HttpRequest, pool: str, key_id: int) -> Status[None]:
     return Status(204, None)
 
 
+@router.patch("/pools/{pool}/consumer-keys/{key_id}", response={200: KeyOut, **ERRORS})
+def patch_key(request: HttpRequest, pool: str, key_id: int, payload: KeyPatch) -> dict[str, Any]:
+    """Set the key's `limits` (each null for none): requests per minute, tokens per 5 hours,
+    concurrent requests, model families. Over a limit the relay and checkout answer 429 with
+    Retry-After. Leads."""
+    found = access.pool_for(access.principal(request), pool, lead=True)
+    key = ConsumerKey.objects.filter(pool=found, pk=key_id).first()
+    if key is None:
+        raise access.NotFound("Consumer key")
+    given = payload.limits
+    consumer_key_set_limits(
+        key=key,
+        limits=state.KeyLimits(
+            requests_per_minute=given.requests_per_minute,
+            tokens_per_5h=given.tokens_per_5h,
+            concurrent_requests=given.concurrent_requests,
+            model_families=tuple(dict.fromkeys(given.model_families or ())),
+        ),
+    )
+    return present.key(key)
+
+
 @router.post(
     "/pools/{pool}/checkout",
     response={200: CheckoutOut, 503: ErrorOut, **ERRORS},
@@ -96,6 +130,7 @@ def _checkout(request: HttpRequest, pool: str, session: str, model: str | None) 
         access.keys_only(principal)
         raise AssertionError("keys_only passed a principal without a key")
     try:
+        _within_limits(presented.key_hash, model)
         return checkout_create(
             key_hash=presented.key_hash, pool_slug=pool, session=session, model=model
         )
@@ -124,6 +159,8 @@ def report(request: HttpRequest, checkout_id: UUID, payload: ReportIn) -> dict[s
         message=payload.message or "",
         idempotency_key=request.headers.get("Idempotency-Key"),
     )
+    if payload.usage is not None:
+        _count_reported(key, found.account_id, payload)
     queued = []
     notes = [outcome.note] if outcome.note else []
     if outcome.queue_refresh:
@@ -144,3 +181,32 @@ def report(request: HttpRequest, checkout_id: UUID, payload: ReportIn) -> dict[s
         "duplicate": outcome.duplicate,
         "note": "; ".join(notes),
     }
+
+
+def _count_reported(key: ConsumerKey, account_id: int, payload: ReportIn) -> None:
+    """A tool's report of what an answer used counts as a relayed answer's usage does."""
+    assert payload.usage is not None
+    tokens = Tokens(**payload.usage.model_dump())
+    now = timezone.now()
+    usage_record(
+        pool_id=key.pool_id,
+        key_id=key.pk,
+        account_id=account_id,
+        model=payload.model,
+        tokens=tokens,
+        status=payload.status,
+        duration_ms=payload.duration_ms or 0,
+        now=now,
+    )
+    limits_count_tokens(key=key, tokens=tokens.total, now=now)
+
+
+def _within_limits(key_hash: str, model: str | None) -> None:
+    """A key over one of its limits gets a 429 before checkout (a key without limits costs a
+    cache read, no query)."""
+    key = limited_key(key_hash)
+    if key is None:
+        return
+    admitted = limits_admit(key=key, model=model, now=timezone.now(), concurrent=False)
+    if isinstance(admitted, Refusal):
+        raise KeyLimitExceeded(admitted)

@@ -16,16 +16,16 @@ from uuid import UUID
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, prefetch_related_objects
 from django.urls import reverse
 from django.utils import timezone
 
-from .. import notifyrules, selectors
+from .. import notifyrules, selectors, usage_selectors
 from ..models import Account, Channel, Delivery, DeliveryAttempt, NotificationSubject, Pool, Team
 from ..notifyrules import Direction, Kind
 from ..providers import notify as outside
 from ..redaction import redact
-from ..state import Status
+from ..state import PoolForecast, Status
 
 logger = logging.getLogger("accounts_pool.notifications")
 
@@ -45,10 +45,16 @@ class Observation:
     until: datetime | None
     usable: int
     total: int
+    runs_dry_at: datetime | None = None  # the forecast's kind: when, at the last hour's pace
 
 
 def _observations(
-    pool: Pool, rows: list[selectors.AccountWithVerdict], now: datetime
+    pool: Pool,
+    rows: list[selectors.AccountWithVerdict],
+    now: datetime,
+    *,
+    forecast: PoolForecast,
+    warned: bool,
 ) -> Iterator[Observation]:
     usable, total = notifyrules.usable_count(r.verdict.status for r in rows)
     for row in rows:
@@ -70,18 +76,26 @@ def _observations(
     conditions = notifyrules.pool_conditions(
         usable=usable, total=total, minimum_usable=pool.minimum_usable
     )
+    conditions |= notifyrules.forecast_conditions(forecast, now, warned=warned)
     for kind in notifyrules.POOL_KINDS:
+        forecasting = kind == Kind.POOL_FORECAST_DRY
         yield Observation(
-            key=f"pool:{pool.pk}:{kind}",
+            key=pool_key(pool, kind),
             pool=pool,
             account=None,
             kind=kind,
             holds=kind in conditions,
             reason=conditions.get(kind, ""),
-            until=selectors.next_change(rows),
+            # the forecast's "until" is when an account is usable again after it runs dry
+            until=forecast.back_at if forecasting else selectors.next_change(rows),
             usable=usable,
             total=total,
+            runs_dry_at=forecast.runs_dry_at if forecasting else None,
         )
+
+
+def pool_key(pool: Pool, kind: Kind) -> str:
+    return f"pool:{pool.pk}:{kind}"
 
 
 def _site(path: str) -> str:
@@ -123,15 +137,27 @@ def message_payload(seen: Observation, direction: Direction, now: datetime) -> d
             "minimum_usable": pool.minimum_usable,
         },
         "account": ({"id": seen.account.pk, "label": seen.account.label} if seen.account else None),
-    }
+    } | (
+        {"runs_dry_at": _iso(seen.runs_dry_at) if direction == Direction.STARTED else None}
+        if seen.kind == Kind.POOL_FORECAST_DRY
+        else {}
+    )
 
 
 def _team_evaluate(team: Team, now: datetime, *, queued: bool) -> list[Delivery]:
     channels = [c for c in Channel.objects.filter(team=team, enabled=True) if c.kinds]
     known = {s.key: s for s in NotificationSubject.objects.filter(pool__team=team)}
     created: list[Delivery] = []
-    for pool, rows in selectors.team_verdicts(team, now=now):
-        for seen in _observations(pool, rows, now):
+    pools = selectors.team_verdicts(team, now=now)
+    # the forecast reads the account-wide windows and their last hour (two queries in all)
+    prefetch_related_objects([r.account for _, rows in pools for r in rows], "quota_windows")
+    forecasts = usage_selectors.pool_forecasts([rows for _, rows in pools], now)
+    for (pool, rows), forecast in zip(pools, forecasts, strict=True):
+        warned = known.get(pool_key(pool, Kind.POOL_FORECAST_DRY))
+        observations = _observations(
+            pool, rows, now, forecast=forecast, warned=bool(warned and warned.announced)
+        )
+        for seen in observations:
             subject = known.get(seen.key)
             if subject is None and not seen.holds:
                 continue  # never seen holding: nothing to remember

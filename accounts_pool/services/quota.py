@@ -22,6 +22,7 @@ from ..models import Account, QuotaWindow
 from ..providers import anthropic
 from .credentials import credential_unreadable_mark
 from .events import CYCLE_ACTOR, event_record
+from .quota_history import quota_points_record
 from .refresh import account_refresh, refresh_record_access_rejected
 
 
@@ -103,6 +104,7 @@ def quota_record_usage(account: Account, usage: anthropic.Usage, now: datetime, 
     with transaction.atomic():
         QuotaWindow.objects.filter(account=account).delete()
         QuotaWindow.objects.bulk_create(rows)
+        quota_points_record(account.pk, usage.windows, now, QuotaWindow.Source.POLL)
         Account.objects.filter(pk=account.pk).update(
             quota_checked_at=now,
             quota_failures=0,

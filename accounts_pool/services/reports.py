@@ -22,6 +22,7 @@ from ..providers import anthropic
 from ..redaction import redact
 from .events import event_record
 from .quota import policy_block
+from .quota_history import quota_points_record
 from .refresh import refresh_mark_access_rejected, refresh_record_access_rejected
 
 
@@ -92,6 +93,7 @@ def store_windows(
         stored.append(window.key)
     if stored:
         Account.objects.filter(pk=account_id).update(windows_observed_at=now)
+        quota_points_record(account_id, [w for w in windows if w.key in stored], now, source)
     return stored
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -25,9 +27,11 @@ from django.views.decorators.csrf import csrf_exempt
 from .. import state
 from ..models import ConsumerKey
 from ..providers import messages
-from ..services import relay
+from ..services import limits, relay
 from ..services.checkout import NoUsableAccount, UnknownKey
+from ..services.usage import usage_record
 from ..tasks import enqueue_quota_check
+from ..usage_meter import UsageMeter
 
 logger = logging.getLogger(__name__)
 
@@ -110,29 +114,73 @@ def _too_large(request: HttpRequest) -> bool:
     return len(declared.lstrip("0")) > len(limit) or int(declared) > settings.RELAY_MAX_BODY_BYTES
 
 
+@dataclass
+class Metered:
+    """What a relayed answer is counted against, and what it holds until it ends."""
+
+    key: ConsumerKey
+    model: str | None
+    started: float  # time.monotonic() at the request's start
+    admission: limits.Admission
+    account_id: int = 0
+    counts: bool = True  # /v1/messages answers carry usage; count_tokens ones do not
+
+    async def end(self, meter: UsageMeter | None, status: int) -> None:
+        """Count the request (in memory) and free what it held: once, however it ended."""
+        if meter is not None and self.account_id:
+            tokens = meter.finish()
+            now = timezone.now()
+            usage_record(
+                pool_id=self.key.pool_id,
+                key_id=self.key.pk,
+                account_id=self.account_id,
+                model=self.model,
+                tokens=tokens,
+                status=status,
+                duration_ms=int((time.monotonic() - self.started) * 1000),
+                now=now,
+            )
+            if self.key.limit_tokens_per_5h is not None:
+                await _db(limits.limits_count_tokens)(key=self.key, tokens=tokens.total, now=now)
+        if self.admission.slot is not None:
+            await _db(limits.limits_release)(self.admission)
+
+
 async def _relayed(
-    answer: messages.Answer, head: bytes, chunks: AsyncIterator[bytes]
+    answer: messages.Answer, head: bytes, chunks: AsyncIterator[bytes], metered: Metered
 ) -> AsyncIterator[bytes]:
-    """The answer as it arrives; however it ends (done, the tool gone), the upstream closes."""
+    """The answer as it arrives, its usage read on the way (the bytes pass untouched); however
+    it ends (done, the tool gone), the upstream closes and the request is counted."""
+    meter = UsageMeter(answer.headers.get("content-type", "")) if metered.counts else None
     try:
         if head:
+            if meter is not None:
+                meter.feed(head)
             yield head
         async for chunk in chunks:
+            if meter is not None:
+                meter.feed(chunk)
             yield chunk
     finally:
-        await answer.aclose()
+        try:
+            await answer.aclose()
+        finally:
+            await metered.end(meter, answer.status_code)
 
 
 def _pass_through(
-    answer: messages.Answer, head: bytes, chunks: AsyncIterator[bytes]
+    answer: messages.Answer, head: bytes, chunks: AsyncIterator[bytes], metered: Metered
 ) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(_relayed(answer, head, chunks), status=answer.status_code)
+    response = StreamingHttpResponse(
+        _relayed(answer, head, chunks, metered), status=answer.status_code
+    )
     for name, value in messages.returned_headers(answer.headers):
         response[name] = value
     return response
 
 
 async def _relay(request: HttpRequest, path: str) -> HttpResponse | StreamingHttpResponse:
+    started = time.monotonic()
     if request.method != "POST":
         return _error(404, "not_found_error", "accounts-pool relay: no such endpoint.")
     if _too_large(request):
@@ -144,6 +192,36 @@ async def _relay(request: HttpRequest, path: str) -> HttpResponse | StreamingHtt
     if key is None:
         return _error(401, "authentication_error", "accounts-pool relay: invalid consumer key.")
     model, session = _model_and_session(request, body)
+    admission = limits.Admission()
+    if key.limits.any:
+        admitted = await _db(limits.limits_admit)(
+            key=key, model=model, now=timezone.now(), concurrent=True
+        )
+        if isinstance(admitted, limits.Refusal):
+            return _error(
+                429, "rate_limit_error", admitted.message, retry_after=str(admitted.retry_after)
+            )
+        admission = admitted
+    metered = Metered(key, model, started, admission, counts=path == "/v1/messages")
+    try:
+        answer = await _route(request, key, path, body, model, session, metered)
+    except BaseException:
+        await metered.end(None, 0)
+        raise
+    if not isinstance(answer, StreamingHttpResponse):
+        await metered.end(None, answer.status_code)  # no account's answer: nothing to count
+    return answer
+
+
+async def _route(
+    request: HttpRequest,
+    key: ConsumerKey,
+    path: str,
+    body: bytes,
+    model: str | None,
+    session: str,
+    metered: Metered,
+) -> HttpResponse | StreamingHttpResponse:
     query = request.META.get("QUERY_STRING", "")
     tool_headers = dict(request.headers)
     tried: set[int] = set()
@@ -157,7 +235,7 @@ async def _relay(request: HttpRequest, path: str) -> HttpResponse | StreamingHtt
         except UnknownKey:  # revoked since this request began: checkout reads it each time
             return _error(401, "authentication_error", "accounts-pool relay: invalid consumer key.")
         tried.add(routed.account_id)
-        answer = await _answer_from(key, routed, path, query, tool_headers, body)
+        answer = await _answer_from(key, routed, path, query, tool_headers, body, metered)
         if answer is not None:
             return answer
     return _error(
@@ -176,6 +254,7 @@ async def _answer_from(
     query: str,
     tool_headers: dict[str, str],
     body: bytes,
+    metered: Metered,
 ) -> HttpResponse | StreamingHttpResponse | None:
     """Send the request to one account (refreshing it once on a 401); its answer for the
     tool, or None when the relay leaves this account for the next one."""
@@ -198,7 +277,8 @@ async def _answer_from(
             refreshed=refreshed,
         )
         if verdict == state.RelayVerdict.PASS:
-            return _pass_through(answer, peeked.head, chunks)
+            metered.account_id = routed.account_id
+            return _pass_through(answer, peeked.head, chunks, metered)
         await answer.aclose()
         if verdict == state.RelayVerdict.REFRESH_AND_RETRY:
             fresh = await _db(relay.relay_refresh)(key=key, routed=routed)

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("accounts_pool", "0014_window_exhausted_since"),
+        ("accounts_pool", "0016_channel_kinds_forecast"),
     ]
 
     operations = [

@@ -1,0 +1,40 @@
+"""Quota history: every observation of a window (poll, relayed headers, report) kept as a point,
+at most one per window per minute (the first of the minute wins), pruned after 30 days."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from ..models import QuotaPoint, QuotaWindow
+from ..providers import anthropic
+
+
+def quota_points_record(
+    account_id: int,
+    windows: Iterable[anthropic.UsageWindow],
+    now: datetime,
+    source: QuotaWindow.Source,
+) -> None:
+    """Add this observation's points; a window already observed this minute keeps its point."""
+    minute = now.replace(second=0, microsecond=0)
+    QuotaPoint.objects.bulk_create(
+        [
+            QuotaPoint(
+                account_id=account_id,
+                window=w.key,
+                minute=minute,
+                observed_at=now,
+                utilization=w.utilization,
+                resets_at=w.resets_at,
+                source=source,
+            )
+            for w in windows
+        ],
+        ignore_conflicts=True,
+    )
+
+
+def quota_points_prune(*, now: datetime, older_than: timedelta) -> int:
+    deleted, _ = QuotaPoint.objects.filter(observed_at__lt=now - older_than).delete()
+    return deleted
