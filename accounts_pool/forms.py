@@ -184,3 +184,22 @@ class PoolSettingsForm(PoolForm):
 class MemberForm(forms.Form):
     username = forms.CharField(max_length=150, strip=True, help_text="Their login name.")
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
+
+
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(max_length=100, strip=True, help_text="What the token is for.")
+    expires_in_days = forms.TypedChoiceField(
+        label="Expires",
+        choices=[
+            ("7", "in 7 days"),
+            ("30", "in 30 days"),
+            ("90", "in 90 days"),
+            ("366", "in a year"),
+            ("", "never (revoke it by hand)"),
+        ],
+        initial="90",
+        required=False,
+        coerce=int,
+        empty_value=None,
+        help_text="An expired token stops working; make a new one.",
+    )

@@ -527,6 +527,9 @@ class ApiToken(models.Model):
         null=True, blank=True, help_text="Last time it authenticated."
     )
     revoked_at = models.DateTimeField(null=True, blank=True, help_text="When it was revoked.")
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it stops working (empty: never)."
+    )
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import actions, limits, manage, notifications, onboarding, ops, pages
+from .views import actions, limits, manage, notifications, onboarding, ops, pages, tokens
 
 urlpatterns = [
     path("livez", ops.livez, name="livez"),
@@ -55,6 +55,8 @@ urlpatterns = [
         name="consumer_key_revoke",
     ),
     path("pools/<slug:pool>/keys/<int:key_id>/limits/", limits.key_limits, name="key_limits"),
+    path("me/tokens/", tokens.api_tokens, name="api_tokens"),
+    path("me/tokens/<int:token_id>/revoke/", tokens.api_token_revoke, name="api_token_revoke"),
     path("invite/<str:token>/", onboarding.invite, name="invite"),
     path("accounts/<int:account_id>/", pages.account_detail, name="account"),
     path(

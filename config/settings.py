@@ -46,8 +46,15 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: nothing may parse a cookie before its size is bounded (CVE-2024-7592).
+    "accounts_pool.middleware.CookieSizeLimitMiddleware",
+    # Then the body: refused by its declared size before anything reads it.
+    "accounts_pool.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After whitenoise (static files keep their cache headers): no-store on the rest.
+    "accounts_pool.middleware.NoStoreMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -61,6 +68,26 @@ MIDDLEWARE = [
     # A refused page: the styled 403 with its message, one log line instead of a traceback.
     "accounts_pool.views.errors.PageRefusalMiddleware",
 ]
+
+# --- Content-Security-Policy (django-csp) ----------------------------------------------------
+# Scripts, styles and everything else from this site only, never inline: behaviour lives in
+# accounts_pool/static (app.js), so an injected <script> or onclick= runs nowhere. data: images
+# are the admin's and the API docs' icons. The relay and the API answer JSON, which a policy
+# costs nothing on.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # --- Login throttling (django-axes) ----------------------------------------------------------
 # Password logins (the pages' and the admin's) count failures per username and per client
@@ -173,8 +200,19 @@ TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
 
-# JSON bodies past this size are refused (413) before they are parsed.
+# The Cookie headers of one request, together, past this size are refused (431) before they
+# are parsed: a session and a CSRF cookie take about 150 bytes.
+COOKIE_MAX_BYTES = env.int("COOKIE_MAX_BYTES", default=8192)
+
+# Request bodies past REQUEST_MAX_BODY_BYTES (the relay's: RELAY_MAX_BODY_BYTES) are refused
+# (413) by their Content-Length before any byte is read (accounts_pool/middleware.py), under
+# WSGI and ASGI. Within it, JSON bodies past DATA_UPLOAD_MAX_MEMORY_SIZE are refused when read,
+# and uploaded files stay in memory: the only upload handler is the memory one, and it takes
+# the whole limit, so no upload is ever written to a temporary file.
+REQUEST_MAX_BODY_BYTES = env.int("REQUEST_MAX_BODY_BYTES", default=2 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = REQUEST_MAX_BODY_BYTES
+FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.MemoryFileUploadHandler"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
@@ -217,10 +255,26 @@ LOGGING = {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "accounts_pool.logs.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    # Invite tokens and login codes in URLs are masked in every line ("Not Found: /invite/...").
+    "filters": {"mask_secrets": {"()": "accounts_pool.logs.MaskSecrets"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["mask_secrets"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    # httpx logs every request URL at INFO; the provider module logs what matters.
-    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
+    "loggers": {
+        # httpx logs every request URL at INFO; the provider module logs what matters.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
+        # uvicorn (the relay) configures its loggers before it loads the app; this puts its
+        # lines through the same handler: masked, and JSON under LOG_FORMAT=json. Not "uvicorn"
+        # itself: configuring a parent resets its children, and would turn back on the access
+        # log that the Procfile's --no-access-log turned off.
+        "uvicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 }
 
 # --- Health and metrics --------------------------------------------------------------------

@@ -129,6 +129,9 @@ def world(alice, pool, provider):
         kinds=["pool_dry"],
         created_by=alice,
     )
+    # The caller's own token that DELETE /me/tokens/{token_id} may revoke (not the one it calls
+    # with, which would turn the rest of the run into 401s).
+    spare_token, _ = api_token_create(user=alice, name="spare")
     return {
         "lead": api_token_create(user=alice, name="fuzz")[1],
         "key": key_secret,
@@ -140,6 +143,7 @@ def world(alice, pool, provider):
             "checkout_id": str(checkout.pk),
             "action": "clear-backoff",
             "channel_id": str(channel.pk),
+            "token_id": str(spare_token.pk),
         },
     }
 

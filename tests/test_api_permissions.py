@@ -103,6 +103,11 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, tuple[int, ...]]] = [
                                                            (401, 404, 403, 200, 404, 403, 403)),
     ("POST", "/teams/{team}/channels/{channel}/test", None,
                                                            (401, 404, 403, 200, 404, 403, 403)),
+    # A person's own API tokens: anyone signed in with a token, never a consumer key; another
+    # person's token is not found.
+    ("GET", "/me/tokens", None,                            (401, 200, 200, 200, 200, 403, 403)),
+    ("POST", "/me/tokens", {"name": "Another"},            (401, 201, 201, 201, 201, 403, 403)),
+    ("DELETE", "/me/tokens/{lead_token}", None,            (401, 404, 404, 204, 404, 403, 403)),
 ]
 # fmt: on
 
@@ -158,11 +163,12 @@ def world(team, alice, bob, pool, provider):
         kinds=["pool_dry"],
         created_by=alice,
     )
+    lead_token, lead_secret = api_token_create(user=alice, name="t")
     secrets = {
         "nobody": None,
         "outsider": api_token_create(user=oscar, name="t")[1],
         "member": api_token_create(user=bob, name="t")[1],
-        "lead": api_token_create(user=alice, name="t")[1],
+        "lead": lead_secret,
         "other_lead": api_token_create(user=olga, name="t")[1],
         "other_key": other_secret,
         "own_key": own_secret,
@@ -175,6 +181,7 @@ def world(team, alice, bob, pool, provider):
             "account": account.pk,
             "own_key": own_key.pk,
             "doomed_key": doomed.pk,
+            "lead_token": lead_token.pk,
             "checkout": checkout.pk,
             "channel": channel.pk,
             "doomed_channel": doomed_channel.pk,

@@ -187,3 +187,64 @@ def test_an_outsider_gets_404_on_the_teams_pages(browser, live_server, world):
         assert response.status == 404, path
         expect(page.locator("body")).not_to_contain_text("blocked by policy")
     page.close()
+
+
+SELECTED_TEXT = """() => {
+  const el = document.activeElement;
+  return el.value.slice(el.selectionStart, el.selectionEnd);
+}"""
+
+
+def test_the_pages_run_under_the_content_security_policy(browser, live_server, world):
+    """No inline script, handler or style anywhere: the policy forbids them, so each would
+    be refused (a console error) and its behaviour lost. Each behaviour that used to be inline
+    still works, from app.js."""
+    from accounts_pool.models import QuotaWindow
+
+    now = timezone.now()
+    QuotaWindow.objects.create(
+        account=world["backoff"], key="five_hour", label="5-hour", utilization=60.0,
+        resets_at=now + timedelta(hours=2), checked_at=now,
+    )  # fmt: skip
+    other = Team.objects.create(name="Zeta", slug="zeta")
+    Membership.objects.create(team=other, user=world["users"]["alice"], role="lead")
+    world["users"]["alice"].is_staff = world["users"]["alice"].is_superuser = True
+    world["users"]["alice"].save()
+
+    page = _log_in(browser, live_server, "alice")
+    refused: list[str] = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text else None)
+    page.on("pageerror", lambda error: refused.append(str(error)))
+
+    page.goto(f"{live_server.url}/pools/claude/")
+    policy = page.evaluate(
+        "() => fetch(location.href).then(r => r.headers.get('content-security-policy'))"
+    )
+    assert "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy
+    fill = _row(page, world["backoff"]).locator(".bar .fill")
+    ratio = "(e) => e.getBoundingClientRect().width / e.parentElement.getBoundingClientRect().width"
+    assert abs(fill.evaluate(ratio) - 0.6) < 0.02  # drawn 60% wide with no style attribute
+
+    page.goto(f"{live_server.url}/accounts/{world['backoff'].pk}/")
+    with page.expect_navigation():
+        page.select_option("#op", "token_refresh")  # data-autosubmit
+    assert "operation=token_refresh" in page.url
+
+    page.goto(f"{live_server.url}/pools/claude/keys/")
+    page.fill("#id_name", "laptop")
+    page.click("#key-form button")
+    page.click("#new-key")  # data-select-on-click (ui.js)
+    selected = page.evaluate(SELECTED_TEXT)
+    assert selected.startswith("apk_")
+    assert selected == page.input_value("#new-key")
+
+    page.goto(f"{live_server.url}/pools/claude/")
+    with page.expect_navigation():
+        page.select_option("#team-select", label="Zeta")  # data-navigate
+    assert page.url.endswith("/teams/zeta/")
+
+    for path in ("/me/tokens/", "/admin/", "/admin/accounts_pool/account/", "/api/v1/docs"):
+        page.goto(f"{live_server.url}{path}")
+        page.wait_for_load_state("networkidle")
+    assert refused == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import urllib.error
 import urllib.request
 
 import pytest
@@ -32,11 +33,17 @@ print(a.credential_version, a.access_token)
 
 
 def _status(url: str) -> int:
+    return _fetch(url)[0]
+
+
+def _fetch(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            return int(response.status)
+            return int(response.status), response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
     except OSError:
-        return 0
+        return 0, ""
 
 
 def test_the_run_command_serves_the_app_and_the_cycle_refreshes(tmp_path):
@@ -52,6 +59,7 @@ def test_the_run_command_serves_the_app_and_the_cycle_refreshes(tmp_path):
             CELERY_BROKER_URL="filesystem://",
             SECRET_KEY="run-command-test",
             ACCOUNTS_POOL_ENCRYPTION_KEYS=os.environ["ACCOUNTS_POOL_ENCRYPTION_KEYS"],
+            # What the .env scripts/run used to write: it runs with DEBUG off all the same.
             DEBUG="true",
             PORT=str(port),
             ACCOUNTS_POOL_BEAT_SECONDS=processes.BEAT_SECONDS,
@@ -62,6 +70,12 @@ def test_the_run_command_serves_the_app_and_the_cycle_refreshes(tmp_path):
             processes.wait_for(
                 lambda: _status(f"http://127.0.0.1:{port}/admin/login/") == 200, 180, "web", log
             )
+            # DEBUG is off: no debug page (it echoes a request's data), static files still served.
+            missing, page = _fetch(f"http://127.0.0.1:{port}/no-such-page/")
+            assert missing == 404
+            assert "URLconf" not in page
+            assert _status(f"http://127.0.0.1:{port}/static/accounts_pool/app.css") == 200
+            assert _status(f"http://127.0.0.1:{port}/static/admin/css/base.css") == 200
             manage = [str(processes.VENV_BIN / "python"), "manage.py", "shell", "-c"]
             subprocess.run([*manage, ONBOARD], cwd=processes.ROOT, env=env, check=True)
             # Beat sends a dispatch every BEAT_SECONDS (a minute unless told); the worker refreshes.

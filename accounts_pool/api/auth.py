@@ -59,6 +59,21 @@ class BearerAuth(HttpBearer):
 
 
 class SessionPrincipal(SessionAuth):
+    """A logged-in browser session, CSRF-checked for writes.
+
+    Only a request that is a browser session gets that check: one that sends its own
+    credential (an Authorization header), or comes with no logged-in session, is not one, so a
+    bad, expired or revoked token answers 401 on every method rather than ninja's 403 "CSRF
+    check failed" (which told a tool nothing about its credential)."""
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if "HTTP_AUTHORIZATION" in request.META:
+            return None
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return None
+        return super().__call__(request)
+
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         user = request.user
         if user.is_authenticated and isinstance(user, User):

@@ -19,7 +19,7 @@ from ..outage import unavailable_response
 from ..services.checkout import NoUsableAccount
 from ..services.errors import ServiceError
 from ..services.limits import KeyLimitExceeded
-from . import accounts, channels, pools, teams, tools, usage
+from . import accounts, channels, me, pools, teams, tools, usage
 from .auth import AUTH
 
 logger = logging.getLogger("accounts_pool.api")
@@ -148,5 +148,6 @@ api.add_router("", tools.router)
 api.add_router("", teams.router)
 api.add_router("", pools.router)
 api.add_router("", accounts.router)
+api.add_router("", me.router)
 api.add_router("", channels.router)
 api.add_router("", usage.router)

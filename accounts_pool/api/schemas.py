@@ -528,3 +528,27 @@ class ChannelTestOut(Out):
     outcome: str
     status_code: int | None
     error: str
+
+
+# --- Personal API tokens --------------------------------------------------------------------------
+
+
+class ApiTokenIn(In):
+    name: str = Label
+    # Days until the token stops working; null: never (a token for a long-lived service).
+    expires_in_days: int | None = Field(default=90, ge=1, le=366)
+
+
+class ApiTokenOut(Out):
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    active: bool
+
+
+class ApiTokenCreated(ApiTokenOut):
+    token: str  # shown this once; only its hash is kept

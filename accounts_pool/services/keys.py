@@ -7,6 +7,7 @@ import secrets
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import User
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from .. import selectors
@@ -25,25 +26,57 @@ def _new_secret(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(32)
 
 
-def api_token_create(*, user: User, name: str) -> tuple[ApiToken, str]:
-    """Create a token; the plain secret is returned once and never stored."""
+# A new token lives this long unless its creator asks otherwise; the longest one can ask for.
+API_TOKEN_DEFAULT_DAYS = 90
+API_TOKEN_MAX_DAYS = 366
+
+
+def api_token_create(
+    *, user: User, name: str, days: int | None = API_TOKEN_DEFAULT_DAYS
+) -> tuple[ApiToken, str]:
+    """Create a token that expires after `days` (None: never); the plain secret is returned
+    once and never stored."""
+    if days is not None and not 1 <= days <= API_TOKEN_MAX_DAYS:
+        raise ValueError(f"days must be between 1 and {API_TOKEN_MAX_DAYS}")
     secret = _new_secret(TOKEN_PREFIX)
     token = ApiToken.objects.create(
-        user=user, name=name[:100], prefix=secret[:12], token_hash=secret_hash(secret)
+        user=user,
+        name=name[:100],
+        prefix=secret[:12],
+        token_hash=secret_hash(secret),
+        expires_at=None if days is None else timezone.now() + timedelta(days=days),
     )
     return token, secret
 
 
+def _live_tokens(now: datetime) -> Q:
+    return Q(revoked_at__isnull=True) & (Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+
+
 def api_token_authenticate(secret: str) -> ApiToken | None:
-    """The live token for a presented secret (recording its use), or None."""
+    """The live token (not revoked, not expired) for a presented secret, recording its use;
+    else None."""
     token = (
         ApiToken.objects.select_related("user")
-        .filter(token_hash=secret_hash(secret), revoked_at__isnull=True, user__is_active=True)
+        .filter(_live_tokens(timezone.now()), token_hash=secret_hash(secret), user__is_active=True)
         .first()
     )
     if token is not None:
         _touch(ApiToken, token)
     return token
+
+
+def api_tokens_of(user: User) -> QuerySet[ApiToken]:
+    """A person's tokens, live ones first, newest first."""
+    return ApiToken.objects.filter(user=user).order_by("revoked_at", "-created_at")
+
+
+def api_token_revoke(*, user: User, token_id: int, now: datetime | None = None) -> bool:
+    """Revoke one of the user's own tokens; False when they have no such live token."""
+    revoked = ApiToken.objects.filter(pk=token_id, user=user, revoked_at__isnull=True).update(
+        revoked_at=now or timezone.now()
+    )
+    return revoked == 1
 
 
 def consumer_key_create(*, pool: Pool, name: str, created_by: User) -> tuple[ConsumerKey, str]:
