@@ -70,8 +70,10 @@ def _fmt_tokens(value: float) -> str:
 
 
 def _nice_max(value: float) -> float:
-    if value <= 0:
-        return 1.0
+    """The axis' top: a round number, at least 4 so that its five whole-token ticks
+    (0, 1/4 … of it) are distinct."""
+    if value <= 4:
+        return 4.0
     magnitude = float(10 ** (len(str(int(value))) - 1))
     for step in (1.0, 2.0, 2.5, 5.0, 10.0):
         if value <= step * magnitude:

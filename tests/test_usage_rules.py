@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -219,3 +220,13 @@ def test_a_week_of_minutes_is_drawn_from_at_most_360_points_keeping_each_peak():
     assert len(drawn) <= 361
     assert max(v for _, v in drawn) == 96.0
     assert drawn == sorted(drawn)  # still in time order
+
+
+@pytest.mark.parametrize("tokens", [0, 1, 3, 7, 12_345])
+def test_the_token_axis_never_repeats_a_tick_label(tokens: int) -> None:
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    hours = [start + timedelta(hours=i) for i in range(3)]
+    svg, _ = charts.stacked_bars(hours, [("laptop", [tokens, 0, 0])], title="t")
+    labels = re.findall(r'text-anchor="end"[^>]*>([^<]+)</text>', str(svg))
+    assert len(labels) == 5
+    assert len(set(labels)) == 5, labels
