@@ -39,6 +39,23 @@ def team(db: None) -> Team:
     return Team.objects.create(name="Acme", slug="acme")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_stray_connections_at_teardown(
+    django_db_setup: None, django_db_blocker: Any
+) -> Iterator[None]:
+    """The relay's worker threads (sync_to_async, thread_sensitive=False) keep a connection
+    each for the life of the process, as they do in production; no request cycle closes them.
+    Close them on PostgreSQL before the test database is dropped, which they would block."""
+    yield
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
 @pytest.fixture(autouse=True)
 def _forget_unwritten_usage() -> Iterator[None]:
     """Usage counted by one test and not flushed never reaches another's database."""
