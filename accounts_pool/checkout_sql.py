@@ -38,7 +38,6 @@ NO_LIMIT = 2**31 - 1  # LIMIT takes a number on every database
 
 # The account's credential columns read sealed; the refresh token is never read here.
 SEALED = ("access_token", "api_key")
-WINDOW_FIELDS = tuple(f.name for f in dataclasses.fields(state.Window))
 
 
 @dataclass(frozen=True)
@@ -126,7 +125,7 @@ def _convert(value: Any, converters: list[tuple[Any, Any]], on: BaseDatabaseWrap
 KEY = Part.of(ConsumerKey, "k")
 POOL = Part.of(Pool, "p")
 ACCOUNT = Part.of(Account, "a", skip=("refresh_token",))
-WINDOW = Part.of(QuotaWindow, "w", only=WINDOW_FIELDS)
+WINDOW = Part.of(QuotaWindow, "w", only=QuotaWindow.STATE_FIELDS)
 CHECKOUT = Part.of(Checkout, "o")
 
 
@@ -262,7 +261,9 @@ def _page(rows: list[tuple[Any, ...]], on: BaseDatabaseWrapper) -> Page:
             candidate = found[account_row[0]] = _candidate(account_row, pool, on)
         if row[account_end] is not None:  # the window's id: None when the account has none
             values = WINDOW.values(row[account_end:], on)
-            candidate.windows.append(state.Window(**{f: values[f] for f in WINDOW_FIELDS}))
+            candidate.windows.append(
+                state.Window(**{f: values[f] for f in QuotaWindow.STATE_FIELDS})
+            )
     return Page(key, list(found.values()))
 
 

@@ -6,6 +6,7 @@ only. Secrets are stored encrypted (crypto.EncryptedTextField).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import ClassVar
@@ -412,6 +413,12 @@ class QuotaWindow(models.Model):
         REPORT = "report", "Tool report"
         RELAY = "relay", "Relayed answer"
 
+    # The columns the state rules read, named as state.Window's fields (every read of windows
+    # for the rules selects these).
+    STATE_FIELDS: ClassVar[tuple[str, ...]] = tuple(
+        f.name for f in dataclasses.fields(state.Window)
+    )
+
     account = models.ForeignKey(
         Account, on_delete=models.CASCADE, related_name="quota_windows", help_text="The account."
     )
@@ -455,16 +462,7 @@ class QuotaWindow(models.Model):
         return f"{self.label}: {self.utilization}%"
 
     def as_state(self) -> state.Window:
-        return state.Window(
-            key=self.key,
-            label=self.label,
-            utilization=self.utilization,
-            resets_at=self.resets_at,
-            checked_at=self.checked_at,
-            model_id=self.model_id,
-            model_name=self.model_name,
-            exhausted_since=self.exhausted_since,
-        )
+        return state.Window(**{name: getattr(self, name) for name in self.STATE_FIELDS})
 
     @property
     def scoped(self) -> bool:
