@@ -1,6 +1,7 @@
 """When the database does not answer (refused, timed out, cancelled by DB_STATEMENT_TIMEOUT):
-503 with Retry-After, in the shape the caller reads (the API's error object, the relay's
-Anthropic error, a short page), instead of a 500 page after a hang."""
+503 with Retry-After, in the shape the caller reads (the API's error object, a short page),
+instead of a 500 page after a hang. The relay answers its own, in Anthropic's error shape
+(relay_exchange.exchange)."""
 
 from __future__ import annotations
 
@@ -21,15 +22,7 @@ MESSAGE = "The database is not answering; try again shortly."
 def unavailable_response(request: HttpRequest, exc: Exception) -> HttpResponse:
     logger.warning("database unavailable on %s: %s", request.path, type(exc).__name__)
     response: HttpResponse
-    if request.path.startswith("/relay/"):
-        response = JsonResponse(
-            {
-                "type": "error",
-                "error": {"type": "api_error", "message": f"accounts-pool: {MESSAGE}"},
-            },
-            status=503,
-        )
-    elif request.path.startswith("/api/"):
+    if request.path.startswith("/api/"):
         response = JsonResponse(
             {"error": {"code": "database_unavailable", "message": MESSAGE}}, status=503
         )

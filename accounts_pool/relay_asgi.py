@@ -1,50 +1,107 @@
-"""The relay's ASGI handler: Django's, with no middleware (DESIGN.md 4.4: the relay's path need
-not pass through the web pages' sessions, CSRF, messages or login throttling), and a body kept
-only up to the relay's cap.
+"""The relay process's front end (config/asgi.py routes /relay/ here): a plain ASGI app around
+relay_exchange, the same exchange the URLconf's view serves.
 
-Django's ASGI handler runs each MiddlewareMixin middleware's hooks in its one thread for sync
-code: nine of them made every relayed request take turns on that thread. The URLconf, the
-models, the services and the state rules are the same as the web app's."""
+Django's ASGI handler costs a relayed request more than the relay's own work: it builds an
+HttpRequest, sends the request_started and request_finished signals (whose receivers hop to the
+one thread for sync code), and starts a thread per request for that context (bench/relay.py).
+The relay needs none of it: a tool is authenticated by its consumer key, never by a session, and
+its database work already runs on worker threads with connections of their own."""
 
 from __future__ import annotations
 
-import tempfile
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import httpx
 from django.conf import settings
-from django.core.exceptions import RequestAborted
-from django.core.handlers.asgi import ASGIHandler
-from django.core.handlers.exception import convert_exception_to_response
+
+from . import relay_exchange
+
+logger = logging.getLogger(__name__)
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
 
 
-class RelayHandler(ASGIHandler):
-    def load_middleware(self, is_async: bool = False) -> None:
-        """BaseHandler.load_middleware's chain for an empty MIDDLEWARE (the stubs do not
-        declare the handler's private attributes, hence getattr)."""
-        self._view_middleware: list[Any] = []
-        self._template_response_middleware: list[Any] = []
-        self._exception_middleware: list[Any] = []
-        get_response = getattr(self, "_get_response_async" if is_async else "_get_response")
-        self._middleware_chain = convert_exception_to_response(get_response)
+def _headers(scope: MutableMapping[str, Any]) -> dict[str, str]:
+    """The request's headers by lower-case name; repeated ones joined with commas (as Django
+    does), so that two `anthropic-beta` headers keep all their betas."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    return headers
 
-    async def read_body(self, receive: Any) -> Any:
-        """Django's read_body, keeping at most RELAY_MAX_BODY_BYTES + 1 bytes (the view answers
-        413 beyond the cap): a chunked body of no declared length is read to its end, so the
-        tool gets its answer, but the rest is dropped instead of filling a temporary file."""
-        body_file = tempfile.SpooledTemporaryFile(  # noqa: SIM115 (returned open, as Django does)
-            max_size=settings.FILE_UPLOAD_MAX_MEMORY_SIZE, mode="w+b"
-        )
-        room = settings.RELAY_MAX_BODY_BYTES + 1
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                body_file.close()
-                raise RequestAborted()
-            if room > 0 and message.get("body"):
-                kept = message["body"][:room]
-                body_file.write(kept)
-                room -= len(kept)
-            if not message.get("more_body", False):
-                break
-        body_file.seek(0)
-        return body_file
+
+async def read_body(receive: Receive) -> bytes | None:
+    """The body, kept up to the relay's cap + 1 byte (the exchange answers 413 beyond it), or
+    None when the tool went away (or config.asgi's body limit cut it off) before its end."""
+    room = settings.RELAY_MAX_BODY_BYTES + 1
+    parts: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        if room > 0 and chunk:
+            parts.append(chunk[:room])
+            room -= len(parts[-1])
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def _gone(receive: Receive) -> None:
+    """Returns once the tool has disconnected (or the server says the exchange is over)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _serve(asked: relay_exchange.Asked, send: Send) -> None:
+    answer = await relay_exchange.exchange(asked)
+    headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in answer.headers]
+    if answer.chunks is None:
+        headers.append((b"content-length", str(len(answer.body)).encode()))
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    if answer.chunks is None:
+        await send({"type": "http.response.body", "body": answer.body})
+        return
+    try:
+        async for chunk in answer.chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except httpx.HTTPError as exc:  # the upstream broke off mid-answer: so does the tool's
+        logger.warning("relay: the Messages API's answer broke off (%s)", type(exc).__name__)
+        return  # the server closes the tool's connection: its answer is incomplete
+    finally:
+        await answer.chunks.aclose()
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def application(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+    """ASGI app for http requests under relay_exchange.PREFIX. A tool that hangs up cancels its
+    exchange at once, whatever it waits for (an account, the upstream's headers, a chunk that
+    may be minutes away): the upstream request is closed and the request counted."""
+    path: str = scope["path"]
+    body = await read_body(receive)
+    if body is None:
+        return
+    prefix = relay_exchange.PREFIX
+    asked = relay_exchange.Asked(
+        method=scope["method"],
+        endpoint=path[len(prefix) :] if path.startswith(prefix + "/") else "",
+        query=scope.get("query_string", b"").decode("latin-1"),
+        headers=_headers(scope),
+        body=body,
+    )
+    serving = asyncio.ensure_future(_serve(asked, send))
+    watching = asyncio.ensure_future(_gone(receive))
+    try:
+        await asyncio.wait({serving, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving

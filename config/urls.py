@@ -9,10 +9,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     re_path(r"^api/v1/(?P<rest>.*)$", unknown_path),
-    # The relay (DESIGN.md 4.4); production serves it from the ASGI process (Procfile: relay).
-    path("relay/anthropic/v1/messages", relay.messages_create, name="relay_messages"),
-    path("relay/anthropic/v1/messages/count_tokens", relay.count_tokens, name="relay_count"),
-    re_path(r"^relay/anthropic/(?P<rest>.*)$", relay.not_found),
+    # The relay (DESIGN.md 4.4) for runserver; the relay process (Procfile: relay) serves the
+    # same exchange from config/asgi.py without Django's request machinery.
+    re_path(r"^relay/anthropic/(?P<rest>.*)$", relay.relay, name="relay"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("accounts_pool.urls")),

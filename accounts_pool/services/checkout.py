@@ -27,9 +27,12 @@ class NoUsableAccount(ServiceError):
     status = 503
     code = "no_usable_account"
 
-    def __init__(self, retry_at: datetime | None, accounts: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, retry_at: datetime | None, accounts: list[dict[str, Any]], pool_slug: str = ""
+    ) -> None:
         super().__init__("No account in this pool can be used now.", details={"accounts": accounts})
         self.retry_at = retry_at
+        self.pool_slug = pool_slug  # the relay's message names the pool
 
 
 class UnknownKey(ServiceError):
@@ -211,6 +214,7 @@ def _none_usable(pool: Pool, now: datetime, model: str | None) -> NoUsableAccoun
             }
             for r in rows
         ],
+        pool_slug=pool.slug,
     )
 
 

@@ -20,8 +20,9 @@ from django.utils import timezone
 from .. import state
 from ..models import Account, Checkout, ConsumerKey, QuotaWindow
 from ..providers import anthropic
-from .checkout import NoUsableAccount, checkout_create
-from .keys import consumer_key_authenticate
+from . import limits
+from .checkout import CheckoutResult, NoUsableAccount, UnknownKey, checkout_create
+from .keys import secret_hash
 from .refresh import account_refresh, refresh_record_access_rejected
 from .reports import report_record, store_windows
 
@@ -47,19 +48,79 @@ class Failover(StrEnum):
     POLICY_BLOCKED = "policy_blocked"
 
 
-def relay_key(secret: str) -> ConsumerKey | None:
-    """The live consumer key for a presented secret, with its pool (recording its use)."""
+@dataclass(frozen=True)
+class Started:
+    """A relayed request let in: its key (with its pool), the limits' hold, its first account."""
+
+    key: ConsumerKey
+    admission: limits.Admission
+    routed: Routed
+
+
+class NothingToRoute(Exception):
+    """No account of the key's pool can serve the request now (the tool gets a 429)."""
+
+    def __init__(self, said: NothingRoutable) -> None:
+        super().__init__(said.message)
+        self.said = said
+
+
+def relay_start(*, secret: str, session: str, model: str | None) -> Started:
+    """Everything a relayed request needs before it goes upstream, in one call (one thread hop
+    for the async relay): the key's limits (a cache read for a key without any), then an account
+    by checkout's rules, which reads the key and its pool in its own statement.
+
+    Raises UnknownKey (no live key for the secret), KeyLimitExceeded, or NothingToRoute."""
     if not secret:
-        return None
-    return consumer_key_authenticate(secret)
+        raise UnknownKey()
+    key_hash = secret_hash(secret)
+    admission = limits.Admission()
+    limited = limits.limited_key(key_hash)
+    if limited is not None:
+        admitted = limits.limits_admit(
+            key=limited, model=model, now=timezone.now(), concurrent=True
+        )
+        if isinstance(admitted, limits.Refusal):
+            raise limits.KeyLimitExceeded(admitted)
+        admission = admitted
+    try:
+        result = _checkout(key_hash=key_hash, session=session, model=model, exclude=frozenset())
+    except BaseException:
+        limits.limits_release(admission)
+        raise
+    return Started(result.key, admission, _routed(result.checkout, result.account))
 
 
 def relay_route(
     *, key: ConsumerKey, session: str, model: str | None, exclude: frozenset[int]
 ) -> Routed:
-    """An account for the request by checkout's rules; NoUsableAccount when none is left."""
-    result = checkout_create(key_hash=key.key_hash, session=session, model=model, exclude=exclude)
+    """The next account for a request that left the accounts in `exclude`, by checkout's rules.
+    Raises NothingToRoute when none is left, UnknownKey when the key was revoked meanwhile."""
+    result = _checkout(key_hash=key.key_hash, session=session, model=model, exclude=exclude)
     return _routed(result.checkout, result.account)
+
+
+def _checkout(
+    *, key_hash: str, session: str, model: str | None, exclude: frozenset[int]
+) -> CheckoutResult:
+    try:
+        return checkout_create(key_hash=key_hash, session=session, model=model, exclude=exclude)
+    except NoUsableAccount as exc:
+        said = nothing_routable(exc, pool_slug=exc.pool_slug, model=model, now=timezone.now())
+        raise NothingToRoute(said) from None
+
+
+def relay_end(*, key: ConsumerKey, admission: limits.Admission, tokens: int, now: datetime) -> None:
+    """A relayed request ended: add its tokens to a key with a token limit, free its slot."""
+    try:
+        limits.limits_count_tokens(key=key, tokens=tokens, now=now)
+    finally:
+        limits.limits_release(admission)
+
+
+def relay_end_due(key: ConsumerKey, admission: limits.Admission) -> bool:
+    """Whether relay_end has anything to do (else the async relay skips its thread hop)."""
+    return key.limit_tokens_per_5h is not None or admission.slot is not None
 
 
 def _routed(checkout: Checkout, account: Account) -> Routed:
