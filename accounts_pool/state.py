@@ -639,6 +639,11 @@ def window_exhausted(window: Window, policy: PoolPolicy, now: datetime) -> bool:
     return remaining <= 0 or remaining < policy.min_remaining_percent
 
 
+# Two observations of one window name the same reset within this: the usage endpoint gives it
+# to the microsecond, the rate-limit headers to the second. A new period resets hours later.
+SAME_RESET = timedelta(minutes=1)
+
+
 def exhausted_since(
     before: Window | None, after: Window, policy: PoolPolicy, now: datetime
 ) -> datetime | None:
@@ -654,7 +659,7 @@ def exhausted_since(
         and (
             before.resets_at is None
             or after.resets_at is None
-            or before.resets_at == after.resets_at
+            or abs(before.resets_at - after.resets_at) < SAME_RESET
         )
     )
     return before.exhausted_since if same_period and before is not None else now

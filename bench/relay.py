@@ -18,6 +18,12 @@ of the floor's; under 100 KiB per open stream with 500 open on one relay process
 
     .venv/bin/python bench/relay.py [--levels 1,16,200] [--duration 6] [--rounds 2]
                                     [--streams 500] [--server uvicorn|granian|both]
+                                    [--upstream-ms 0]
+
+With the simulator answering at once (the default), every target at 16 concurrent requests
+saturates the 2 cores, so added latency there is queueing (the floor's too). `--upstream-ms`
+makes the simulator wait before each answer, as the Messages API does (hundreds of ms to a first
+byte), so that the added latency is the relay's own work.
 """
 
 from __future__ import annotations
@@ -65,6 +71,9 @@ def _serve_simulator(conn: Connection, accounts: int) -> None:
         command, *args = conn.recv()
         if command == "chunk_delay":
             sim.chunk_delay = float(args[0])
+            conn.send(None)
+        elif command == "latency":
+            sim.latency = float(args[0])
             conn.send(None)
         elif command == "stats":
             conn.send(dict(sim.stats()))
@@ -381,15 +390,23 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=500, help="open streams held at once")
     parser.add_argument("--server", choices=["uvicorn", "granian", "both"], default="uvicorn")
     parser.add_argument("--granian-path", default="", help="a folder granian is installed in")
+    parser.add_argument(
+        "--upstream-ms",
+        type=float,
+        default=0.0,
+        help="the simulator's latency before each answer (0: the relay's cost at saturation)",
+    )
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
     servers = ["uvicorn", "granian"] if args.server == "both" else [args.server]
 
     print(f"relay bench: {_common.machine()}; machine busy {_common.background_load():.0%}")
+    print(f"upstream latency {args.upstream_ms:g} ms")
     with (
         simulator(args.accounts) as (conn, sim_env, tokens),
         _common.bench_database("relay", extra_env=sim_env) as env,
     ):
+        ask(conn, "latency", args.upstream_ms / 1000)
         secret = build(tokens)
         sim = sim_env["ANTHROPIC_API_URL"]
         env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [args.granian_path, str(REPO)]))}

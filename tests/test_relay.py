@@ -123,7 +123,7 @@ def test_runserver_serves_the_same_exchange(pool, secret, upstream):
     through, a bad key and an unknown path get the Messages API's error shape."""
     usable(pool, "ana")
     route = upstream.post(MESSAGES).mock(return_value=reply("via runserver"))
-    status, headers, body = runserver_relay(secret, **{"anthropic-beta": "claude-code-20250219"})
+    status, _, body = runserver_relay(secret, **{"anthropic-beta": "claude-code-20250219"})
     assert (status, json.loads(body)["content"][0]["text"]) == (200, "via runserver")
     sent = route.calls.last.request
     assert sent.headers["authorization"] == "Bearer sk-ant-oat01-ana"
@@ -290,6 +290,36 @@ def test_rate_limit_headers_update_the_windows_without_a_usage_call(pool, secret
     assert (windows["five_hour"].utilization, windows["five_hour"].source) == (42.0, "relay")
     assert int(windows["five_hour"].resets_at.timestamp()) == reset
     assert windows["seven_day"].utilization == 90.0
+
+
+def test_a_harvest_writes_its_windows_in_one_statement_and_keeps_when_they_filled(pool):
+    """Headers of a busy account are written every 10 s: every window goes in one upsert
+    (read, pool policy, upsert, account, history points), and a window still full keeps the
+    time it became full (exhausted_since), as a poll keeps it."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    now = timezone.now()
+    ana = usable(pool, "ana")
+    reset = now + timedelta(hours=2)
+    full_since = now - timedelta(minutes=30)
+    ana.quota_windows.filter(key="five_hour").update(
+        utilization=100, resets_at=reset, exhausted_since=full_since
+    )
+    headers = {
+        "anthropic-ratelimit-unified-5h-utilization": "1.0",
+        "anthropic-ratelimit-unified-5h-reset": str(int(reset.timestamp())),
+        "anthropic-ratelimit-unified-7d-utilization": "0.5",
+    }
+    with CaptureQueriesContext(connection) as queries:
+        written = relay_service.relay_harvest(account_id=ana.pk, headers=headers)
+    assert sorted(written) == ["five_hour", "seven_day"]
+    work = [q["sql"] for q in queries if q["sql"].startswith(("SELECT", "INSERT", "UPDATE"))]
+    assert len(work) == 5, work
+    windows = {w.key: w for w in QuotaWindow.objects.filter(account=ana)}
+    assert windows["five_hour"].exhausted_since == full_since
+    assert windows["five_hour"].source == "relay"
+    assert windows["seven_day"].utilization == 50.0
 
 
 def test_a_busy_accounts_quota_is_not_polled_while_headers_keep_it_live(pool, secret, upstream):
@@ -461,5 +491,6 @@ def test_the_relay_app_keeps_no_more_of_a_chunked_body_than_the_cap(settings):
         return next(pending)
 
     body = async_to_sync(read_body)(receive)
-    assert body is not None and len(body) == 1001
+    assert body is not None
+    assert len(body) == 1001
     assert next(pending, None) is None  # every message was taken from the server

@@ -606,6 +606,12 @@ FULL = Window("five_hour", "5-hour", 100.0, NOW + 4 * HOUR)
     [
         (None, FULL, NOW),
         (replace(FULL, exhausted_since=NOW - HOUR), FULL, NOW - HOUR),
+        # a poll's reset to the microsecond, then the headers' to the second: the same period
+        (
+            replace(FULL, exhausted_since=NOW - HOUR),
+            replace(FULL, resets_at=NOW + 4 * HOUR + timedelta(microseconds=400_000)),
+            NOW - HOUR,
+        ),
         (replace(FULL, exhausted_since=NOW - HOUR), replace(FULL, resets_at=NOW + 9 * HOUR), NOW),
         (replace(FULL, utilization=50.0), FULL, NOW),
         (replace(FULL, exhausted_since=NOW - HOUR), replace(FULL, utilization=40.0), None),

@@ -58,6 +58,9 @@ def report_key(status: int, idempotency_key: str | None) -> str:
     return f"status:{status}"
 
 
+UPSERTED_FIELDS = ("label", "utilization", "resets_at", "checked_at", "exhausted_since", "source")
+
+
 def store_windows(
     account_id: int,
     windows: tuple[anthropic.UsageWindow, ...],
@@ -72,25 +75,32 @@ def store_windows(
     rows = QuotaWindow.objects.filter(account_id=account_id, key__in=keys)
     previous = {row.key: row.as_state() for row in rows}
     policy = Pool.objects.get(accounts__pk=account_id).policy
-    stored = []
+    upserts = []
     for window in windows:
         before = previous.get(window.key)
         if before is not None and before.checked_at is not None and before.checked_at > now:
             continue
         seen = state.Window(window.key, window.label, window.utilization, window.resets_at)
-        QuotaWindow.objects.update_or_create(
-            account_id=account_id,
-            key=window.key,
-            defaults={
-                "label": window.label,
-                "utilization": window.utilization,
-                "resets_at": window.resets_at,
-                "checked_at": now,
-                "exhausted_since": state.exhausted_since(before, seen, policy, now),
-                "source": source,
-            },
+        upserts.append(
+            QuotaWindow(
+                account_id=account_id,
+                key=window.key,
+                label=window.label,
+                utilization=window.utilization,
+                resets_at=window.resets_at,
+                checked_at=now,
+                exhausted_since=state.exhausted_since(before, seen, policy, now),
+                source=source,
+            )
         )
-        stored.append(window.key)
+    # One statement for every window (an insert, or an update of the row with its key).
+    QuotaWindow.objects.bulk_create(
+        upserts,
+        update_conflicts=True,
+        unique_fields=["account", "key"],
+        update_fields=list(UPSERTED_FIELDS),
+    )
+    stored = [w.key for w in upserts]
     if stored:
         Account.objects.filter(pk=account_id).update(windows_observed_at=now)
         quota_points_record(account_id, [w for w in windows if w.key in stored], now, source)
