@@ -356,6 +356,35 @@ class Account(models.Model):
             self.relogin_required_for == self.refresh_token_fingerprint
         )
 
+    # The columns state_snapshot reads: a read for the rules loads these (a test loads only
+    # them and sees state_snapshot make no query).
+    STATE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "kind",
+        "enabled",
+        "disabled_reason",
+        "disabled_at",
+        "access_expires_at",
+        "refresh_token_fingerprint",
+        "relogin_required_for",
+        "refresh_backoff_until",
+        "refresh_error_kind",
+        "refresh_error_status",
+        "refresh_error_message",
+        "refresh_error_at",
+        "quota_checked_at",
+        "windows_observed_at",
+        "quota_backoff_until",
+        "quota_failures",
+        "quota_error_message",
+        "policy_status",
+        "policy_message",
+        "policy_since",
+        "policy_checked_at",
+        "cooldown_until",
+        "cooldown_reason",
+        "credential_unreadable_at",
+    )
+
     def state_snapshot(
         self, windows: Sequence[QuotaWindow | state.Window] | None = None
     ) -> state.AccountState:

@@ -177,35 +177,7 @@ def team_overview(team: Team, *, now: datetime) -> list[tuple[Pool, list[Account
 
 # What state_snapshot reads, and what a notification names: nothing else is loaded when the
 # notification tick reads every account of a team each minute (bench/notify.py).
-VERDICT_FIELDS = (
-    "pool_id",
-    "label",
-    "priority",
-    "kind",
-    "enabled",
-    "disabled_reason",
-    "disabled_at",
-    "access_expires_at",
-    "refresh_token_fingerprint",
-    "relogin_required_for",
-    "refresh_backoff_until",
-    "refresh_error_kind",
-    "refresh_error_status",
-    "refresh_error_message",
-    "refresh_error_at",
-    "quota_checked_at",
-    "windows_observed_at",
-    "quota_backoff_until",
-    "quota_failures",
-    "quota_error_message",
-    "policy_status",
-    "policy_message",
-    "policy_since",
-    "policy_checked_at",
-    "cooldown_until",
-    "cooldown_reason",
-    "credential_unreadable_at",
-)
+VERDICT_FIELDS = ("pool_id", "label", "priority", *Account.STATE_FIELDS)
 
 
 def team_verdicts(team: Team, *, now: datetime) -> list[tuple[Pool, list[AccountWithVerdict]]]:
