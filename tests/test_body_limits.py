@@ -193,9 +193,10 @@ def _connects(port: int) -> bool:
 
 
 @override_settings(DEBUG=True)  # Django logs the adaptation only then
-def test_our_middleware_costs_the_async_relay_no_thread_hop(caplog) -> None:
+def test_our_middleware_costs_an_async_stack_no_thread_hop(caplog) -> None:
     """Django adapts a sync-only middleware in an async stack with a thread hop per request
-    (and logs it at DEBUG): ours are async-capable, so the relay's views take none for them."""
+    (and logs it at DEBUG): ours are async-capable, so Django under ASGI takes none for them
+    (the relay's own app runs no Django middleware at all)."""
     from django.core.handlers.asgi import ASGIHandler
 
     with caplog.at_level(logging.DEBUG, logger="django.request"):
