@@ -33,7 +33,7 @@ from cryptography.fernet import Fernet  # noqa: E402
 PG_HOST = "127.0.0.1"
 PG_PORT = 5432
 PG_USER = "postgres"
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = os.environ.get("BENCH_BROKER_URL") or "redis://127.0.0.1:6379/14"
 T = TypeVar("T")
 
 
@@ -60,8 +60,12 @@ def bench_database(
     the database and the temporary var dir afterwards. `extra_env` (e.g. the simulator's
     ANTHROPIC_* URLs) is set too; `conn_max_age` sets DB_CONN_MAX_AGE (seconds a database
     connection is kept; None keeps the settings' default, 60; 0 closes it after each request
-    or task). Yields the environment it set (for subprocesses such as gunicorn)."""
-    dbname = f"accounts_pool_bench_{name}"
+    or task). BENCH_DATABASE names another database to use (and drop) instead, so that two
+    people running the same benchmark on one server do not drop each other's. Yields the
+    environment it set (for subprocesses such as gunicorn)."""
+    dbname = os.environ.get("BENCH_DATABASE") or f"accounts_pool_bench_{name}"
+    if dbname in ("accounts_pool", "postgres", "template0", "template1"):
+        raise SystemExit(f"BENCH_DATABASE={dbname}: refusing to drop a shared database")
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     _drop(dbname)
     with _admin() as conn:

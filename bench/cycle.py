@@ -375,7 +375,10 @@ def profile_refreshes(count: int, latency: float) -> None:
         .order_by("pk")
         .values_list("pk", flat=True)[:count]
     )
-    Account.objects.filter(pk__in=ids).update(access_expires_at=timezone.now() + timedelta(hours=1))
+    # Due again, and no longer marked as queued by the pass's dispatcher.
+    Account.objects.filter(pk__in=ids).update(
+        access_expires_at=timezone.now() + timedelta(hours=1), refresh_dispatched_until=None
+    )
     due = selectors.accounts_due_for_refresh(now=timezone.now(), limit=count)
     profiler = cProfile.Profile()
     started = time.perf_counter()
