@@ -116,6 +116,15 @@ class Pool(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True, help_text="When the pool was created.")
 
+    # The columns `policy` reads (a read that needs only the policy selects these).
+    POLICY_FIELDS: ClassVar[tuple[str, ...]] = (
+        "refresh_lead",
+        "quota_interval",
+        "policy_recheck_interval",
+        "min_remaining_percent",
+        "fail_closed_on_unknown_quota",
+    )
+
     class Meta:
         ordering = ["name"]
 

@@ -39,6 +39,24 @@ def test_it_stores_the_rotated_tokens_and_bumps_the_version(pool, provider):
     assert (account.email, account.organization_name) == ("dev@acme.test", "Acme Org")
 
 
+def test_a_refresh_reads_claims_and_stores_in_three_statements(
+    pool, provider, django_assert_num_queries
+):
+    account = make_account(pool, **EXPIRING)
+    provider.token.respond(200, json=token_answer())
+    with django_assert_num_queries(3):  # a column the load left out would be a query of its own
+        assert account_refresh(account_id=account.pk, now=NOW).outcome == "refreshed"
+
+
+def test_a_failed_refresh_adds_only_its_record_and_history_row(
+    pool, provider, django_assert_num_queries
+):
+    account = make_account(pool, access_expires_at=NOW - MIN, refresh_failures=1)
+    provider.token.respond(403)
+    with django_assert_num_queries(4):  # load, claim, the failure, its history row
+        assert account_refresh(account_id=account.pk, now=NOW).outcome == "rejected"
+
+
 def test_an_answer_without_refresh_token_keeps_the_old_one(pool, provider):
     account = make_account(pool, **EXPIRING)
     provider.token.respond(200, json=token_answer(refresh=None))

@@ -15,9 +15,9 @@ from django.conf import settings
 from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
-from .. import metrics, state
+from .. import metrics, selectors, state
 from ..crypto import SecretDecryptionError, fingerprint
-from ..models import Account
+from ..models import Account, Pool
 from ..providers import anthropic
 from .credentials import credential_unreadable_mark
 from .events import CYCLE_ACTOR, event_record
@@ -25,6 +25,22 @@ from .events import CYCLE_ACTOR, event_record
 logger = logging.getLogger(__name__)
 
 WAIT_POLL_SECONDS = 0.1
+
+# What a refresh reads: the columns of the state rules, the refresh token it sends, the claim's
+# and the failure streak's, and its pool's policy. Every refresh reads one row, and every
+# column costs Python time to select and convert (bench/cycle.py); the other secrets stay
+# undecrypted. tests/test_token_refresh.py counts a refresh's statements, so a column read
+# here but not listed (a query of its own) fails it.
+REFRESH_FIELDS = (
+    *selectors.VERDICT_FIELDS,
+    "refresh_token",
+    "credential_version",
+    "refresh_failures",
+    "refresh_claimed_until",
+    "refresh_sent_at",
+    "pool",
+    *(f"pool__{name}" for name in Pool.POLICY_FIELDS),
+)
 
 
 class RefreshOutcome(StrEnum):
@@ -285,13 +301,8 @@ def account_refresh(
     calls the provider; with `wait`, losers wait for the winner and report its result. `now` is
     for tests: without it every timestamp is read when it is written."""
     started = now or timezone.now()
-    # Only the refresh token is needed: leave the other secrets undecrypted.
     try:
-        account = (
-            Account.objects.select_related("pool")
-            .defer("access_token", "api_key")
-            .get(pk=account_id)
-        )
+        account = Account.objects.select_related("pool").only(*REFRESH_FIELDS).get(pk=account_id)
     except SecretDecryptionError:
         credential_unreadable_mark(account_id=account_id, now=started, found_by="a token refresh")
         return RefreshResult(account_id, RefreshOutcome.CREDENTIAL_UNREADABLE)
