@@ -257,3 +257,19 @@ def test_a_failure_after_the_claim_was_taken_over_changes_nothing(pool, provider
     assert result.outcome == "claimed_elsewhere"
     assert (account.refresh_backoff_until, account.refresh_failures) == (None, 0)
     assert not AccountEvent.objects.filter(account=account).exists()
+
+
+def test_an_answer_after_the_claim_was_taken_over_is_kept_and_leaves_that_claim(pool, provider):
+    account = make_account(pool, access_expires_at=NOW - MIN)
+    theirs = NOW + timedelta(hours=1)
+
+    def taken_over_then_answered(request):
+        account.__class__.objects.filter(pk=account.pk).update(refresh_claimed_until=theirs)
+        return httpx.Response(200, json=token_answer())
+
+    provider.token.side_effect = taken_over_then_answered
+    result = account_refresh(account_id=account.pk, now=NOW)
+    account.refresh_from_db()
+    assert result.outcome == "refreshed"  # the provider already rotated: the answer is stored
+    assert account.refresh_token == "sk-ant-ort01-new-refresh"
+    assert account.refresh_claimed_until == theirs  # their claim stays theirs

@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from django.conf import settings
-from django.db.models import Case, F, Q, When
+from django.db.models import F, Q, Value
+from django.db.models.functions import NullIf
 from django.utils import timezone
 
 from .. import metrics, selectors, state
@@ -86,15 +87,15 @@ def _claim(account: Account, now: datetime, *, respect_backoff: bool) -> datetim
 
     The credential version in the WHERE makes a worker that read an older credential lose, so
     a refresh token is never sent twice."""
-    rows = (
-        Account.objects.filter(pk=account.pk, credential_version=account.credential_version)
-        .filter(Q(refresh_claimed_until__isnull=True) | Q(refresh_claimed_until__lte=now))
-        .exclude(relogin_required_for=F("refresh_token_fingerprint"))
+    # One condition, one filter: each chained filter copies the whole query.
+    claimable = (
+        Q(pk=account.pk, credential_version=account.credential_version)
+        & (Q(refresh_claimed_until__isnull=True) | Q(refresh_claimed_until__lte=now))
+        & ~Q(relogin_required_for=F("refresh_token_fingerprint"))
     )
     if respect_backoff:
-        rows = rows.filter(
-            Q(refresh_backoff_until__isnull=True) | Q(refresh_backoff_until__lte=now)
-        )
+        claimable &= Q(refresh_backoff_until__isnull=True) | Q(refresh_backoff_until__lte=now)
+    rows = Account.objects.filter(claimable)
     until = now + _claim_seconds()
     # The request goes out right after: marked now, so that a worker killed mid-call leaves a
     # trace (refresh_sent_at past its claim: an interrupted refresh).
@@ -155,9 +156,8 @@ def _store_grant(
         "access_from_401": effect.token_from_401,
         "last_refreshed_at": now,
         "credential_version": F("credential_version") + 1,
-        "refresh_claimed_until": Case(
-            When(refresh_claimed_until=claim, then=None), default=F("refresh_claimed_until")
-        ),
+        # Released only if still ours: NULL when it equals our claim, else left as it is.
+        "refresh_claimed_until": NullIf(F("refresh_claimed_until"), Value(claim)),
         **refresh_state_cleared(failures=effect.failures),
     }
     if grant.refresh_token:  # rotated; an answer without one keeps the old token
