@@ -178,6 +178,8 @@ class PassResult:
     wall: float = 0.0
     cpu: float = 0.0
     workers_cpu: float = 0.0
+    machine_busy: float = 0.0  # share of all the machine's CPUs busy during the pass
+    postgres_cpu: float = 0.0  # seconds, every PostgreSQL process (other people's too)
     batches: int = 0
     submitted: int = 0
     queries: int = 0
@@ -255,6 +257,9 @@ def refresh_pass(*, processes: int, threads: int, expected_due: int) -> PassResu
         for _ in children:
             if results.get(timeout=120) != "ready":
                 raise RuntimeError("a worker process did not start")
+        postmaster = _common.postmaster_pid()
+        postgres_started = _common.process_tree_seconds(postmaster) if postmaster else 0.0
+        machine_started = _common.machine_ticks()
         started, cpu_started = time.perf_counter(), time.process_time()
         with connection.execute_wrapper(selector_counter):
             for _ in range(expected_due // dispatch_chunk() + 3):  # bounded: a stuck pass ends
@@ -273,6 +278,10 @@ def refresh_pass(*, processes: int, threads: int, expected_due: int) -> PassResu
             result.workers_cpu += part.workers_cpu
         result.wall = time.perf_counter() - started
         result.cpu = time.process_time() - cpu_started
+        busy, total = _common.machine_ticks()
+        result.machine_busy = (busy - machine_started[0]) / max(total - machine_started[1], 1)
+        if postmaster:
+            result.postgres_cpu = _common.process_tree_seconds(postmaster) - postgres_started
     finally:
         for child in children:
             child.join(timeout=30)
@@ -577,6 +586,11 @@ def run(
         print(
             f"CPU of the workers  {result.workers_cpu:.2f} s ({cores:.2f} cores; "
             f"{per_refresh:.1f} ms per refresh); this process ({here}) {result.cpu:.2f} s"
+        )
+        print(
+            f"PostgreSQL CPU      {result.postgres_cpu:.2f} s "
+            f"({result.postgres_cpu / max(refreshed, 1) * 1000:.1f} ms per refresh; every "
+            f"backend on the server); machine {result.machine_busy * 100:.0f}% busy during the pass"
         )
         print(f"queries             {result.queries:,} ({result.selector_queries} by the selector)")
         print(
