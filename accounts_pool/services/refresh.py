@@ -16,7 +16,7 @@ from django.db.models import F, Q, Value
 from django.db.models.functions import NullIf
 from django.utils import timezone
 
-from .. import metrics, selectors, state
+from .. import metrics, state
 from ..crypto import SecretDecryptionError, fingerprint
 from ..models import Account, Pool
 from ..providers import anthropic
@@ -33,7 +33,7 @@ WAIT_POLL_SECONDS = 0.1
 # undecrypted. tests/test_token_refresh.py counts a refresh's statements, so a column read
 # here but not listed (a query of its own) fails it.
 REFRESH_FIELDS = (
-    *selectors.VERDICT_FIELDS,
+    *Account.STATE_FIELDS,
     "refresh_token",
     "credential_version",
     "refresh_failures",
