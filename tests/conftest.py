@@ -193,12 +193,11 @@ def _run_order(item: pytest.Item) -> tuple[int, bool]:
     last), each part's slow tests first."""
     slow = item.get_closest_marker("slow") is not None
     marker = item.get_closest_marker("django_db")
-    flushes = bool(marker and marker.kwargs.get("transaction")) or bool(
-        {"transactional_db", "live_server"} & set(item.fixturenames)
-    )
-    if flushes:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    flushes = {"transactional_db", "live_server"} & fixtures
+    if flushes or (marker is not None and marker.kwargs.get("transaction")):
         return 2, not slow
-    if marker is not None or "db" in item.fixturenames:
+    if marker is not None or "db" in fixtures:
         return 1, not slow
     return (0 if slow else 3), False
 
