@@ -10,6 +10,16 @@ os.environ.setdefault(
     "ACCOUNTS_POOL_ENCRYPTION_KEYS", "1ymJ6dG0g0ts6uj1Jd5Vx9X8Ff3yQZ0vJm8oHk3m9Yk="
 )
 os.environ.setdefault("ACCOUNTS_POOL_VAR_DIR", "var/test")
+# pytest-xdist (scripts/test) runs the suite in several worker processes at once, gw0, gw1...,
+# which inherit the environment of the process that starts them. Each worker keeps its local state
+# (the SQLite test database, the filesystem broker) in a folder of its own, and sends its tasks to
+# a queue of its own rather than Celery's "celery": no stray task of one worker's tests lands
+# where another's count or take messages. The processes its tests start inherit both.
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):
+    if os.environ["ACCOUNTS_POOL_VAR_DIR"] == "var/test":
+        os.environ["ACCOUNTS_POOL_VAR_DIR"] = f"var/test/{worker}"
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")[:12]
+    os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"tests-{run}-{worker}")
 os.environ.setdefault("ANTHROPIC_TOKEN_URL", "https://platform.anthropic.test/v1/oauth/token")
 os.environ.setdefault("ANTHROPIC_USAGE_URL", "https://api.anthropic.test/api/oauth/usage")
 os.environ.setdefault("ANTHROPIC_PROFILE_URL", "https://api.anthropic.test/api/oauth/profile")

@@ -23,6 +23,8 @@ from accounts_pool.crypto import fingerprint
 from accounts_pool.models import Account, Membership, Pool, Team
 from accounts_pool.services import usage as usage_services
 
+from . import processes
+
 # The tests' clock: this run's start, to the minute. Services under test take `now=NOW`, but the
 # cycle, the API and the worker processes read the real clock, so fixtures must sit near it: a
 # fixed date once made every real-clock test depend on the day it ran.
@@ -54,6 +56,15 @@ def _no_stray_connections_at_teardown(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_the_default_queue() -> Iterator[None]:
+    """Under pytest-xdist each worker sends its tasks to a queue of its own, which no Celery
+    worker takes (config/test_settings.py): what it left there is dropped at the end."""
+    yield
+    if settings.CELERY_TASK_DEFAULT_QUEUE.startswith("tests-"):
+        processes.queue_drop(settings.CELERY_TASK_DEFAULT_QUEUE)
 
 
 @pytest.fixture(autouse=True)
@@ -174,6 +185,29 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if os.environ.get("ACCOUNTS_POOL_REQUIRE_SERVICES") == "1":
         pytest.fail(missing)
     pytest.skip(missing)
+
+
+def _run_order(item: pytest.Item) -> tuple[int, bool]:
+    """Where a test runs: the slow tests without the database, then pytest-django's order (tests
+    that roll back, then transactional ones, which flush the migrations' data away; the rest
+    last), each part's slow tests first."""
+    slow = item.get_closest_marker("slow") is not None
+    marker = item.get_closest_marker("django_db")
+    fixtures = set(getattr(item, "fixturenames", ()))
+    flushes = {"transactional_db", "live_server"} & fixtures
+    if flushes or (marker is not None and marker.kwargs.get("transaction")):
+        return 2, not slow
+    if marker is not None or "db" in fixtures:
+        return 1, not slow
+    return (0 if slow else 3), False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """scripts/test runs the suite on several pytest-xdist workers, handing out one test at a
+    time in this order (_run_order): the long tests start early, spread over the workers, and the
+    quick ones fill the gaps, instead of a minute-long test starting last while the other workers
+    sit idle. Each worker has a test database of its own and runs its share in this order."""
+    items.sort(key=_run_order)
 
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

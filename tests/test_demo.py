@@ -33,6 +33,7 @@ def test_the_demo_shows_every_reason_code(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE",)}
     env.update(
         PORT=str(port),
+        RELAY_PORT=str(processes.free_port()),  # not PORT + 1: another test may hold that one
         ACCOUNTS_POOL_DEMO_DIR=str(tmp_path / "demo"),
         # quota_stale needs the pool's quota interval (30 s) to pass and then a failed check: a
         # tick every few seconds finds it then, not at the next whole minute.

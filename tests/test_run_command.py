@@ -62,6 +62,7 @@ def test_the_run_command_serves_the_app_and_the_cycle_refreshes(tmp_path):
             # What the .env scripts/run used to write: it runs with DEBUG off all the same.
             DEBUG="true",
             PORT=str(port),
+            RELAY_PORT=str(processes.free_port()),  # not PORT + 1: another test may hold that one
             ACCOUNTS_POOL_BEAT_SECONDS=processes.BEAT_SECONDS,
         )
         log = tmp_path / "run.log"
@@ -112,6 +113,7 @@ def test_the_run_command_brings_a_dead_worker_back_and_ctrl_c_stops_everything(t
         ACCOUNTS_POOL_ENCRYPTION_KEYS=os.environ["ACCOUNTS_POOL_ENCRYPTION_KEYS"],
         DEBUG="true",  # static files without collectstatic, as in the test above
         PORT=str(port),
+        RELAY_PORT=str(processes.free_port()),
         SUPERVISE_TEST_TAG=tag,
     )
     log = tmp_path / "run.log"
