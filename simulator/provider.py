@@ -360,11 +360,18 @@ class SimulatedAnthropic:
             self._refreshes.clear()
             self._requests.clear()
 
-    def messages_requests(self) -> list[MessagesRequest]:
+    def messages_requests(self, *, settle: float = 0.0) -> list[MessagesRequest]:
         """Copies of the recorded Messages requests, oldest first (the newest 10,000; requests
-        still being answered have `finished` false)."""
-        with self._lock:
-            return [copy.copy(request) for request in self._requests]
+        still being answered have `finished` false). A request is noted finished just after its
+        answer's last byte, so a client may read its answer first: `settle` waits up to that
+        many seconds for every recorded request to be finished."""
+        deadline = time.monotonic() + settle
+        while True:
+            with self._lock:
+                requests = [copy.copy(request) for request in self._requests]
+            if all(r.finished for r in requests) or time.monotonic() >= deadline:
+                return requests
+            time.sleep(0.01)
 
     def record_messages_request(
         self, *, path: str, query: str, headers: dict[str, str], body: bytes

@@ -223,7 +223,7 @@ def test_a_cut_stream_closes_the_connection_after_n_events(sim, client, alice):
     with pytest.raises(httpx.RemoteProtocolError), open_stream(client, alice) as answer:
         seen.extend(line for line in answer.iter_lines() if line.startswith("event:"))
     assert seen == ["event: message_start", "event: content_block_start", "event: ping"]
-    assert sim.messages_requests()[-1].events_sent == 3
+    assert sim.messages_requests(settle=5)[-1].events_sent == 3
 
 
 def test_latency_before_the_answer_holds_it_for_the_seconds(sim, client, alice):
@@ -236,7 +236,7 @@ def test_latency_before_the_answer_holds_it_for_the_seconds(sim, client, alice):
 def test_every_request_is_recorded_with_its_headers_body_and_serving_account(sim, client, alice):
     ask(client, alice, stream=True)
     client.post("/v1/messages/count_tokens", json=BODY, headers={"x-api-key": "k"})
-    served, refused = sim.messages_requests()
+    served, refused = sim.messages_requests(settle=5)
     assert (served.path, served.query, served.account, served.status) == (
         "/v1/messages",
         "beta=true",
@@ -272,7 +272,7 @@ def test_a_client_that_hangs_up_mid_stream_is_counted_as_a_disconnect(sim, alice
     while sim.stats()["disconnects"] == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sim.stats()["disconnects"] == 1
-    (request,) = sim.messages_requests()
+    (request,) = sim.messages_requests(settle=5)
     assert (request.disconnected, request.finished, request.events_sent) == (True, True, 4)
 
 
@@ -283,7 +283,7 @@ def test_a_client_that_gives_up_during_the_latency_is_counted_as_a_disconnect(si
     deadline = time.monotonic() + 2
     while sim.stats()["disconnects"] == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    (request,) = sim.messages_requests()
+    (request,) = sim.messages_requests(settle=5)
     assert (request.disconnected, request.status) == (True, 0)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -85,6 +86,10 @@ def reasons_payload(verdict: state.Verdict) -> list[dict[str, Any]]:
     ]
 
 
+# Called with the key as checkout's first read found it, before any account is chosen; it may
+# refuse the request by raising (the relay's key limits).
+Admit = Callable[[ConsumerKey], None]
+
 # Pages of candidates read in the routing's order: most checkouts take the very first one.
 ROUNDS = ((1, 0), (8, 1), (None, 9))
 FIRST_ROUND = ROUNDS[0][0]
@@ -94,10 +99,13 @@ class _Reads:
     """Checkout's candidate reads for one request: each reads the key and its pool again with
     the page (checkout_sql.candidates), so a revoked key stops the request at its next read."""
 
-    def __init__(self, key_hash: str, pool_slug: str | None, now: datetime) -> None:
+    def __init__(
+        self, key_hash: str, pool_slug: str | None, now: datetime, admit: Admit | None = None
+    ) -> None:
         self.key_hash = key_hash
         self.pool_slug = pool_slug
         self.now = now
+        self.admit = admit
         self.key: ConsumerKey | None = None
 
     def page(
@@ -117,6 +125,8 @@ class _Reads:
             raise OtherPool()
         if self.key is None:
             consumer_key_touch(page.key)
+            if self.admit is not None:
+                self.admit(page.key)
         self.key = page.key
         return page.candidates
 
@@ -253,6 +263,7 @@ def checkout_create(
     model: str | None = None,
     exclude: frozenset[int] = frozenset(),
     now: datetime | None = None,
+    admit: Admit | None = None,
 ) -> CheckoutResult:
     """For the unrevoked consumer key with this hash (else UnknownKey), of the pool named
     `pool_slug` if one is named (else OtherPool): pick a usable account (then a degraded one)
@@ -261,11 +272,12 @@ def checkout_create(
     NoUsableAccount with every account's reasons.
 
     The key and its pool are read in the same statement as the candidates, on every request:
-    a key revoked or a pool changed holds from the next request on."""
+    a key revoked or a pool changed holds from the next request on. `admit` sees that key
+    first (and may refuse)."""
     now = now or timezone.now()
     session_hash = secret_hash(session) if session else ""
     sticky_id = _sticky_account(key_hash, session_hash)
-    reads = _Reads(key_hash, pool_slug, now)
+    reads = _Reads(key_hash, pool_slug, now, admit)
     skip: set[int] = set(exclude)
     while True:
         chosen = _pick(reads, sticky_id=sticky_id, skip=skip, model=model)

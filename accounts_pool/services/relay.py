@@ -21,7 +21,7 @@ from .. import state
 from ..models import Account, Checkout, ConsumerKey, QuotaWindow
 from ..providers import anthropic
 from . import limits
-from .checkout import CheckoutResult, NoUsableAccount, UnknownKey, checkout_create
+from .checkout import Admit, CheckoutResult, NoUsableAccount, UnknownKey, checkout_create
 from .keys import secret_hash
 from .refresh import account_refresh, refresh_record_access_rejected
 from .reports import report_record, store_windows
@@ -67,24 +67,31 @@ class NothingToRoute(Exception):
 
 def relay_start(*, secret: str, session: str, model: str | None) -> Started:
     """Everything a relayed request needs before it goes upstream, in one call (one thread hop
-    for the async relay): the key's limits (a cache read for a key without any), then an account
-    by checkout's rules, which reads the key and its pool in its own statement.
+    for the async relay): an account by checkout's rules, whose statement reads the key and its
+    pool; the key's limits are applied to the key as read there, before an account is chosen.
 
     Raises UnknownKey (no live key for the secret), KeyLimitExceeded, or NothingToRoute."""
     if not secret:
         raise UnknownKey()
-    key_hash = secret_hash(secret)
     admission = limits.Admission()
-    limited = limits.limited_key(key_hash)
-    if limited is not None:
-        admitted = limits.limits_admit(
-            key=limited, model=model, now=timezone.now(), concurrent=True
-        )
+
+    def admit(key: ConsumerKey) -> None:
+        nonlocal admission
+        if not key.limits.any:
+            return
+        admitted = limits.limits_admit(key=key, model=model, now=timezone.now(), concurrent=True)
         if isinstance(admitted, limits.Refusal):
             raise limits.KeyLimitExceeded(admitted)
         admission = admitted
+
     try:
-        result = _checkout(key_hash=key_hash, session=session, model=model, exclude=frozenset())
+        result = _checkout(
+            key_hash=secret_hash(secret),
+            session=session,
+            model=model,
+            exclude=frozenset(),
+            admit=admit,
+        )
     except BaseException:
         limits.limits_release(admission)
         raise
@@ -101,10 +108,17 @@ def relay_route(
 
 
 def _checkout(
-    *, key_hash: str, session: str, model: str | None, exclude: frozenset[int]
+    *,
+    key_hash: str,
+    session: str,
+    model: str | None,
+    exclude: frozenset[int],
+    admit: Admit | None = None,
 ) -> CheckoutResult:
     try:
-        return checkout_create(key_hash=key_hash, session=session, model=model, exclude=exclude)
+        return checkout_create(
+            key_hash=key_hash, session=session, model=model, exclude=exclude, admit=admit
+        )
     except NoUsableAccount as exc:
         said = nothing_routable(exc, pool_slug=exc.pool_slug, model=model, now=timezone.now())
         raise NothingToRoute(said) from None
