@@ -140,7 +140,7 @@ def pooled(pool, sim: SimulatedAnthropic, label: str, **fields) -> tuple[Account
 
 
 def served_by(sim: SimulatedAnthropic) -> list[SimAccount | None]:
-    return [request.account for request in sim.messages_requests()]
+    return [request.account for request in sim.messages_requests(settle=5)]
 
 
 def test_the_sdk_creates_and_streams_through_the_relay_with_the_accounts_oauth_token(
@@ -155,7 +155,7 @@ def test_the_sdk_creates_and_streams_through_the_relay_with_the_accounts_oauth_t
     by_key_header = anthropic.Anthropic(base_url=relay_url, api_key=secret, auth_token=None)
     assert ask(by_key_header) == reply_text(ana)
 
-    seen = sim_clean.messages_requests()
+    seen = sim_clean.messages_requests(settle=5)
     assert [(r.account, r.status, r.stream) for r in seen] == [
         (ana, 200, False),
         (ana, 200, True),
@@ -235,7 +235,7 @@ def test_a_tool_that_hangs_up_closes_the_upstream_connection(pool, secret, sim_c
         assert b"message_start" in first
     # The tool is gone: the upstream's next write fails, long before its 10 s answer would end.
     processes.wait_for(lambda: sim_clean.stats()["disconnects"] == 1, 8, "the upstream hang-up")
-    (request,) = sim_clean.messages_requests()
+    (request,) = sim_clean.messages_requests(settle=5)
     assert request.disconnected
     assert request.events_sent < 20
 
@@ -348,7 +348,7 @@ def test_claude_code_prints_the_reply_and_a_session_stays_on_its_account(
     _, bea = pooled(pool, sim_clean, "bea")
     session = str(uuid.uuid4())
     first = run_claude(claude, relay_url, secret, tmp_path, "-p", PROMPT, "--session-id", session)
-    seen = sim_clean.messages_requests()
+    seen = sim_clean.messages_requests(settle=5)
     (served,) = {r.account for r in seen}
     assert reply_text(served) in first
     # Without a session, priority-then-least-recently-used routing moves on to the other one.
@@ -358,7 +358,7 @@ def test_claude_code_prints_the_reply_and_a_session_stays_on_its_account(
     sim_clean.reset_stats()
     second = run_claude(claude, relay_url, secret, tmp_path, "-p", "again", "--resume", session)
     assert reply_text(served) in second
-    seen += sim_clean.messages_requests()
+    seen += sim_clean.messages_requests(settle=5)
     # The CLI sends its session id (--session-id, kept by --resume) as X-Claude-Code-Session-Id.
     assert {r.headers.get("x-claude-code-session-id") for r in seen} == {session}
     assert {r.account for r in seen} == {served}

@@ -154,7 +154,7 @@ def test_tokens_counted_across_4_workers_equal_the_simulators_usage(
         wait_for(lambda: counted() == 1000, 30, "1,000 requests counted", log)
     finally:
         stop(process)
-    served = [r for r in sim.messages_requests() if r.path == "/v1/messages"]
+    served = [r for r in sim.messages_requests(settle=5) if r.path == "/v1/messages"]
     assert len(served) == 1000
     expected: Counter[tuple[int, str, str]] = Counter()
     for request in served:
@@ -243,7 +243,7 @@ def test_concurrency_limit_holds_under_50_parallel_streams(pool, alice, cache_ur
 def max_overlap(sim: SimulatedAnthropic) -> int:
     """The most Messages requests the simulator was serving at one moment."""
     moments = []
-    for request in sim.messages_requests():
+    for request in sim.messages_requests(settle=5):
         assert request.finished
         moments.append((request.started_at, 1))
         moments.append((request.finished_at, -1))
