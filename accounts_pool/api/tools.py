@@ -16,11 +16,8 @@ from ..models import ConsumerKey
 from ..services import keys
 from ..services.checkout import CheckoutResult, NoUsableAccount, UnknownKey, checkout_create
 from ..services.limits import (
-    KeyLimitExceeded,
-    Refusal,
+    Gate,
     consumer_key_set_limits,
-    limited_key,
-    limits_admit,
     limits_count_tokens,
 )
 from ..services.reports import report_record
@@ -130,9 +127,12 @@ def _checkout(request: HttpRequest, pool: str, session: str, model: str | None) 
         access.keys_only(principal)
         raise AssertionError("keys_only passed a principal without a key")
     try:
-        _within_limits(presented.key_hash, model)
         return checkout_create(
-            key_hash=presented.key_hash, pool_slug=pool, session=session, model=model
+            key_hash=presented.key_hash,
+            pool_slug=pool,
+            session=session,
+            model=model,
+            admit=Gate(model=model, concurrent=False),  # a key over a limit gets a 429
         )
     except UnknownKey:
         raise AuthenticationError() from None
@@ -199,14 +199,3 @@ def _count_reported(key: ConsumerKey, account_id: int, payload: ReportIn) -> Non
         now=now,
     )
     limits_count_tokens(key=key, tokens=tokens.total, now=now)
-
-
-def _within_limits(key_hash: str, model: str | None) -> None:
-    """A key over one of its limits gets a 429 before checkout (a key without limits costs a
-    cache read, no query)."""
-    key = limited_key(key_hash)
-    if key is None:
-        return
-    admitted = limits_admit(key=key, model=model, now=timezone.now(), concurrent=False)
-    if isinstance(admitted, Refusal):
-        raise KeyLimitExceeded(admitted)

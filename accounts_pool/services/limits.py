@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.core.cache import cache
+from django.utils import timezone
 
 from .. import state
 from ..models import ConsumerKey, KeyLimitEvent
@@ -130,6 +131,27 @@ def limits_admit(
     return Admission()
 
 
+class Gate:
+    """A key's limits for one request, applied when checkout's own statement has read the key
+    (checkout_create's `admit`): no read of its own, nothing cached. Refuses with
+    KeyLimitExceeded; `admission` is what it let in (release it when the request ends)."""
+
+    def __init__(self, *, model: str | None, concurrent: bool) -> None:
+        self.model = model
+        self.concurrent = concurrent
+        self.admission = Admission()
+
+    def __call__(self, key: ConsumerKey) -> None:
+        if not key.limits.any:
+            return
+        admitted = limits_admit(
+            key=key, model=self.model, now=timezone.now(), concurrent=self.concurrent
+        )
+        if isinstance(admitted, Refusal):
+            raise KeyLimitExceeded(admitted)
+        self.admission = admitted
+
+
 def _take_slot(key: ConsumerKey, limit: int) -> str | None:
     """One of the key's `limit` slots, taken atomically (cache add), or None when all are."""
     names = [f"{_base(key)}:slot:{i}" for i in range(limit)]
@@ -170,32 +192,9 @@ def consumer_key_set_limits(*, key: ConsumerKey, limits: state.KeyLimits) -> Con
             "limit_model_families",
         ]
     )
-    cache.delete(LIMITED_KEYS)
     return key
 
 
 def limit_events_prune(*, now: datetime, older_than: timedelta) -> int:
     deleted, _ = KeyLimitEvent.objects.filter(at__lt=now - older_than).delete()
     return deleted
-
-
-LIMITED_KEYS = "ap:limit:limited-keys"
-LIMITED_KEYS_SECONDS = 60  # a lead's change is seen at once (the entry is dropped) or by then
-
-
-def limited_key(key_hash: str) -> ConsumerKey | None:
-    """The live key with this hash if it has any limit, else None, without a database read for
-    keys without limits (the set of limited keys' hashes is kept in the cache)."""
-    hashes = cache.get(LIMITED_KEYS)
-    if hashes is None:
-        limited = ConsumerKey.objects.filter(revoked_at__isnull=True).exclude(
-            limit_requests_per_minute__isnull=True,
-            limit_tokens_per_5h__isnull=True,
-            limit_concurrent_requests__isnull=True,
-            limit_model_families="",
-        )
-        hashes = set(limited.values_list("key_hash", flat=True))
-        cache.set(LIMITED_KEYS, hashes, LIMITED_KEYS_SECONDS)
-    if key_hash not in hashes:
-        return None
-    return ConsumerKey.objects.filter(key_hash=key_hash, revoked_at__isnull=True).first()

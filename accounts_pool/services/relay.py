@@ -73,29 +73,19 @@ def relay_start(*, secret: str, session: str, model: str | None) -> Started:
     Raises UnknownKey (no live key for the secret), KeyLimitExceeded, or NothingToRoute."""
     if not secret:
         raise UnknownKey()
-    admission = limits.Admission()
-
-    def admit(key: ConsumerKey) -> None:
-        nonlocal admission
-        if not key.limits.any:
-            return
-        admitted = limits.limits_admit(key=key, model=model, now=timezone.now(), concurrent=True)
-        if isinstance(admitted, limits.Refusal):
-            raise limits.KeyLimitExceeded(admitted)
-        admission = admitted
-
+    gate = limits.Gate(model=model, concurrent=True)
     try:
         result = _checkout(
             key_hash=secret_hash(secret),
             session=session,
             model=model,
             exclude=frozenset(),
-            admit=admit,
+            admit=gate,
         )
     except BaseException:
-        limits.limits_release(admission)
+        limits.limits_release(gate.admission)
         raise
-    return Started(result.key, admission, _routed(result.checkout, result.account))
+    return Started(result.key, gate.admission, _routed(result.checkout, result.account))
 
 
 def relay_route(
