@@ -771,6 +771,19 @@ class UsageHour(models.Model):
     """Tokens and requests summed per consumer key, account, model and clock hour: written in
     batches by each process (services/usage.py), never a row per request, never any content."""
 
+    # The summed columns: what a process adds up between writes and what a report sums.
+    COUNTERS: ClassVar[tuple[str, ...]] = (
+        "requests",
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+        "responses_2xx",
+        "responses_4xx",
+        "responses_5xx",
+        "duration_ms",
+    )
+
     pool = models.ForeignKey(
         Pool, on_delete=models.CASCADE, related_name="+", help_text="The key's and account's pool."
     )

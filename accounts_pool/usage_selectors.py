@@ -20,17 +20,6 @@ GROUPS = {
     "model": ("model",),
     "hour": ("hour",),
 }
-TOKEN_SUMS = (
-    "requests",
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "responses_2xx",
-    "responses_4xx",
-    "responses_5xx",
-    "duration_ms",
-)
 
 
 def usage_rows(
@@ -40,7 +29,7 @@ def usage_rows(
     (any of key, account, model, hour), in one query. Each row has its group fields and sums."""
     fields = [f for group in group_by for f in GROUPS[group]]
     rows = UsageHour.objects.filter(pool=pool, hour__gte=since, hour__lt=until)
-    summed = rows.values(*fields).annotate(**{f"sum_{n}": Sum(n) for n in TOKEN_SUMS})
+    summed = rows.values(*fields).annotate(**{f"sum_{n}": Sum(n) for n in UsageHour.COUNTERS})
     ordered = summed.order_by(*[GROUPS[g][0] for g in group_by]) if group_by else summed
     result = []
     for row in ordered:
@@ -53,7 +42,7 @@ def usage_rows(
             out["model"] = row["model"]
         if "hour" in group_by:
             out["hour"] = row["hour"]
-        for name in TOKEN_SUMS:
+        for name in UsageHour.COUNTERS:
             out[name] = row[f"sum_{name}"] or 0
         if not out["requests"] and not group_by:
             continue  # no usage at all in the period: no row

@@ -15,6 +15,7 @@ from ninja.errors import HttpError
 from pydantic import Field, field_validator, model_validator
 
 from .. import usage_selectors
+from ..models import UsageHour
 from . import access
 from .schemas import ErrorOut, In, Out
 
@@ -117,7 +118,7 @@ CSV_COLUMNS = (
     "account_label",
     "model",
     "hour",
-    *usage_selectors.TOKEN_SUMS,
+    *UsageHour.COUNTERS,
 )
 
 
@@ -136,7 +137,7 @@ def _csv(rows: list[dict[str, Any]], slug: str, since: datetime, until: datetime
                 _cell(account.get("label", "")),
                 _cell(row.get("model") or ""),
                 hour.isoformat() if hour else "",
-                *[row[name] for name in usage_selectors.TOKEN_SUMS],
+                *[row[name] for name in UsageHour.COUNTERS],
             ]
         )
     response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")

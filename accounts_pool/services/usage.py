@@ -28,18 +28,6 @@ from ..usage_meter import Tokens
 
 logger = logging.getLogger(__name__)
 
-COUNTERS = (
-    "requests",
-    "input_tokens",
-    "output_tokens",
-    "cache_creation_input_tokens",
-    "cache_read_input_tokens",
-    "responses_2xx",
-    "responses_4xx",
-    "responses_5xx",
-    "duration_ms",
-)
-
 
 @dataclass(frozen=True)
 class Slot:
@@ -72,7 +60,7 @@ def usage_record(
     slot = Slot(pool_id, key_id, account_id, (model or "")[:120], state.hour_of(now))
     status_class = f"responses_{status // 100}xx"
     with _lock:
-        counts = _pending.setdefault(slot, dict.fromkeys(COUNTERS, 0))
+        counts = _pending.setdefault(slot, dict.fromkeys(UsageHour.COUNTERS, 0))
         counts["requests"] += 1
         counts["input_tokens"] += tokens.input_tokens
         counts["output_tokens"] += tokens.output_tokens
@@ -105,7 +93,7 @@ def usage_flush() -> int:
         logger.exception("usage: writing %d rows failed; kept for the next flush", len(taken))
         with _lock:
             for slot, counts in taken.items():
-                merged = _pending.setdefault(slot, dict.fromkeys(COUNTERS, 0))
+                merged = _pending.setdefault(slot, dict.fromkeys(UsageHour.COUNTERS, 0))
                 for name, value in counts.items():
                     merged[name] += value
         return 0
