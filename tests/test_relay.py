@@ -20,6 +20,7 @@ from accounts_pool.models import Account, AccountEvent, QuotaWindow
 from accounts_pool.services import relay as relay_service
 from accounts_pool.services.keys import consumer_key_create, consumer_key_revoke
 from accounts_pool.state import PolicyStatus, ReasonCode, Status
+from config.asgi import application  # at import: its django.setup() redoes the logging config
 
 from .conftest import POLICY_MESSAGE, make_account, policy_403, token_answer
 
@@ -82,7 +83,6 @@ def upstream():
 
 def relay(secret, body=BODY, path="/v1/messages?beta=true", method="post", **headers):
     """One request through the relay process's ASGI app: (status, headers, body bytes)."""
-    from config.asgi import application
 
     async def send():
         transport = httpx.ASGITransport(app=application)
