@@ -22,7 +22,7 @@ from ..models import Account, QuotaWindow
 from ..providers import anthropic
 from .credentials import credential_unreadable_mark
 from .events import CYCLE_ACTOR, event_record
-from .quota_history import quota_points_record
+from .quota_history import quota_points_record, window_row
 from .refresh import account_refresh, refresh_record_access_rejected
 
 
@@ -81,22 +81,13 @@ def quota_record_usage(account: Account, usage: anthropic.Usage, now: datetime, 
     previous = {w.key: w for w in before}
     policy = account.pool.policy
     rows = [
-        QuotaWindow(
-            account=account,
-            key=w.key,
-            label=w.label,
-            utilization=w.utilization,
-            resets_at=w.resets_at,
-            checked_at=now,
+        window_row(
+            account.pk,
+            w,
+            before=previous.get(w.key),
+            policy=policy,
+            now=now,
             source=QuotaWindow.Source.POLL,
-            model_id=w.model_id,
-            model_name=w.model_name,
-            exhausted_since=state.exhausted_since(
-                previous.get(w.key),
-                state.Window(w.key, w.label, w.utilization, w.resets_at),
-                policy,
-                now,
-            ),
         )
         for w in usage.windows
     ]

@@ -6,8 +6,35 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from .. import state
 from ..models import QuotaPoint, QuotaWindow
 from ..providers import anthropic
+
+
+def window_row(
+    account_id: int,
+    window: anthropic.UsageWindow,
+    *,
+    before: state.Window | None,
+    policy: state.PoolPolicy,
+    now: datetime,
+    source: QuotaWindow.Source,
+) -> QuotaWindow:
+    """The row of one observed window (a poll's, relayed headers', a report's), keeping when it
+    became exhausted from the observation `before` it (state.exhausted_since)."""
+    seen = state.Window(window.key, window.label, window.utilization, window.resets_at)
+    return QuotaWindow(
+        account_id=account_id,
+        key=window.key,
+        label=window.label,
+        utilization=window.utilization,
+        resets_at=window.resets_at,
+        checked_at=now,
+        source=source,
+        model_id=window.model_id,
+        model_name=window.model_name,
+        exhausted_since=state.exhausted_since(before, seen, policy, now),
+    )
 
 
 def quota_points_record(

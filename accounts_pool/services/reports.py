@@ -22,7 +22,7 @@ from ..providers import anthropic
 from ..redaction import redact
 from .events import event_record
 from .quota import policy_block
-from .quota_history import quota_points_record
+from .quota_history import quota_points_record, window_row
 from .refresh import refresh_mark_access_rejected, refresh_record_access_rejected
 
 
@@ -58,6 +58,12 @@ def report_key(status: int, idempotency_key: str | None) -> str:
     return f"status:{status}"
 
 
+def _newer(stored: state.Window | None, now: datetime) -> bool:
+    """Whether the stored observation of a window was made after `now` (a later poll): it is
+    kept."""
+    return stored is not None and stored.checked_at is not None and stored.checked_at > now
+
+
 UPSERTED_FIELDS = ("label", "utilization", "resets_at", "checked_at", "exhausted_since", "source")
 
 
@@ -75,24 +81,11 @@ def store_windows(
     rows = QuotaWindow.objects.filter(account_id=account_id, key__in=keys)
     previous = {row.key: row.as_state() for row in rows}
     policy = Pool.objects.get(accounts__pk=account_id).policy
-    upserts = []
-    for window in windows:
-        before = previous.get(window.key)
-        if before is not None and before.checked_at is not None and before.checked_at > now:
-            continue
-        seen = state.Window(window.key, window.label, window.utilization, window.resets_at)
-        upserts.append(
-            QuotaWindow(
-                account_id=account_id,
-                key=window.key,
-                label=window.label,
-                utilization=window.utilization,
-                resets_at=window.resets_at,
-                checked_at=now,
-                exhausted_since=state.exhausted_since(before, seen, policy, now),
-                source=source,
-            )
-        )
+    upserts = [
+        window_row(account_id, w, before=previous.get(w.key), policy=policy, now=now, source=source)
+        for w in windows
+        if not _newer(previous.get(w.key), now)
+    ]
     # One statement for every window (an insert, or an update of the row with its key).
     QuotaWindow.objects.bulk_create(
         upserts,
