@@ -8,10 +8,13 @@
   statement whose commit does not wait for the disk (both may be lost in a crash without
   harm): one round trip instead of five on every tool request.
 
-Everything else reads and writes through the ORM. Columns come from the models' metadata, so
-there is no field list to keep in step; values are converted as the ORM converts them, except
-the credential's ciphertext, which stays sealed until `Candidate.unseal` (only the account
-handed out is decrypted). Each statement runs on a cursor of its own.
+Everything else reads and writes through the ORM. Columns come from the models' metadata and
+constants, so there is no field list to keep in step: of an account, only what checkout uses
+(the rules' STATE_FIELDS, ROUTING_FIELDS, HANDOUT_FIELDS, the credential), the rest deferred,
+and tests/test_checkout_columns.py fails when a checkout reads one of those. Values are
+converted as the ORM converts them, except the credential's ciphertext, which stays sealed
+until `Candidate.unseal` (only the account handed out is decrypted). Each statement runs on a
+cursor of its own.
 
 The prefilter (`_prefilter`) repeats only rules that exclude in `state.eligibility`; the
 property test in tests/test_checkout_prefilter.py holds it to that.
@@ -52,6 +55,8 @@ class Part:
     def of(
         cls, model: type[Model], alias: str, *, only: Sequence[str] = (), skip: Sequence[str] = ()
     ) -> Part:
+        names = {f.name for f in model._meta.concrete_fields}
+        assert names.issuperset(only), f"not columns of {model.__name__}: {set(only) - names}"
         fields = tuple(
             f
             for f in model._meta.concrete_fields
@@ -124,7 +129,13 @@ def _convert(value: Any, converters: list[tuple[Any, Any]], on: BaseDatabaseWrap
 
 KEY = Part.of(ConsumerKey, "k")
 POOL = Part.of(Pool, "p")
-ACCOUNT = Part.of(Account, "a", skip=("refresh_token",))
+# Of an account, what checkout reads: the rules' columns, the routing's, what is read of the
+# account handed out, and the sealed credential. The rest are deferred (never the refresh token).
+ACCOUNT = Part.of(
+    Account,
+    "a",
+    only=(*Account.STATE_FIELDS, *Account.ROUTING_FIELDS, *Account.HANDOUT_FIELDS, *SEALED),
+)
 WINDOW = Part.of(QuotaWindow, "w", only=QuotaWindow.STATE_FIELDS)
 CHECKOUT = Part.of(Checkout, "o")
 
