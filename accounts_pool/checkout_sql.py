@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -43,7 +43,7 @@ NO_LIMIT = 2**31 - 1  # LIMIT takes a number on every database
 SEALED = ("access_token", "api_key")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: _converting's cache hashes no Field
 class Part:
     """Some columns of one model under a table alias, and how their values become Python."""
 
@@ -91,12 +91,14 @@ class Part:
 
     def values(self, row: Sequence[Any], on: BaseDatabaseWrapper) -> dict[str, Any]:
         """This part of a row by attribute name, converted as the ORM converts it."""
-        return {
-            f.attname: _convert(value, converters, on)
-            for f, value, converters in zip(
-                self.fields, row, _converters(self, on.vendor), strict=True
-            )
-        }
+        values = dict(zip(self.attnames, row, strict=True))
+        for position, attname, converters in _converting(self, on.vendor):
+            values[attname] = _convert(row[position], converters, on)
+        return values
+
+    @functools.cached_property
+    def attnames(self) -> tuple[str, ...]:
+        return tuple(f.attname for f in self.fields)
 
     def build(self, row: Sequence[Any], on: BaseDatabaseWrapper) -> Any:
         """A model instance from this part of a row; columns not read are deferred."""
@@ -105,19 +107,20 @@ class Part:
 
 
 @functools.cache
-def _converters(part: Part, vendor: str) -> list[list[tuple[Any, Any]]]:
-    """Per column, the converters the ORM applies to it (the backend's, then the field's),
-    with the expression each takes. Sealed columns get none: their ciphertext is kept."""
-    out: list[list[tuple[Any, Any]]] = []
-    for field in part.fields:
+def _converting(part: Part, vendor: str) -> list[tuple[int, str, list[tuple[Any, Any]]]]:
+    """The columns the ORM converts (PostgreSQL's driver returns most values ready): position,
+    attribute name, and the converters (the backend's, then the field's) with the expression
+    each takes. Sealed columns are left out: their ciphertext is kept."""
+    out = []
+    for position, field in enumerate(part.fields):
         if field.name in SEALED and part.model is Account:
-            out.append([])
             continue
         expression = field.get_col(part.model._meta.db_table)
         functions = [*connection.ops.get_db_converters(expression)]
         # Field.get_db_converters is not in django-stubs.
         functions += field.get_db_converters(connection)  # type: ignore[attr-defined]
-        out.append([(fn, expression) for fn in functions])
+        if functions:
+            out.append((position, field.attname, [(fn, expression) for fn in functions]))
     return out
 
 
@@ -167,10 +170,11 @@ class Page:
     candidates: list[Candidate]
 
 
-def _prefilter(a: Part, pool: str) -> tuple[list[str], Callable[[Any], list[Any]]]:
+def _prefilter(a: Part, pool: str) -> list[str]:
     """What the row alone rules out, each rule one that state.eligibility excludes on:
     disabled, cooling down, and for OAuth an expired token, a policy block, or a re-login
-    needed for the current refresh token (an empty fingerprint needs none)."""
+    needed for the current refresh token (an empty fingerprint needs none). Its values are
+    _prefilter_params', in the placeholders' order."""
     where = [
         f"{a.col('pool')} = {pool}",
         f"{a.col('enabled')} = %s",
@@ -180,11 +184,12 @@ def _prefilter(a: Part, pool: str) -> tuple[list[str], Callable[[Any], list[Any]
         f" AND ({a.col('relogin_required_for')} = ''"
         f" OR {a.col('relogin_required_for')} <> {a.col('refresh_token_fingerprint')})))",
     ]
+    return where
 
-    def params(at: Any) -> list[Any]:  # `now` as the database driver takes it
-        return [True, at, Account.Kind.OAUTH.value, at, state.PolicyStatus.OK.value]
 
-    return where, params
+def _prefilter_params(at: Any) -> list[Any]:
+    """_prefilter's values; `at` is now as the database driver takes it."""
+    return [True, at, Account.Kind.OAUTH.value, at, state.PolicyStatus.OK.value]
 
 
 @functools.cache  # by vendor too: identifiers are quoted the backend's way
@@ -196,7 +201,7 @@ def _candidates_sql(vendor: str, *, skip: int, only: bool, limit: int | None, of
     fixed pages, and PostgreSQL plans a prepared statement once only when it can cost it
     without its values."""
     a, k, p, w = ACCOUNT, KEY, POOL, WINDOW
-    where, _ = _prefilter(a, f"(SELECT p{POOL.position('id')} FROM kp)")  # noqa: S608 (a column position)
+    where = _prefilter(a, f"(SELECT p{POOL.position('id')} FROM kp)")  # noqa: S608 (a column position)
     if skip:
         where.append(f"{a.col('id')} NOT IN ({', '.join(['%s'] * skip)})")
     if only:
@@ -244,8 +249,7 @@ def candidates(
         on.vendor, skip=len(skip), only=only is not None, limit=limit, offset=offset
     )
     at = on.ops.adapt_datetimefield_value(now)
-    _, prefilter_params = _prefilter(ACCOUNT, "")
-    params: list[Any] = [key_hash, *prefilter_params(at), *sorted(skip)]
+    params: list[Any] = [key_hash, *_prefilter_params(at), *sorted(skip)]
     if only is not None:
         params.append(only)
     with on.cursor() as cursor:
