@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 
@@ -244,7 +244,7 @@ def candidates(
     """The unrevoked key with this hash and its pool, and a page of the pool's checkout
     candidates with their windows, in the routing's order, in one statement. `only` narrows
     to one account (a session's), `skip` leaves some out."""
-    on = connection
+    on = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: each use of the proxy looks it up
     sql = _candidates_sql(
         on.vendor, skip=len(skip), only=only is not None, limit=limit, offset=offset
     )
@@ -310,7 +310,7 @@ def _record_sql() -> str:
 def record(checkout: Checkout) -> None:
     """Write the checkout and its account's last use together, without waiting for the disk
     (PostgreSQL only; SQLite takes the ORM's two writes in a transaction)."""
-    on = connection
+    on = connections[DEFAULT_DB_ALIAS]
     assert on.vendor == "postgresql"
     when = on.ops.adapt_datetimefield_value(checkout.at)
     values = [f.get_db_prep_save(getattr(checkout, f.attname), on) for f in CHECKOUT.fields]
