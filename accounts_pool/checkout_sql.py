@@ -130,8 +130,10 @@ def _convert(value: Any, converters: list[tuple[Any, Any]], on: BaseDatabaseWrap
     return value
 
 
-KEY = Part.of(ConsumerKey, "k")
-POOL = Part.of(Pool, "p")
+# The key as checkout, its limits and the relay read it (revoked_at is NULL: the WHERE says so).
+KEY = Part.of(ConsumerKey, "k", skip=("created_at", "created_by", "revoked_at"))
+# Of the key's pool: its slug (the URL's, the relay's messages), routing and the rules' policy.
+POOL = Part.of(Pool, "p", only=("slug", "routing", *Pool.POLICY_FIELDS))
 # Of an account, what checkout reads: the rules' columns, the routing's, what is read of the
 # account handed out, and the sealed credential. The rest are deferred (never the refresh token).
 ACCOUNT = Part.of(

@@ -80,9 +80,11 @@ def test_a_relayed_request_reads_no_column_after_its_one_read(pool, secret):
 def test_the_account_handed_out_leaves_the_columns_checkout_does_not_use_deferred(pool, secret):
     usable(pool, "ana")
 
-    account = checkout_create(key_hash=secret_hash(secret)).account
+    result = checkout_create(key_hash=secret_hash(secret))
 
-    deferred = account.get_deferred_fields()
+    assert {"created_at", "created_by_id"} <= result.key.get_deferred_fields()
+    assert {"created_at", "name", "team_id"} <= result.key.pool.get_deferred_fields()
+    deferred = result.account.get_deferred_fields()
     assert set(NEVER_READ) <= deferred
     assert not deferred & {f.name for f in checkout_sql.ACCOUNT.fields}
     assert set(Account.STATE_FIELDS) | set(Account.HANDOUT_FIELDS) <= {
