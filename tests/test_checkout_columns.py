@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts_pool import checkout_sql
-from accounts_pool.models import Account
+from accounts_pool.models import Account, ConsumerKey, QuotaWindow
 from accounts_pool.services import relay as relay_service
 from accounts_pool.services.checkout import checkout_create
 from accounts_pool.services.keys import consumer_key_create, secret_hash
@@ -90,3 +90,28 @@ def test_the_account_handed_out_leaves_the_columns_checkout_does_not_use_deferre
     assert set(Account.STATE_FIELDS) | set(Account.HANDOUT_FIELDS) <= {
         f.name for f in checkout_sql.ACCOUNT.fields
     }
+
+
+def test_the_candidates_statement_reads_the_values_the_orm_reads(pool, secret):
+    """Same values and types, time zones included: on PostgreSQL the statement's rows come in
+    binary, decoded by psycopg's loaders rather than Django's."""
+    made = usable(pool, "ana", cooldown_until=timezone.now() - timedelta(minutes=1))
+
+    page = checkout_sql.candidates(secret_hash(secret), now=timezone.now())
+
+    [candidate] = page.candidates
+    pairs = [
+        (checkout_sql.KEY, page.key, ConsumerKey.objects.get()),
+        (checkout_sql.POOL, page.key.pool, type(pool).objects.get(pk=pool.pk)),
+        (checkout_sql.ACCOUNT, candidate.account, Account.objects.get(pk=made.pk)),
+    ]
+    for part, read, orm in pairs:
+        for field in part.fields:
+            if field.name in checkout_sql.SEALED:
+                continue
+            mine, theirs = getattr(read, field.attname), getattr(orm, field.attname)
+            assert (mine, type(mine)) == (theirs, type(theirs)), field.name
+            assert getattr(mine, "tzinfo", None) == getattr(theirs, "tzinfo", None), field.name
+    window = QuotaWindow.objects.get(account=made).as_state()
+    assert candidate.windows == [window]
+    assert candidate.windows[0].resets_at.tzinfo == window.resets_at.tzinfo
