@@ -12,8 +12,9 @@ Everything else reads and writes through the ORM. Columns come from the models' 
 constants, so there is no field list to keep in step: of an account, only what checkout uses
 (the rules' STATE_FIELDS, ROUTING_FIELDS, HANDOUT_FIELDS, the credential), the rest deferred,
 and tests/test_checkout_columns.py fails when a checkout reads one of those. Values are
-converted as the ORM converts them, except the credential's ciphertext, which stays sealed
-until `Candidate.unseal` (only the account handed out is decrypted). Each statement runs on a
+converted as the ORM converts them (on PostgreSQL the rows come in binary; that test holds
+them to the ORM's), except the credential's ciphertext, which stays sealed until
+`Candidate.unseal` (only the account handed out is decrypted). Each statement runs on a
 cursor of its own.
 
 The prefilter (`_prefilter`) repeats only rules that exclude in `state.eligibility`; the
