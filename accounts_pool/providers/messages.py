@@ -77,7 +77,14 @@ def forwarded_headers(tool: Mapping[str, str], access_token: str) -> list[tuple[
 
 
 def returned_headers(upstream: httpx.Headers) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in upstream.multi_items() if k.lower() not in NOT_RETURNED]
+    """The answer's headers for the tool, byte for byte: decoded as latin-1, which maps every
+    byte to one character and back (httpx's own decoding may read UTF-8, which a front end
+    could not encode again)."""
+    return [
+        (k.decode("latin-1"), v.decode("latin-1"))
+        for k, v in upstream.raw
+        if k.decode("latin-1").lower() not in NOT_RETURNED
+    ]
 
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
@@ -101,7 +108,10 @@ async def open_answer(
     by streaming it (`aiter_raw`) and the caller closes the response."""
     url = settings.ANTHROPIC_API_URL.rstrip("/") + path + (f"?{query}" if query else "")
     client = _client()
-    request = client.build_request("POST", url, headers=headers, content=body)
+    # The front ends read header bytes as latin-1; they go on as the same bytes (httpx would
+    # refuse a str value outside ASCII).
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    request = client.build_request("POST", url, headers=raw, content=body)
     try:
         return await client.send(request, stream=True)
     except httpx.HTTPError as exc:

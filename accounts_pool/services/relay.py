@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from django.db import transaction
+from django.core.exceptions import ObjectDoesNotExist
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .. import state
@@ -140,7 +141,15 @@ def _routed(checkout: Checkout, account: Account) -> Routed:
 
 def relay_refresh(*, key: ConsumerKey, routed: Routed) -> Routed | None:
     """The Messages API said 401 to this credential: refresh it once (single flight with the
-    cycle and checkout) and return the new credential, or None when there is none."""
+    cycle and checkout) and return the new credential, or None when there is none (or no
+    account: a lead deleted it meanwhile)."""
+    try:
+        return _refreshed(key, routed)
+    except ObjectDoesNotExist:
+        return None
+
+
+def _refreshed(key: ConsumerKey, routed: Routed) -> Routed | None:
     refreshed = account_refresh(
         account_id=routed.account_id,
         access_rejected_version=routed.version,
@@ -169,7 +178,22 @@ def relay_failover(
     message: str,
 ) -> bool:
     """Record why the relay left an account, as a tool's report of that answer records it.
-    Returns whether a quota check should be queued (a policy block that is new)."""
+    Returns whether a quota check should be queued (a policy block that is new). An account a
+    lead deleted meanwhile has nothing left to record."""
+    try:
+        return _failover_recorded(key, routed, failover, status, headers, message)
+    except (ObjectDoesNotExist, IntegrityError):  # gone, or its checkout gone with it
+        return False
+
+
+def _failover_recorded(
+    key: ConsumerKey,
+    routed: Routed,
+    failover: Failover,
+    status: int,
+    headers: Mapping[str, str],
+    message: str,
+) -> bool:
     if failover == Failover.TOKEN_REJECTED:
         account = Account.objects.defer(*Account.SECRET_FIELDS).get(pk=routed.account_id)
         action = state.report_401_action(  # a tool's 401 report follows the same rule
@@ -214,8 +238,11 @@ def relay_harvest(*, account_id: int, headers: Mapping[str, str]) -> list[str]:
     windows = anthropic.parse_ratelimit_headers(dict(headers))
     if not windows:
         return []
-    with transaction.atomic():
-        return store_windows(account_id, windows, timezone.now(), QuotaWindow.Source.RELAY)
+    try:
+        with transaction.atomic():
+            return store_windows(account_id, windows, timezone.now(), QuotaWindow.Source.RELAY)
+    except (ObjectDoesNotExist, IntegrityError):  # the account was deleted meanwhile
+        return []
 
 
 @dataclass(frozen=True)
