@@ -593,3 +593,23 @@ def test_a_tool_that_hangs_up_while_its_account_refreshes_gives_its_slot_back(
     assert statuses[0] == 429
     assert statuses[-1] == 200
     assert token.call_count == 1  # the hung-up request's refresh served the next one too
+
+
+def test_a_cookie_the_upstream_sets_is_never_sent_with_a_later_request(pool, secret, upstream):
+    usable(pool, "ana", priority=1), usable(pool, "bea", priority=2)
+    route = upstream.post(MESSAGES)
+    route.side_effect = [
+        reply("from ana", **{"set-cookie": "__cf_bm=ana-session; Path=/"}),
+        error(429, "rate_limit_error"),
+        reply("from bea"),
+    ]
+
+    async def two_requests() -> list[int]:  # on one event loop, as in a relay process
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as client:
+            headers = {"authorization": f"Bearer {secret}"}
+            path = "/relay/anthropic/v1/messages"
+            return [(await client.post(path, json=BODY, headers=headers)).status_code for _ in "ab"]
+
+    assert async_to_sync(two_requests)() == [200, 200]  # ana cools down, bea answers
+    assert [call.request.headers.get("cookie") for call in route.calls] == [None, None, None]

@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+from .cookies import no_cookies
+
 OAUTH_BETA = "oauth-2025-04-20"
 # Connect 10 s; then up to 10 minutes between two chunks of a long answer.
 TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=10.0)
@@ -97,7 +99,9 @@ def _client() -> httpx.AsyncClient:
     client = _clients.get(loop)
     if client is None:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
-        client = _clients[loop] = httpx.AsyncClient(timeout=TIMEOUT, limits=limits)
+        client = _clients[loop] = httpx.AsyncClient(
+            timeout=TIMEOUT, limits=limits, cookies=no_cookies()
+        )
     return client
 
 
