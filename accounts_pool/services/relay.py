@@ -8,11 +8,13 @@ report records it (services/reports.py), with the consumer key as actor.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import ParamSpec, TypeVar
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import IntegrityError, transaction
@@ -26,6 +28,9 @@ from .checkout import Admit, CheckoutResult, NoUsableAccount, UnknownKey, checko
 from .keys import secret_hash
 from .refresh import account_refresh, refresh_record_access_rejected
 from .reports import report_record, store_windows
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Rate-limit headers are written at most once per account per this long, counted from the last
 # write by the relay in this process (a poll does not start it).
@@ -64,6 +69,22 @@ class NothingToRoute(Exception):
     def __init__(self, said: NothingRoutable) -> None:
         super().__init__(said.message)
         self.said = said
+
+
+def _unless_deleted(function: Callable[P, R]) -> Callable[P, R | None]:
+    """What an answer does to an account is recorded while the account lives: when a lead
+    deleted it while its request was upstream (it, or its checkout or pool with it, is gone),
+    there is nothing to record, and the call returns None instead of failing the tool's
+    request."""
+
+    @functools.wraps(function)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R | None:
+        try:
+            return function(*args, **kwargs)
+        except (ObjectDoesNotExist, IntegrityError):
+            return None
+
+    return run
 
 
 def relay_start(*, secret: str, session: str, model: str | None) -> Started:
@@ -139,17 +160,10 @@ def _routed(checkout: Checkout, account: Account) -> Routed:
     )
 
 
+@_unless_deleted
 def relay_refresh(*, key: ConsumerKey, routed: Routed) -> Routed | None:
     """The Messages API said 401 to this credential: refresh it once (single flight with the
-    cycle and checkout) and return the new credential, or None when there is none (or no
-    account: a lead deleted it meanwhile)."""
-    try:
-        return _refreshed(key, routed)
-    except ObjectDoesNotExist:
-        return None
-
-
-def _refreshed(key: ConsumerKey, routed: Routed) -> Routed | None:
+    cycle and checkout) and return the new credential, or None when there is none."""
     refreshed = account_refresh(
         account_id=routed.account_id,
         access_rejected_version=routed.version,
@@ -168,6 +182,7 @@ def _refreshed(key: ConsumerKey, routed: Routed) -> Routed | None:
     return _routed(routed.checkout, account)
 
 
+@_unless_deleted
 def relay_failover(
     *,
     key: ConsumerKey,
@@ -178,22 +193,7 @@ def relay_failover(
     message: str,
 ) -> bool:
     """Record why the relay left an account, as a tool's report of that answer records it.
-    Returns whether a quota check should be queued (a policy block that is new). An account a
-    lead deleted meanwhile has nothing left to record."""
-    try:
-        return _failover_recorded(key, routed, failover, status, headers, message)
-    except (ObjectDoesNotExist, IntegrityError):  # gone, or its checkout gone with it
-        return False
-
-
-def _failover_recorded(
-    key: ConsumerKey,
-    routed: Routed,
-    failover: Failover,
-    status: int,
-    headers: Mapping[str, str],
-    message: str,
-) -> bool:
+    Returns whether a quota check should be queued (a policy block that is new)."""
     if failover == Failover.TOKEN_REJECTED:
         account = Account.objects.defer(*Account.SECRET_FIELDS).get(pk=routed.account_id)
         action = state.report_401_action(  # a tool's 401 report follows the same rule
@@ -232,17 +232,15 @@ def harvest_due(account_id: int) -> bool:
     return True
 
 
+@_unless_deleted
 def relay_harvest(*, account_id: int, headers: Mapping[str, str]) -> list[str]:
     """Store the windows an upstream answer's rate-limit headers carry (source relay). Returns
     the window keys written."""
     windows = anthropic.parse_ratelimit_headers(dict(headers))
     if not windows:
         return []
-    try:
-        with transaction.atomic():
-            return store_windows(account_id, windows, timezone.now(), QuotaWindow.Source.RELAY)
-    except (ObjectDoesNotExist, IntegrityError):  # the account was deleted meanwhile
-        return []
+    with transaction.atomic():
+        return store_windows(account_id, windows, timezone.now(), QuotaWindow.Source.RELAY)
 
 
 @dataclass(frozen=True)
