@@ -25,7 +25,7 @@ from accounts_pool.services.limits import consumer_key_set_limits
 from accounts_pool.state import KeyLimits, PolicyStatus, ReasonCode, Status
 from config.asgi import application  # at import: its django.setup() redoes the logging config
 
-from .conftest import POLICY_MESSAGE, make_account, policy_403, token_answer
+from .conftest import POLICY_MESSAGE, REFRESH, make_account, policy_403, token_answer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -613,3 +613,40 @@ def test_a_cookie_the_upstream_sets_is_never_sent_with_a_later_request(pool, sec
 
     assert async_to_sync(two_requests)() == [200, 200]  # ana cools down, bea answers
     assert [call.request.headers.get("cookie") for call in route.calls] == [None, None, None]
+
+
+def test_many_requests_meeting_one_401_send_the_refresh_token_once(pool, secret, upstream):
+    """16 tool requests at once on one account whose token the Messages API rejects: one
+    refresh (the refresh token is single-use), then every request is answered with the new
+    token."""
+    usable(pool, "ana")
+    sent_refresh_tokens: list[str] = []
+
+    def token(request):
+        sent_refresh_tokens.append(json.loads(request.content)["refresh_token"])
+        time.sleep(0.3)  # the others meet the 401 while this refresh is in flight
+        return httpx.Response(200, json=token_answer())
+
+    upstream.post(settings.ANTHROPIC_TOKEN_URL).mock(side_effect=token)
+
+    rejected = []
+
+    def messages(request):
+        if request.headers["authorization"] == "Bearer sk-ant-oat01-new-access":
+            return reply("with the new token")
+        rejected.append(request)
+        return error(401, "authentication_error", "invalid x-api-key")
+
+    upstream.post(MESSAGES).mock(side_effect=messages)
+    headers = {"authorization": f"Bearer {secret}"}
+
+    async def at_once() -> list[int]:
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as client:
+            path = "/relay/anthropic/v1/messages"
+            sent = [client.post(path, json=BODY, headers=headers) for _ in range(16)]
+            return [answer.status_code for answer in await asyncio.gather(*sent)]
+
+    assert async_to_sync(at_once)() == [200] * 16
+    assert len(rejected) > 1  # several met the 401 at once: each asked for the refresh
+    assert sent_refresh_tokens == [REFRESH]
