@@ -116,7 +116,7 @@ class Server:
     log: str
 
 
-def _command(server: str, app: str, port: int, app_dir: str) -> list[str]:
+def _command(server: str, app: str, port: int, app_dir: str, workers: int) -> list[str]:
     if server == "granian":
         return [
             sys.executable,
@@ -129,14 +129,14 @@ def _command(server: str, app: str, port: int, app_dir: str) -> list[str]:
             "--port",
             str(port),
             "--workers",
-            "1",
+            str(workers),
             "--loop",
             "uvloop",
             "--working-dir",
             app_dir,
             app,
         ]
-    # The Procfile's relay line, with one worker on a loopback port.
+    # The Procfile's relay line (`--workers`: its RELAY_CONCURRENCY, 2 there) on a loopback port.
     return [
         sys.executable,
         "-m",
@@ -149,7 +149,7 @@ def _command(server: str, app: str, port: int, app_dir: str) -> list[str]:
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(workers),
         "--loop",
         "uvloop",
         "--http",
@@ -161,9 +161,11 @@ def _command(server: str, app: str, port: int, app_dir: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def serve(name: str, server: str, app: str, env: dict[str, str], app_dir: str) -> Iterator[Server]:
+def serve(
+    name: str, server: str, app: str, env: dict[str, str], app_dir: str, workers: int = 1
+) -> Iterator[Server]:
     port = _common.free_port()
-    process, log = _common.start_logged(_command(server, app, port, app_dir), env, name)
+    process, log = _common.start_logged(_command(server, app, port, app_dir, workers), env, name)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -396,6 +398,12 @@ def main() -> int:
         default=0.0,
         help="the simulator's latency before each answer (0: the relay's cost at saturation)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes of the relay and of the floor alike (the Procfile runs 2)",
+    )
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
     servers = ["uvicorn", "granian"] if args.server == "both" else [args.server]
@@ -426,11 +434,23 @@ def main() -> int:
             for server in servers:
                 floor = stack.enter_context(
                     serve(
-                        f"floor-{server}", server, "relay_floor:app", floor_env, str(REPO / "bench")
+                        f"floor-{server}",
+                        server,
+                        "relay_floor:app",
+                        floor_env,
+                        str(REPO / "bench"),
+                        args.workers,
                     )
                 )
                 relay = stack.enter_context(
-                    serve(f"relay-{server}", server, "config.asgi:application", env, str(REPO))
+                    serve(
+                        f"relay-{server}",
+                        server,
+                        "config.asgi:application",
+                        env,
+                        str(REPO),
+                        args.workers,
+                    )
                 )
                 relays.append(relay)
                 targets.append(
