@@ -36,6 +36,7 @@ import multiprocessing
 import os
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -227,7 +228,12 @@ class Figures:
 
 
 async def _load(
-    target: Target, concurrency: int, seconds: float, stream: bool, into: Figures | None
+    target: Target,
+    concurrency: int,
+    seconds: float,
+    stream: bool,
+    into: Figures | None,
+    sessions: bool = False,
 ) -> None:
     body = json.dumps(BODY | {"stream": True} if stream else BODY).encode()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -236,8 +242,10 @@ async def _load(
         stop_at = time.perf_counter() + seconds
 
         async def worker() -> None:
+            # As Claude Code does: each client its own session, sent with every request.
+            session = {"x-claude-code-session-id": str(uuid.uuid4())} if sessions else {}
             while time.perf_counter() < stop_at:
-                headers = target.headers[next(counter) % len(target.headers)]
+                headers = target.headers[next(counter) % len(target.headers)] | session
                 started = time.perf_counter()
                 first = 0.0
                 try:
@@ -267,14 +275,20 @@ async def _load(
 
 
 def measure(
-    targets: list[Target], concurrency: int, stream: bool, seconds: float, rounds: int
+    targets: list[Target],
+    concurrency: int,
+    stream: bool,
+    seconds: float,
+    rounds: int,
+    sessions: bool = False,
 ) -> dict[str, Figures]:
     figures = {target.name: Figures() for target in targets}
     for target in targets:  # warm connections, caches and the database's plans
-        asyncio.run(_load(target, concurrency, 1.0, stream, None))
+        asyncio.run(_load(target, concurrency, 1.0, stream, None, sessions))
     for _ in range(rounds):
         for target in targets:
-            asyncio.run(_load(target, concurrency, seconds / rounds, stream, figures[target.name]))
+            share = seconds / rounds
+            asyncio.run(_load(target, concurrency, share, stream, figures[target.name], sessions))
     return figures
 
 
@@ -404,6 +418,11 @@ def main() -> int:
         default=1,
         help="server processes of the relay and of the floor alike (the Procfile runs 2)",
     )
+    parser.add_argument(
+        "--sessions",
+        action="store_true",
+        help="each client sends a session id with every request, as Claude Code does",
+    )
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
     servers = ["uvicorn", "granian"] if args.server == "both" else [args.server]
@@ -464,7 +483,7 @@ def main() -> int:
                 header(f"{'streaming' if stream else 'JSON'} Messages requests")
                 for level in levels:
                     summary[level, stream] = measure(
-                        targets, level, stream, args.duration, args.rounds
+                        targets, level, stream, args.duration, args.rounds, args.sessions
                     )
                     report(
                         f"{'stream' if stream else 'json'} c={level}",
