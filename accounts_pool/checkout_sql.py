@@ -197,7 +197,9 @@ def _prefilter_params(at: Any) -> list[Any]:
 
 
 @functools.cache  # by vendor too: identifiers are quoted the backend's way
-def _candidates_sql(vendor: str, *, skip: int, only: bool, limit: int | None, offset: int) -> str:
+def _candidates_sql(
+    vendor: str, *, skip: int, session: bool, limit: int | None, offset: int
+) -> str:
     """The key and its pool (one row even when no account passes), LEFT JOINed with one page
     of candidates in the routing's order, each LEFT JOINed with its windows.
 
@@ -208,8 +210,13 @@ def _candidates_sql(vendor: str, *, skip: int, only: bool, limit: int | None, of
     where = _prefilter(a, f"(SELECT p{POOL.position('id')} FROM kp)")  # noqa: S608 (a column position)
     if skip:
         where.append(f"{a.col('id')} NOT IN ({', '.join(['%s'] * skip)})")
-    if only:
-        where.append(f"{a.col('id')} = %s")
+    if session:  # the account of the session's latest checkout (checkout_session_idx, 1 row)
+        o = CHECKOUT
+        where.append(
+            f"{a.col('id')} = (SELECT {o.col('account')} FROM {o.table}"  # noqa: S608
+            f" WHERE {o.col('consumer_key')} = (SELECT k{KEY.position('id')} FROM kp)"
+            f" AND {o.col('session_hash')} = %s ORDER BY {o.col('at')} DESC LIMIT 1)"
+        )
     routing = f"(SELECT p{POOL.position('routing')} FROM kp)"  # noqa: S608 (a column position)
     priority = Pool.Routing.PRIORITY.value
 
@@ -243,19 +250,24 @@ def candidates(
     limit: int | None = None,
     offset: int = 0,
     skip: set[int] | frozenset[int] = frozenset(),
-    only: int | None = None,
+    session_hash: str = "",
 ) -> Page:
     """The unrevoked key with this hash and its pool, and a page of the pool's checkout
-    candidates with their windows, in the routing's order, in one statement. `only` narrows
-    to one account (a session's), `skip` leaves some out."""
+    candidates with their windows, in the routing's order, in one statement. `session_hash`
+    narrows it to the account of that session's latest checkout with this key; `skip` leaves
+    some out."""
     on = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: each use of the proxy looks it up
     sql = _candidates_sql(
-        on.vendor, skip=len(skip), only=only is not None, limit=limit, offset=offset
+        on.vendor,
+        skip=len(skip),
+        session=bool(session_hash),
+        limit=limit,
+        offset=offset,
     )
     at = on.ops.adapt_datetimefield_value(now)
     params: list[Any] = [key_hash, *_prefilter_params(at), *sorted(skip)]
-    if only is not None:
-        params.append(only)
+    if session_hash:
+        params.append(session_hash)
     with on.cursor() as cursor:
         if on.vendor == "postgresql":
             # Rows in binary, which psycopg decodes in C: Django's timestamptz loader is Python

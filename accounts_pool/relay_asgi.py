@@ -60,23 +60,35 @@ async def _gone(receive: Receive) -> None:
         pass
 
 
-async def _serve(asked: relay_exchange.Asked, send: Send) -> None:
-    answer = await relay_exchange.exchange(asked)
-    headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in answer.headers]
-    if answer.chunks is None:
-        headers.append((b"content-length", str(len(answer.body)).encode()))
-    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-    if answer.chunks is None:
-        await send({"type": "http.response.body", "body": answer.body})
-        return
+async def _answer(asked: relay_exchange.Asked) -> relay_exchange.Answer:
+    """The exchange's answer; an error of ours is a 500 in the Messages API's shape (which a
+    tool prints), not the server's plain-text page. Logged with its traceback, which holds
+    code, not values."""
     try:
+        return await relay_exchange.exchange(asked)
+    except Exception:
+        logger.exception("relay: the exchange failed")
+        return relay_exchange.error(500, "api_error", relay_exchange.INTERNAL)
+
+
+async def _serve(asked: relay_exchange.Asked, send: Send) -> None:
+    answer = await _answer(asked)
+    try:
+        headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in answer.headers]
+        if answer.chunks is None:
+            headers.append((b"content-length", str(len(answer.body)).encode()))
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        if answer.chunks is None:
+            await send({"type": "http.response.body", "body": answer.body})
+            return
         async for chunk in answer.chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
     except httpx.HTTPError as exc:  # the upstream broke off mid-answer: so does the tool's
         logger.warning("relay: the Messages API's answer broke off (%s)", type(exc).__name__)
         return  # the server closes the tool's connection: its answer is incomplete
     finally:
-        await answer.chunks.aclose()
+        if answer.chunks is not None:  # however it ended: the upstream closes, usage counts
+            await answer.chunks.aclose()
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

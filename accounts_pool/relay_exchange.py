@@ -10,6 +10,7 @@ the tool sees any, whether to fail over.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -107,6 +108,7 @@ def error(status: int, kind: str, message: str, retry_after: int | None = None) 
 NOT_FOUND = "accounts-pool relay: no such endpoint."
 TOO_LARGE = "accounts-pool relay: the body is too large."
 BAD_KEY = "accounts-pool relay: invalid consumer key."
+INTERNAL = "accounts-pool relay: internal error; the request was not completed."
 
 
 def _credential(headers: Mapping[str, str]) -> str:
@@ -219,9 +221,7 @@ async def _exchange(asked: Asked) -> Answer:
         return error(413, "request_too_large", TOO_LARGE)
     model, session = _model_and_session(asked.headers, asked.body)
     try:
-        begun = await _db(relay.relay_start)(
-            secret=_credential(asked.headers), session=session, model=model
-        )
+        begun = await _started(secret=_credential(asked.headers), session=session, model=model)
     except UnknownKey:
         return error(401, "authentication_error", BAD_KEY)
     except limits.KeyLimitExceeded as exc:
@@ -239,6 +239,36 @@ async def _exchange(asked: Asked) -> Answer:
     if answer.chunks is None:
         await metered.end(None, answer.status)  # no account's answer: nothing to count
     return answer
+
+
+async def _started(*, secret: str, session: str, model: str | None) -> relay.Started:
+    """relay_start on a worker thread. A thread cannot be stopped: when the tool hangs up
+    meanwhile, the start runs to its end, and then what it let in (a concurrency slot) is
+    given back at once instead of being held until it expires."""
+    start = asyncio.ensure_future(
+        _db(relay.relay_start)(secret=secret, session=session, model=model)
+    )
+    try:
+        return await asyncio.shield(start)
+    except asyncio.CancelledError:
+        start.add_done_callback(_give_back)
+        raise
+
+
+_giving_back: set[asyncio.Task[None]] = set()  # held here until done (the loop keeps none)
+
+
+def _give_back(start: asyncio.Future[relay.Started]) -> None:
+    if start.cancelled() or start.exception() is not None:
+        return  # nothing was let in (a refusal, an unknown key, no account)
+    begun = start.result()
+    if relay.relay_end_due(begun.key, begun.admission):
+        ending = _db(relay.relay_end)(
+            key=begun.key, admission=begun.admission, tokens=0, now=timezone.now()
+        )
+        task = asyncio.ensure_future(ending)
+        _giving_back.add(task)
+        task.add_done_callback(_giving_back.discard)
 
 
 async def _route(

@@ -36,6 +36,7 @@ import multiprocessing
 import os
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -116,7 +117,7 @@ class Server:
     log: str
 
 
-def _command(server: str, app: str, port: int, app_dir: str) -> list[str]:
+def _command(server: str, app: str, port: int, app_dir: str, workers: int) -> list[str]:
     if server == "granian":
         return [
             sys.executable,
@@ -129,14 +130,14 @@ def _command(server: str, app: str, port: int, app_dir: str) -> list[str]:
             "--port",
             str(port),
             "--workers",
-            "1",
+            str(workers),
             "--loop",
             "uvloop",
             "--working-dir",
             app_dir,
             app,
         ]
-    # The Procfile's relay line, with one worker on a loopback port.
+    # The Procfile's relay line (`--workers`: its RELAY_CONCURRENCY, 2 there) on a loopback port.
     return [
         sys.executable,
         "-m",
@@ -149,7 +150,7 @@ def _command(server: str, app: str, port: int, app_dir: str) -> list[str]:
         "--port",
         str(port),
         "--workers",
-        "1",
+        str(workers),
         "--loop",
         "uvloop",
         "--http",
@@ -161,9 +162,11 @@ def _command(server: str, app: str, port: int, app_dir: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def serve(name: str, server: str, app: str, env: dict[str, str], app_dir: str) -> Iterator[Server]:
+def serve(
+    name: str, server: str, app: str, env: dict[str, str], app_dir: str, workers: int = 1
+) -> Iterator[Server]:
     port = _common.free_port()
-    process, log = _common.start_logged(_command(server, app, port, app_dir), env, name)
+    process, log = _common.start_logged(_command(server, app, port, app_dir, workers), env, name)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -225,7 +228,12 @@ class Figures:
 
 
 async def _load(
-    target: Target, concurrency: int, seconds: float, stream: bool, into: Figures | None
+    target: Target,
+    concurrency: int,
+    seconds: float,
+    stream: bool,
+    into: Figures | None,
+    sessions: bool = False,
 ) -> None:
     body = json.dumps(BODY | {"stream": True} if stream else BODY).encode()
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -234,8 +242,10 @@ async def _load(
         stop_at = time.perf_counter() + seconds
 
         async def worker() -> None:
+            # As Claude Code does: each client its own session, sent with every request.
+            session = {"x-claude-code-session-id": str(uuid.uuid4())} if sessions else {}
             while time.perf_counter() < stop_at:
-                headers = target.headers[next(counter) % len(target.headers)]
+                headers = target.headers[next(counter) % len(target.headers)] | session
                 started = time.perf_counter()
                 first = 0.0
                 try:
@@ -265,14 +275,20 @@ async def _load(
 
 
 def measure(
-    targets: list[Target], concurrency: int, stream: bool, seconds: float, rounds: int
+    targets: list[Target],
+    concurrency: int,
+    stream: bool,
+    seconds: float,
+    rounds: int,
+    sessions: bool = False,
 ) -> dict[str, Figures]:
     figures = {target.name: Figures() for target in targets}
     for target in targets:  # warm connections, caches and the database's plans
-        asyncio.run(_load(target, concurrency, 1.0, stream, None))
+        asyncio.run(_load(target, concurrency, 1.0, stream, None, sessions))
     for _ in range(rounds):
         for target in targets:
-            asyncio.run(_load(target, concurrency, seconds / rounds, stream, figures[target.name]))
+            share = seconds / rounds
+            asyncio.run(_load(target, concurrency, share, stream, figures[target.name], sessions))
     return figures
 
 
@@ -396,6 +412,17 @@ def main() -> int:
         default=0.0,
         help="the simulator's latency before each answer (0: the relay's cost at saturation)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes of the relay and of the floor alike (the Procfile runs 2)",
+    )
+    parser.add_argument(
+        "--sessions",
+        action="store_true",
+        help="each client sends a session id with every request, as Claude Code does",
+    )
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
     servers = ["uvicorn", "granian"] if args.server == "both" else [args.server]
@@ -426,11 +453,23 @@ def main() -> int:
             for server in servers:
                 floor = stack.enter_context(
                     serve(
-                        f"floor-{server}", server, "relay_floor:app", floor_env, str(REPO / "bench")
+                        f"floor-{server}",
+                        server,
+                        "relay_floor:app",
+                        floor_env,
+                        str(REPO / "bench"),
+                        args.workers,
                     )
                 )
                 relay = stack.enter_context(
-                    serve(f"relay-{server}", server, "config.asgi:application", env, str(REPO))
+                    serve(
+                        f"relay-{server}",
+                        server,
+                        "config.asgi:application",
+                        env,
+                        str(REPO),
+                        args.workers,
+                    )
                 )
                 relays.append(relay)
                 targets.append(
@@ -444,7 +483,7 @@ def main() -> int:
                 header(f"{'streaming' if stream else 'JSON'} Messages requests")
                 for level in levels:
                     summary[level, stream] = measure(
-                        targets, level, stream, args.duration, args.rounds
+                        targets, level, stream, args.duration, args.rounds, args.sessions
                     )
                     report(
                         f"{'stream' if stream else 'json'} c={level}",

@@ -245,3 +245,15 @@ def test_a_body_dripped_slowly_is_cut_at_the_overall_deadline():
         elapsed = time.monotonic() - started
     assert caught.value.failure.kind == FailureKind.NETWORK
     assert elapsed < 3.5  # the body alone takes 4 s: it was cut, not read to the end
+
+
+def test_a_cookie_one_answer_sets_is_never_sent_with_another_accounts_request(provider):
+    provider.token.respond(
+        200, json=token_answer(), headers={"set-cookie": "__cf_bm=first-account; Path=/"}
+    )
+    provider.usage.respond(200, json=usage_answer())
+    _client().refresh(REFRESH)
+    _client().refresh("sk-ant-ort01-another-account")
+    _client().usage(ACCESS)
+    sent = [call.request for call in (*provider.token.calls, *provider.usage.calls)]
+    assert [request.headers.get("cookie") for request in sent] == [None, None, None]

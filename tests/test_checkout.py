@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -161,6 +162,49 @@ def test_a_checkout_reads_the_key_with_its_candidates_in_one_statement(tool, poo
     if connection.vendor == "postgresql":
         assert len(statements) == 2  # and the one that records it
     assert Checkout.objects.count() == 2
+
+
+def test_a_sessions_checkout_is_one_read_however_many_checkouts_the_session_made(tool, pool, now):
+    ours = usable(pool, now, "ours")
+    usable(pool, now, "other")
+    _checkout(tool, session="long-task")
+    first = Checkout.objects.get()
+    Checkout.objects.bulk_create(  # a day of a busy Claude Code session
+        Checkout(
+            id=uuid.uuid4(),
+            account=ours,
+            consumer_key=first.consumer_key,
+            session_hash=first.session_hash,
+            at=now - timedelta(seconds=30 * n),
+            credential_version=1,
+        )
+        for n in range(1, 3001)
+    )
+    with CaptureQueriesContext(connection) as queries:
+        assert _checkout(tool, session="long-task")["account"]["id"] == ours.pk
+    statements = [q["sql"].lstrip() for q in queries.captured_queries]
+    reads = [sql for sql in statements if sql.startswith("WITH kp")]
+    assert len(reads) == 1  # the session's account is found inside checkout's own read
+    assert not [sql for sql in statements if sql.startswith("SELECT")]  # and nowhere else
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE accounts_pool_checkout")
+            cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {reads[0]}")
+            plan = cursor.fetchone()[0]
+        rows = [
+            n["Actual Rows"]
+            for n in _plan_nodes(plan)
+            if n.get("Relation Name", "") == "accounts_pool_checkout"
+        ]
+        assert rows == [1]  # the latest checkout only, not the session's 3,001
+
+
+def _plan_nodes(plan):
+    for node in plan if isinstance(plan, list) else [plan]:
+        inner = node.get("Plan", node)
+        yield inner
+        for child in inner.get("Plans", []):
+            yield from _plan_nodes(child)
 
 
 def test_a_key_revoked_elsewhere_checks_out_nothing_on_the_next_request(tool, pool, now):

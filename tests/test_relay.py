@@ -4,13 +4,15 @@ server is in test_relay_clients.py."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from datetime import timedelta
 
 import httpx
 import pytest
 import respx
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.test import AsyncClient, Client
 from django.utils import timezone
@@ -19,10 +21,11 @@ from accounts_pool import selectors
 from accounts_pool.models import Account, AccountEvent, QuotaWindow
 from accounts_pool.services import relay as relay_service
 from accounts_pool.services.keys import consumer_key_create, consumer_key_revoke
-from accounts_pool.state import PolicyStatus, ReasonCode, Status
+from accounts_pool.services.limits import consumer_key_set_limits
+from accounts_pool.state import KeyLimits, PolicyStatus, ReasonCode, Status
 from config.asgi import application  # at import: its django.setup() redoes the logging config
 
-from .conftest import POLICY_MESSAGE, make_account, policy_403, token_answer
+from .conftest import POLICY_MESSAGE, REFRESH, make_account, policy_403, token_answer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -494,3 +497,156 @@ def test_the_relay_app_keeps_no_more_of_a_chunked_body_than_the_cap(settings):
     assert body is not None
     assert len(body) == 1001
     assert next(pending, None) is None  # every message was taken from the server
+
+
+def test_answer_headers_outside_ascii_reach_the_tool_byte_for_byte(pool, secret, upstream):
+    usable(pool, "ana")
+    note = "5 € left, 残り".encode()
+    answer = httpx.Response(
+        200, json={"type": "message", "content": []}, headers=[(b"x-note", note)]
+    )
+    upstream.post(MESSAGES).mock(return_value=answer)
+    status, headers, _ = relay(secret)
+    assert status == 200
+    assert (b"x-note", note) in headers.raw
+
+
+def test_a_tool_header_outside_ascii_goes_upstream_byte_for_byte(pool, secret, upstream):
+    usable(pool, "ana")
+    route = upstream.post(MESSAGES).mock(return_value=reply())
+    status, _, _ = relay(secret, **{"x-title": b"caf\xe9"})  # latin-1 bytes, as HTTP allows
+    assert status == 200
+    assert (b"x-title", b"caf\xe9") in route.calls.last.request.headers.raw
+
+
+@pytest.mark.parametrize("answered", [429, 401])
+def test_an_account_deleted_while_its_request_is_upstream_leaves_for_the_next(
+    pool, secret, upstream, answered
+):
+    ana, _ = usable(pool, "ana", priority=1), usable(pool, "bea", priority=2)
+    upstream.post(settings.ANTHROPIC_TOKEN_URL).respond(200, json=token_answer())
+    first = True
+
+    async def answer(request):  # a lead deletes ana while its request is with the Messages API
+        nonlocal first
+        if not first:
+            return reply("from bea")
+        first = False
+        await sync_to_async(Account.objects.filter(pk=ana.pk).delete)()
+        return error(answered, "rate_limit_error" if answered == 429 else "authentication_error")
+
+    upstream.post(MESSAGES).side_effect = answer
+    status, _, body = relay(secret)
+    assert (status, json.loads(body)["content"][0]["text"]) == (200, "from bea")
+    assert not Account.objects.filter(pk=ana.pk).exists()
+
+
+def test_an_account_deleted_while_its_answer_is_harvested_still_answers_the_tool(
+    pool, secret, upstream
+):
+    ana = usable(pool, "ana")
+
+    async def answer(request):  # a lead deletes ana while its request is with the Messages API
+        await sync_to_async(Account.objects.filter(pk=ana.pk).delete)()
+        return reply("from ana", **{"anthropic-ratelimit-unified-5h-utilization": "0.5"})
+
+    upstream.post(MESSAGES).side_effect = answer
+    status, _, body = relay(secret)
+    assert (status, json.loads(body)["content"][0]["text"]) == (200, "from ana")
+    assert not QuotaWindow.objects.exists()
+
+
+def test_a_tool_that_hangs_up_while_its_account_refreshes_gives_its_slot_back(
+    pool, secret, upstream
+):
+    consumer_key_set_limits(key=pool.consumer_keys.get(), limits=KeyLimits(concurrent_requests=1))
+    usable(pool, "ana", access_expires_at=timezone.now() + timedelta(minutes=2))  # refreshed first
+
+    def slow_token(request):
+        time.sleep(1)
+        return httpx.Response(200, json=token_answer())
+
+    token = upstream.post(settings.ANTHROPIC_TOKEN_URL).mock(side_effect=slow_token)
+    upstream.post(MESSAGES).mock(return_value=reply())
+    headers = {"authorization": f"Bearer {secret}"}
+
+    async def scenario() -> list[int]:
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as client:
+
+            async def send() -> int:
+                answer = await client.post(
+                    "/relay/anthropic/v1/messages", json=BODY, headers=headers
+                )
+                return answer.status_code
+
+            with pytest.raises(TimeoutError):  # the tool hangs up while the token refreshes
+                await asyncio.wait_for(send(), 0.3)
+            statuses = [await send()]  # the refresh still holds the one slot
+            deadline = time.monotonic() + 5  # the server's loop goes on, as in a relay process
+            while statuses[-1] == 429 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+                statuses.append(await send())
+            return statuses
+
+    statuses = async_to_sync(scenario)()
+    assert statuses[0] == 429
+    assert statuses[-1] == 200
+    assert token.call_count == 1  # the hung-up request's refresh served the next one too
+
+
+def test_a_cookie_the_upstream_sets_is_never_sent_with_a_later_request(pool, secret, upstream):
+    usable(pool, "ana", priority=1), usable(pool, "bea", priority=2)
+    route = upstream.post(MESSAGES)
+    route.side_effect = [
+        reply("from ana", **{"set-cookie": "__cf_bm=ana-session; Path=/"}),
+        error(429, "rate_limit_error"),
+        reply("from bea"),
+    ]
+
+    async def two_requests() -> list[int]:  # on one event loop, as in a relay process
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as client:
+            headers = {"authorization": f"Bearer {secret}"}
+            path = "/relay/anthropic/v1/messages"
+            return [(await client.post(path, json=BODY, headers=headers)).status_code for _ in "ab"]
+
+    assert async_to_sync(two_requests)() == [200, 200]  # ana cools down, bea answers
+    assert [call.request.headers.get("cookie") for call in route.calls] == [None, None, None]
+
+
+def test_many_requests_meeting_one_401_send_the_refresh_token_once(pool, secret, upstream):
+    """16 tool requests at once on one account whose token the Messages API rejects: one
+    refresh (the refresh token is single-use), then every request is answered with the new
+    token."""
+    usable(pool, "ana")
+    sent_refresh_tokens: list[str] = []
+
+    def token(request):
+        sent_refresh_tokens.append(json.loads(request.content)["refresh_token"])
+        time.sleep(0.3)  # the others meet the 401 while this refresh is in flight
+        return httpx.Response(200, json=token_answer())
+
+    upstream.post(settings.ANTHROPIC_TOKEN_URL).mock(side_effect=token)
+
+    rejected = []
+
+    def messages(request):
+        if request.headers["authorization"] == "Bearer sk-ant-oat01-new-access":
+            return reply("with the new token")
+        rejected.append(request)
+        return error(401, "authentication_error", "invalid x-api-key")
+
+    upstream.post(MESSAGES).mock(side_effect=messages)
+    headers = {"authorization": f"Bearer {secret}"}
+
+    async def at_once() -> list[int]:
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as client:
+            path = "/relay/anthropic/v1/messages"
+            sent = [client.post(path, json=BODY, headers=headers) for _ in range(16)]
+            return [answer.status_code for answer in await asyncio.gather(*sent)]
+
+    assert async_to_sync(at_once)() == [200] * 16
+    assert len(rejected) > 1  # several met the 401 at once: each asked for the refresh
+    assert sent_refresh_tokens == [REFRESH]

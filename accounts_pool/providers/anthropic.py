@@ -33,6 +33,7 @@ from ..state import (
     TokenFailure,
     failure_kind,
 )
+from .cookies import no_cookies
 
 CLIENT_ID = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"
 REDIRECT_URI = "https://platform.claude.com/oauth/code/callback"
@@ -361,7 +362,9 @@ class AnthropicClient:
         self.profile_url = profile_url
         self.timeout = timeout
         self.shared = shared
-        self._http = httpx.Client(timeout=httpx.Timeout(timeout), transport=transport)
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout), transport=transport, cookies=no_cookies()
+        )
 
     def close(self) -> None:
         self._http.close()

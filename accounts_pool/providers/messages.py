@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 from django.conf import settings
 
+from .cookies import no_cookies
+
 OAUTH_BETA = "oauth-2025-04-20"
 # Connect 10 s; then up to 10 minutes between two chunks of a long answer.
 TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=60.0, pool=10.0)
@@ -77,7 +79,14 @@ def forwarded_headers(tool: Mapping[str, str], access_token: str) -> list[tuple[
 
 
 def returned_headers(upstream: httpx.Headers) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in upstream.multi_items() if k.lower() not in NOT_RETURNED]
+    """The answer's headers for the tool, byte for byte: decoded as latin-1, which maps every
+    byte to one character and back (httpx's own decoding may read UTF-8, which a front end
+    could not encode again)."""
+    return [
+        (k.decode("latin-1"), v.decode("latin-1"))
+        for k, v in upstream.raw
+        if k.decode("latin-1").lower() not in NOT_RETURNED
+    ]
 
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
@@ -90,7 +99,9 @@ def _client() -> httpx.AsyncClient:
     client = _clients.get(loop)
     if client is None:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
-        client = _clients[loop] = httpx.AsyncClient(timeout=TIMEOUT, limits=limits)
+        client = _clients[loop] = httpx.AsyncClient(
+            timeout=TIMEOUT, limits=limits, cookies=no_cookies()
+        )
     return client
 
 
@@ -101,7 +112,10 @@ async def open_answer(
     by streaming it (`aiter_raw`) and the caller closes the response."""
     url = settings.ANTHROPIC_API_URL.rstrip("/") + path + (f"?{query}" if query else "")
     client = _client()
-    request = client.build_request("POST", url, headers=headers, content=body)
+    # The front ends read header bytes as latin-1; they go on as the same bytes (httpx would
+    # refuse a str value outside ASCII).
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    request = client.build_request("POST", url, headers=raw, content=body)
     try:
         return await client.send(request, stream=True)
     except httpx.HTTPError as exc:

@@ -114,10 +114,15 @@ class _Reads:
         limit: int | None = None,
         offset: int = 0,
         skip: set[int] | frozenset[int] = frozenset(),
-        only: int | None = None,
+        session_hash: str = "",
     ) -> list[checkout_sql.Candidate]:
         page = checkout_sql.candidates(
-            self.key_hash, now=self.now, limit=limit, offset=offset, skip=skip, only=only
+            self.key_hash,
+            now=self.now,
+            limit=limit,
+            offset=offset,
+            skip=skip,
+            session_hash=session_hash,
         )
         if page.key is None:
             raise UnknownKey()
@@ -140,17 +145,6 @@ def _status(
     candidate: checkout_sql.Candidate, pool: Pool, now: datetime, model: str | None
 ) -> state.Status:
     return state.eligibility(candidate.snapshot(), pool.policy, now, model=model).status
-
-
-def _sticky_account(key_hash: str, session_hash: str) -> int | None:
-    if not session_hash:
-        return None
-    return (
-        Checkout.objects.filter(consumer_key__key_hash=key_hash, session_hash=session_hash)
-        .order_by("-at")
-        .values_list("account_id", flat=True)
-        .first()
-    )
 
 
 Found = checkout_sql.Candidate
@@ -176,17 +170,16 @@ def _balanced(
     return next((r for r in rows if chosen and r.account.pk == chosen.account_id), None)
 
 
-def _pick(
-    reads: _Reads, *, sticky_id: int | None, skip: set[int], model: str | None
-) -> Found | None:
-    """The routing's best usable account, else its best degraded one, else None.
+def _pick(reads: _Reads, *, session_hash: str, skip: set[int], model: str | None) -> Found | None:
+    """The session's account if it is usable, else the routing's best usable account, else
+    the session's account if degraded, else the routing's best degraded one, else None.
 
     Only accounts that SQL cannot rule out are read, in the routing's order, a few at a time:
-    the cost of a checkout does not grow with the pool."""
+    the cost of a checkout does not grow with the pool (nor with a session's checkouts)."""
     now = reads.now
     fallback = None
-    if sticky_id is not None and sticky_id not in skip:
-        for sticky in reads.page(only=sticky_id):
+    if session_hash:
+        for sticky in reads.page(session_hash=session_hash, skip=skip):
             status = _status(sticky, reads.pool, now, model)
             if status == state.Status.USABLE:
                 return sticky
@@ -276,11 +269,10 @@ def checkout_create(
     first (and may refuse)."""
     now = now or timezone.now()
     session_hash = secret_hash(session) if session else ""
-    sticky_id = _sticky_account(key_hash, session_hash)
     reads = _Reads(key_hash, pool_slug, now, admit)
     skip: set[int] = set(exclude)
     while True:
-        chosen = _pick(reads, sticky_id=sticky_id, skip=skip, model=model)
+        chosen = _pick(reads, session_hash=session_hash, skip=skip, model=model)
         if chosen is None:
             raise _none_usable(reads.pool, now, model)
         account = _ready(chosen, now)

@@ -8,13 +8,16 @@ report records it (services/reports.py), with the consumer key as actor.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import ParamSpec, TypeVar
 
-from django.db import transaction
+from django.core.exceptions import ObjectDoesNotExist
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .. import state
@@ -25,6 +28,9 @@ from .checkout import Admit, CheckoutResult, NoUsableAccount, UnknownKey, checko
 from .keys import secret_hash
 from .refresh import account_refresh, refresh_record_access_rejected
 from .reports import report_record, store_windows
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Rate-limit headers are written at most once per account per this long, counted from the last
 # write by the relay in this process (a poll does not start it).
@@ -63,6 +69,22 @@ class NothingToRoute(Exception):
     def __init__(self, said: NothingRoutable) -> None:
         super().__init__(said.message)
         self.said = said
+
+
+def _unless_deleted(function: Callable[P, R]) -> Callable[P, R | None]:
+    """What an answer does to an account is recorded while the account lives: when a lead
+    deleted it while its request was upstream (it, or its checkout or pool with it, is gone),
+    there is nothing to record, and the call returns None instead of failing the tool's
+    request."""
+
+    @functools.wraps(function)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R | None:
+        try:
+            return function(*args, **kwargs)
+        except (ObjectDoesNotExist, IntegrityError):
+            return None
+
+    return run
 
 
 def relay_start(*, secret: str, session: str, model: str | None) -> Started:
@@ -138,6 +160,7 @@ def _routed(checkout: Checkout, account: Account) -> Routed:
     )
 
 
+@_unless_deleted
 def relay_refresh(*, key: ConsumerKey, routed: Routed) -> Routed | None:
     """The Messages API said 401 to this credential: refresh it once (single flight with the
     cycle and checkout) and return the new credential, or None when there is none."""
@@ -159,6 +182,7 @@ def relay_refresh(*, key: ConsumerKey, routed: Routed) -> Routed | None:
     return _routed(routed.checkout, account)
 
 
+@_unless_deleted
 def relay_failover(
     *,
     key: ConsumerKey,
@@ -208,6 +232,7 @@ def harvest_due(account_id: int) -> bool:
     return True
 
 
+@_unless_deleted
 def relay_harvest(*, account_id: int, headers: Mapping[str, str]) -> list[str]:
     """Store the windows an upstream answer's rate-limit headers carry (source relay). Returns
     the window keys written."""
