@@ -8,10 +8,14 @@
   statement whose commit does not wait for the disk (both may be lost in a crash without
   harm): one round trip instead of five on every tool request.
 
-Everything else reads and writes through the ORM. Columns come from the models' metadata, so
-there is no field list to keep in step; values are converted as the ORM converts them, except
-the credential's ciphertext, which stays sealed until `Candidate.unseal` (only the account
-handed out is decrypted). Each statement runs on a cursor of its own.
+Everything else reads and writes through the ORM. Columns come from the models' metadata and
+constants, so there is no field list to keep in step: of an account, only what checkout uses
+(the rules' STATE_FIELDS, ROUTING_FIELDS, HANDOUT_FIELDS, the credential), the rest deferred,
+and tests/test_checkout_columns.py fails when a checkout reads one of those. Values are
+converted as the ORM converts them (on PostgreSQL the rows come in binary; that test holds
+them to the ORM's), except the credential's ciphertext, which stays sealed until
+`Candidate.unseal` (only the account handed out is decrypted). Each statement runs on a
+cursor of its own.
 
 The prefilter (`_prefilter`) repeats only rules that exclude in `state.eligibility`; the
 property test in tests/test_checkout_prefilter.py holds it to that.
@@ -21,14 +25,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
+from psycopg import pq
 
 from . import state
 from .crypto import decrypt
@@ -40,7 +45,7 @@ NO_LIMIT = 2**31 - 1  # LIMIT takes a number on every database
 SEALED = ("access_token", "api_key")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: _converting's cache hashes no Field
 class Part:
     """Some columns of one model under a table alias, and how their values become Python."""
 
@@ -52,6 +57,8 @@ class Part:
     def of(
         cls, model: type[Model], alias: str, *, only: Sequence[str] = (), skip: Sequence[str] = ()
     ) -> Part:
+        names = {f.name for f in model._meta.concrete_fields}
+        assert names.issuperset(only), f"not columns of {model.__name__}: {set(only) - names}"
         fields = tuple(
             f
             for f in model._meta.concrete_fields
@@ -86,12 +93,14 @@ class Part:
 
     def values(self, row: Sequence[Any], on: BaseDatabaseWrapper) -> dict[str, Any]:
         """This part of a row by attribute name, converted as the ORM converts it."""
-        return {
-            f.attname: _convert(value, converters, on)
-            for f, value, converters in zip(
-                self.fields, row, _converters(self, on.vendor), strict=True
-            )
-        }
+        values = dict(zip(self.attnames, row, strict=True))
+        for position, attname, converters in _converting(self, on.vendor):
+            values[attname] = _convert(row[position], converters, on)
+        return values
+
+    @functools.cached_property
+    def attnames(self) -> tuple[str, ...]:
+        return tuple(f.attname for f in self.fields)
 
     def build(self, row: Sequence[Any], on: BaseDatabaseWrapper) -> Any:
         """A model instance from this part of a row; columns not read are deferred."""
@@ -100,19 +109,20 @@ class Part:
 
 
 @functools.cache
-def _converters(part: Part, vendor: str) -> list[list[tuple[Any, Any]]]:
-    """Per column, the converters the ORM applies to it (the backend's, then the field's),
-    with the expression each takes. Sealed columns get none: their ciphertext is kept."""
-    out: list[list[tuple[Any, Any]]] = []
-    for field in part.fields:
+def _converting(part: Part, vendor: str) -> list[tuple[int, str, list[tuple[Any, Any]]]]:
+    """The columns the ORM converts (PostgreSQL's driver returns most values ready): position,
+    attribute name, and the converters (the backend's, then the field's) with the expression
+    each takes. Sealed columns are left out: their ciphertext is kept."""
+    out = []
+    for position, field in enumerate(part.fields):
         if field.name in SEALED and part.model is Account:
-            out.append([])
             continue
         expression = field.get_col(part.model._meta.db_table)
         functions = [*connection.ops.get_db_converters(expression)]
         # Field.get_db_converters is not in django-stubs.
         functions += field.get_db_converters(connection)  # type: ignore[attr-defined]
-        out.append([(fn, expression) for fn in functions])
+        if functions:
+            out.append((position, field.attname, [(fn, expression) for fn in functions]))
     return out
 
 
@@ -122,9 +132,17 @@ def _convert(value: Any, converters: list[tuple[Any, Any]], on: BaseDatabaseWrap
     return value
 
 
-KEY = Part.of(ConsumerKey, "k")
-POOL = Part.of(Pool, "p")
-ACCOUNT = Part.of(Account, "a", skip=("refresh_token",))
+# The key as checkout, its limits and the relay read it (revoked_at is NULL: the WHERE says so).
+KEY = Part.of(ConsumerKey, "k", skip=("created_at", "created_by", "revoked_at"))
+# Of the key's pool: its slug (the URL's, the relay's messages), routing and the rules' policy.
+POOL = Part.of(Pool, "p", only=("slug", "routing", *Pool.POLICY_FIELDS))
+# Of an account, what checkout reads: the rules' columns, the routing's, what is read of the
+# account handed out, and the sealed credential. The rest are deferred (never the refresh token).
+ACCOUNT = Part.of(
+    Account,
+    "a",
+    only=(*Account.STATE_FIELDS, *Account.ROUTING_FIELDS, *Account.HANDOUT_FIELDS, *SEALED),
+)
 WINDOW = Part.of(QuotaWindow, "w", only=QuotaWindow.STATE_FIELDS)
 CHECKOUT = Part.of(Checkout, "o")
 
@@ -156,10 +174,11 @@ class Page:
     candidates: list[Candidate]
 
 
-def _prefilter(a: Part, pool: str) -> tuple[list[str], Callable[[Any], list[Any]]]:
+def _prefilter(a: Part, pool: str) -> list[str]:
     """What the row alone rules out, each rule one that state.eligibility excludes on:
     disabled, cooling down, and for OAuth an expired token, a policy block, or a re-login
-    needed for the current refresh token (an empty fingerprint needs none)."""
+    needed for the current refresh token (an empty fingerprint needs none). Its values are
+    _prefilter_params', in the placeholders' order."""
     where = [
         f"{a.col('pool')} = {pool}",
         f"{a.col('enabled')} = %s",
@@ -169,11 +188,12 @@ def _prefilter(a: Part, pool: str) -> tuple[list[str], Callable[[Any], list[Any]
         f" AND ({a.col('relogin_required_for')} = ''"
         f" OR {a.col('relogin_required_for')} <> {a.col('refresh_token_fingerprint')})))",
     ]
+    return where
 
-    def params(at: Any) -> list[Any]:  # `now` as the database driver takes it
-        return [True, at, Account.Kind.OAUTH.value, at, state.PolicyStatus.OK.value]
 
-    return where, params
+def _prefilter_params(at: Any) -> list[Any]:
+    """_prefilter's values; `at` is now as the database driver takes it."""
+    return [True, at, Account.Kind.OAUTH.value, at, state.PolicyStatus.OK.value]
 
 
 @functools.cache  # by vendor too: identifiers are quoted the backend's way
@@ -187,7 +207,7 @@ def _candidates_sql(
     fixed pages, and PostgreSQL plans a prepared statement once only when it can cost it
     without its values."""
     a, k, p, w = ACCOUNT, KEY, POOL, WINDOW
-    where, _ = _prefilter(a, f"(SELECT p{POOL.position('id')} FROM kp)")  # noqa: S608 (a column position)
+    where = _prefilter(a, f"(SELECT p{POOL.position('id')} FROM kp)")  # noqa: S608 (a column position)
     if skip:
         where.append(f"{a.col('id')} NOT IN ({', '.join(['%s'] * skip)})")
     if session:  # the account of the session's latest checkout (checkout_session_idx, 1 row)
@@ -236,7 +256,7 @@ def candidates(
     candidates with their windows, in the routing's order, in one statement. `session_hash`
     narrows it to the account of that session's latest checkout with this key; `skip` leaves
     some out."""
-    on = connection
+    on = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: each use of the proxy looks it up
     sql = _candidates_sql(
         on.vendor,
         skip=len(skip),
@@ -245,11 +265,15 @@ def candidates(
         offset=offset,
     )
     at = on.ops.adapt_datetimefield_value(now)
-    _, prefilter_params = _prefilter(ACCOUNT, "")
-    params: list[Any] = [key_hash, *prefilter_params(at), *sorted(skip)]
+    params: list[Any] = [key_hash, *_prefilter_params(at), *sorted(skip)]
     if session_hash:
         params.append(session_hash)
     with on.cursor() as cursor:
+        if on.vendor == "postgresql":
+            # Rows in binary, which psycopg decodes in C: Django's timestamptz loader is Python
+            # and text only (14 timestamps a checkout). The same values: both take the session's
+            # time zone, which Django sets (tests/test_checkout_columns.py compares them).
+            cursor.cursor.format = pq.Format.BINARY
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     return _page(rows, on)
@@ -307,7 +331,7 @@ def _record_sql() -> str:
 def record(checkout: Checkout) -> None:
     """Write the checkout and its account's last use together, without waiting for the disk
     (PostgreSQL only; SQLite takes the ORM's two writes in a transaction)."""
-    on = connection
+    on = connections[DEFAULT_DB_ALIAS]
     assert on.vendor == "postgresql"
     when = on.ops.adapt_datetimefield_value(checkout.at)
     values = [f.get_db_prep_save(getattr(checkout, f.attname), on) for f in CHECKOUT.fields]

@@ -394,6 +394,16 @@ class Account(models.Model):
         "credential_unreadable_at",
     )
 
+    # The columns routing orders and weighs candidates by (checkout_sql's ORDER BY, balanced
+    # routing's least recently used).
+    ROUTING_FIELDS: ClassVar[tuple[str, ...]] = ("priority", "last_used_at")
+
+    # What is read of the account a checkout hands out, besides its credential: the tool's
+    # answer (label), the Checkout row a 401 report is judged by (credential_version) and the
+    # relay (access_from_401). The checkout read loads only these, STATE_FIELDS, ROUTING_FIELDS
+    # and the credential; tests/test_checkout_columns.py fails when a checkout reads another.
+    HANDOUT_FIELDS: ClassVar[tuple[str, ...]] = ("label", "credential_version", "access_from_401")
+
     def state_snapshot(
         self, windows: Sequence[QuotaWindow | state.Window] | None = None
     ) -> state.AccountState:
