@@ -51,7 +51,7 @@ MIDDLEWARE = [
     # Then the body: refused by its declared size before anything reads it.
     "accounts_pool.middleware.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "accounts_pool.middleware.PagePolicyMiddleware",  # django-csp's; JSON gets a fixed one
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # After whitenoise (static files keep their cache headers): no-store on the rest.
     "accounts_pool.middleware.NoStoreMiddleware",
@@ -72,8 +72,8 @@ MIDDLEWARE = [
 # --- Content-Security-Policy (django-csp) ----------------------------------------------------
 # Scripts, styles and everything else from this site only, never inline: behaviour lives in
 # accounts_pool/static (app.js), so an injected <script> or onclick= runs nowhere. data: images
-# are the admin's and the API docs' icons. The relay and the API answer JSON, which a policy
-# costs nothing on.
+# are the admin's and the API docs' icons. JSON answers (the API's) carry a fixed policy that
+# allows nothing, not this one, which django-csp builds per answer (accounts_pool.middleware).
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],

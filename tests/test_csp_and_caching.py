@@ -42,10 +42,23 @@ def test_no_template_has_inline_script_or_style(template: Path) -> None:
 
 
 @pytest.mark.django_db
-def test_pages_and_api_answers_carry_the_policy(alice: User) -> None:
+def test_a_json_answer_allows_nothing_and_the_api_docs_page_gets_the_pages_policy(
+    alice: User,
+) -> None:
     client = Client()
     client.force_login(alice)
-    for path in ("/login/", "/me/tokens/", "/api/v1/teams", "/admin/login/"):
+    for path in ("/api/v1/teams", "/api/v1/nothing-here"):  # an answer, and an error
+        assert client.get(path)["Content-Security-Policy"] == (
+            "default-src 'none'; frame-ancestors 'none'"
+        )
+    assert "'self'" in client.get("/api/v1/docs")["Content-Security-Policy"]
+
+
+@pytest.mark.django_db
+def test_pages_carry_the_policy(alice: User) -> None:
+    client = Client()
+    client.force_login(alice)
+    for path in ("/login/", "/me/tokens/", "/admin/login/"):
         policy = client.get(path)["Content-Security-Policy"]
         directives = dict(part.strip().split(" ", 1) for part in policy.split(";"))
         assert directives["default-src"] == "'self'"
