@@ -18,6 +18,7 @@ import respx
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
+from django.utils import timezone as django_timezone
 
 from accounts_pool.crypto import fingerprint
 from accounts_pool.models import Account, Membership, Pool, Team
@@ -108,6 +109,22 @@ def make_account(pool: Pool, **fields: Any) -> Account:
     }
     values.update(fields)
     return Account.objects.create(pool=pool, **values)
+
+
+def usable_account(pool: Pool, label: str, **fields: Any) -> Account:
+    """make_account's account, its quota checked now, with a 5-hour window at 10%: one that
+    checkout and the relay hand out."""
+    now = django_timezone.now()
+    fields.setdefault("quota_checked_at", now)
+    account = make_account(pool, label=label, **fields)
+    account.quota_windows.create(
+        key="five_hour",
+        label="5-hour",
+        utilization=10,
+        resets_at=now + timedelta(hours=4),
+        checked_at=now,
+    )
+    return account
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from accounts_pool.services.checkout import checkout_create
 from accounts_pool.services.keys import consumer_key_create, secret_hash
 
 from .api import Api
-from .conftest import make_account
+from .conftest import usable_account
 
 pytestmark = pytest.mark.django_db
 
@@ -28,19 +28,6 @@ NEVER_READ = ("refresh_token", "organization_name", "refresh_claimed_until", "cr
 @pytest.fixture
 def secret(pool, alice):
     return consumer_key_create(pool=pool, name="laptop", created_by=alice)[1]
-
-
-def usable(pool, label, **fields):
-    now = timezone.now()
-    account = make_account(pool, label=label, quota_checked_at=now, **fields)
-    account.quota_windows.create(
-        key="five_hour",
-        label="5-hour",
-        utilization=10,
-        resets_at=now + timedelta(hours=4),
-        checked_at=now,
-    )
-    return account
 
 
 def selects(queries):
@@ -54,7 +41,9 @@ def test_an_api_checkout_reads_no_column_after_its_one_read(pool, secret, routin
     pool.routing = routing
     pool.save()
     for label in ("ana", "bea"):
-        usable(pool, label, kind=kind, api_key="sk-ant-api03-x" if kind == "api_key" else "")
+        usable_account(
+            pool, label, kind=kind, api_key="sk-ant-api03-x" if kind == "api_key" else ""
+        )
     tool = Api(secret)
     tool.post("/pools/claude/checkout", {})  # the key's first use writes its last use
 
@@ -67,7 +56,7 @@ def test_an_api_checkout_reads_no_column_after_its_one_read(pool, secret, routin
 
 
 def test_a_relayed_request_reads_no_column_after_its_one_read(pool, secret):
-    usable(pool, "ana", access_from_401=True)
+    usable_account(pool, "ana", access_from_401=True)
 
     with CaptureQueriesContext(connection) as queries:
         started = relay_service.relay_start(secret=secret, session="", model=None)
@@ -78,7 +67,7 @@ def test_a_relayed_request_reads_no_column_after_its_one_read(pool, secret):
 
 
 def test_the_account_handed_out_leaves_the_columns_checkout_does_not_use_deferred(pool, secret):
-    usable(pool, "ana")
+    usable_account(pool, "ana")
 
     result = checkout_create(key_hash=secret_hash(secret))
 
@@ -95,7 +84,7 @@ def test_the_account_handed_out_leaves_the_columns_checkout_does_not_use_deferre
 def test_the_candidates_statement_reads_the_values_the_orm_reads(pool, secret):
     """Same values and types, time zones included: on PostgreSQL the statement's rows come in
     binary, decoded by psycopg's loaders rather than Django's."""
-    made = usable(pool, "ana", cooldown_until=timezone.now() - timedelta(minutes=1))
+    made = usable_account(pool, "ana", cooldown_until=timezone.now() - timedelta(minutes=1))
 
     page = checkout_sql.candidates(secret_hash(secret), now=timezone.now())
 

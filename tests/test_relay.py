@@ -25,7 +25,13 @@ from accounts_pool.services.limits import consumer_key_set_limits
 from accounts_pool.state import KeyLimits, PolicyStatus, ReasonCode, Status
 from config.asgi import application  # at import: its django.setup() redoes the logging config
 
-from .conftest import POLICY_MESSAGE, REFRESH, make_account, policy_403, token_answer
+from .conftest import (
+    POLICY_MESSAGE,
+    REFRESH,
+    policy_403,
+    token_answer,
+    usable_account,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,17 +60,7 @@ def stream(*events: tuple[str, dict]) -> httpx.Response:
 
 
 def usable(pool, label, **fields):
-    now = timezone.now()
-    fields.setdefault("quota_checked_at", now)
-    account = make_account(pool, label=label, access_token=f"sk-ant-oat01-{label}", **fields)
-    account.quota_windows.create(
-        key="five_hour",
-        label="5-hour",
-        utilization=10,
-        resets_at=now + timedelta(hours=4),
-        checked_at=now,
-    )
-    return account
+    return usable_account(pool, label, access_token=f"sk-ant-oat01-{label}", **fields)
 
 
 @pytest.fixture(autouse=True)
