@@ -104,3 +104,20 @@ def test_the_candidates_statement_reads_the_values_the_orm_reads(pool, secret):
     window = QuotaWindow.objects.get(account=made).as_state()
     assert candidate.windows == [window]
     assert candidate.windows[0].resets_at.tzinfo == window.resets_at.tzinfo
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_binary_rows_still_pay_djangos_timestamptz_loader_is_python_and_text_only():
+    """checkout_sql.candidates asks PostgreSQL for binary rows only to skip Django's Python
+    loader of text timestamps (9.7% of a checkout's instructions, bench/README.md run 5).
+    When Django registers a binary loader too, or none, this fails: drop the switch."""
+    from django.db import connection
+    from django.db.backends.postgresql.psycopg_any import BaseTzLoader  # type: ignore[import-untyped]
+    from psycopg import adapters, pq
+
+    connection.ensure_connection()
+    loaders = connection.connection.adapters
+    oid = adapters.types["timestamptz"].oid
+    assert issubclass(loaders.get_loader(oid, pq.Format.TEXT), BaseTzLoader)
+    assert not issubclass(loaders.get_loader(oid, pq.Format.BINARY), BaseTzLoader)
