@@ -104,8 +104,13 @@ def demo_build(sim: SimulatedAnthropic) -> Demo:
     full = {"five_hour": _window(100.0, 2), "seven_day": _window(40.0, 90)}
     _onboard(pool, sim, "quota exhausted", usage=full)
     _onboard(pool, sim, "quota unknown", usage={"five_hour": None, "seven_day": None})
-    _, sim_stale = _onboard(pool, sim, "quota stale")
+    stale, sim_stale = _onboard(pool, sim, "quota stale")
     sims["quota stale"] = sim_stale
+    # Its snapshot is an interval old, so the cycle below checks it (and fails) at once: the
+    # newcomer sees quota_stale now rather than when the interval has passed.
+    Account.objects.filter(pk=stale.pk).update(
+        quota_checked_at=timezone.now() - pool.quota_interval
+    )
     _, sim_relogin = _onboard(pool, sim, "needs re-login", access_lifetime=EXPIRING)
     _, sim_backoff = _onboard(pool, sim, "refresh backoff", access_lifetime=EXPIRING)
     disabled, _ = _onboard(pool, sim, "disabled")
@@ -114,7 +119,7 @@ def demo_build(sim: SimulatedAnthropic) -> Demo:
     stranded, _ = _onboard(pool, sim, "unreadable")
     _strand(stranded)
 
-    # The provider changes its mind; the cycle finds out (the quota one on its next check).
+    # The provider changes its mind; the cycle finds out.
     sim.revoke(sim_relogin)
     sim.inject("token", Fault.html(403), account=sim_backoff)
     sim.inject("usage", Fault.status(503), account=sim_stale)

@@ -76,6 +76,9 @@ def test_a_rejected_refresh_token_reaches_the_webhook_within_one_cycle(team, ali
         with _cycle(tmp_path, queue, **fake.env()) as logs:
             processes.wait_for(hook.accepted, 90, "the webhook", logs[0])
             received_at = time.time()
+            # The worker records the attempt after the receiver has answered: wait for the
+            # record, or stopping the worker's process group may cut the task in between.
+            processes.wait_for(DeliveryAttempt.objects.exists, 30, "the attempt", logs[0])
     rejected = AccountEvent.objects.get(account=account, outcome="invalid_grant")
     latency = received_at - rejected.at.timestamp()
     print(

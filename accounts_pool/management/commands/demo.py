@@ -105,8 +105,7 @@ class Command(BaseCommand):
                             "  to try Add account: Paste tokens with the refresh token "
                             f"{demo.paste_refresh_token}, or upload {demo.import_file}; "
                             "Re-login on “needs re-login” offers that account on the login page.",
-                            "Every reason code is on the pool page now, except quota_stale, "
-                            "which the cycle reaches within two minutes; token_expired clears "
+                            "Every reason code is on the pool page now; token_expired clears "
                             "when the next cycle refreshes it. Ctrl-C stops.",
                             "",
                         ]
