@@ -254,8 +254,9 @@ def test_refreshes_resume_after_each_broker_return_and_no_rotation_is_lost(
             logs = _worker_logs(tmp_path)
             processes.wait_for(lambda: all("ready." in _read(w) for w in logs), 90, "4", log)
             tool.start()
+            processes.wait_for(_resumed(logs), 60, "load", log)
             for _ in range(KILLS):
-                processes.wait_for(_resumed(logs), 60, "load", log)
+                # Under load: refreshes flow before the first kill, and resumed after each return.
                 broker.kill()
                 time.sleep(DOWN_SECONDS)
                 broker.start()
