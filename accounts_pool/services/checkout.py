@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from .. import checkout_sql, routing, selectors, state
@@ -234,7 +234,7 @@ def _unsealed(chosen: Found, now: datetime) -> Account | None:
 
 def _ready(chosen: Found, now: datetime) -> Account | None:
     """The account with its credential, good for more than 5 minutes (refreshed first if
-    needed); None when the refresh failed and the old token is gone."""
+    needed); None when the refresh failed and the old token is gone, or the account is."""
     account = chosen.account
     expires = account.access_expires_at
     if account.kind != Account.Kind.OAUTH or (
@@ -242,7 +242,14 @@ def _ready(chosen: Found, now: datetime) -> Account | None:
     ):
         return _unsealed(chosen, now)
     account_refresh(account_id=account.pk, now=now, wait=True, lead=REFRESH_IF_EXPIRING_WITHIN)
-    fresh = Account.objects.select_related("pool").defer(*Account.SECRET_FIELDS).get(pk=account.pk)
+    fresh = (
+        Account.objects.select_related("pool")
+        .defer(*Account.SECRET_FIELDS)
+        .filter(pk=account.pk)
+        .first()
+    )
+    if fresh is None:  # deleted while it was refreshed
+        return None
     if fresh.access_expires_at is None or fresh.access_expires_at <= now:
         return None
     return checkout_credential(fresh, now=now)
@@ -277,11 +284,16 @@ def checkout_create(
             raise _none_usable(reads.pool, now, model)
         account = _ready(chosen, now)
         if account is not None:
-            break
+            assert reads.key is not None
+            try:
+                checkout = _record(account, reads.key, session_hash, now)
+            except IntegrityError:
+                # Deleted since the read (a lead, in another request): the next read, which
+                # also reads the key again, does not find it.
+                logger.info("account=%s deleted during a checkout; it picks again", account.pk)
+            else:
+                return CheckoutResult(checkout, account, reads.key)
         skip.add(chosen.account.pk)
-    assert reads.key is not None
-    checkout = _record(account, reads.key, session_hash, now)
-    return CheckoutResult(checkout, account, reads.key)
 
 
 def checkouts_prune(*, now: datetime, older_than: timedelta) -> int:
