@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import secrets
@@ -39,6 +40,20 @@ def test_database_url() -> str:
     password = quote(db.get("PASSWORD") or "")
     auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
     return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+def beat_entries() -> None:
+    """The beat entries the migrations create, for a beat a test starts: a transactional test's
+    flush may have removed them. Idempotent: entries that are there stay as they are."""
+    from django.apps import apps
+
+    for module, create in (
+        ("0002_beat_schedule", "create_entries"),  # the dispatchers, the history's pruning
+        ("0011_notifications", "create_entries"),  # the notification tick, the digest
+        ("0013_credential_unreadable", "create_entry"),  # the daily secrets check
+    ):
+        migration = importlib.import_module(f"accounts_pool.migrations.{module}")
+        getattr(migration, create)(apps, None)
 
 
 # Beat's interval in the tests' processes: a tick every few seconds instead of every minute.

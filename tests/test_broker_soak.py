@@ -10,7 +10,6 @@ Each return's delay and the workers' restarts are printed."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -29,7 +28,6 @@ from random import Random
 
 import pytest
 import redis
-from django.apps import apps
 from django.db import connection
 from django.db.models import Max
 from django.utils import timezone
@@ -104,12 +102,6 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
-
-
-def _beat_entries() -> None:
-    """The dispatchers' beat rows (a data migration; an earlier test's flush may have left none)."""
-    migration = importlib.import_module("accounts_pool.migrations.0002_beat_schedule")
-    migration.create_entries(apps, None)
 
 
 def _accounts(pool, sim: SimulatedAnthropic) -> dict[int, str]:
@@ -243,7 +235,7 @@ class Tool(threading.Thread):
 def test_refreshes_resume_after_each_broker_return_and_no_rotation_is_lost(
     pool, alice, tmp_path, settings
 ):
-    _beat_entries()
+    processes.beat_entries()
     with SimulatedAnthropic(latency=0.005) as sim, own_redis(tmp_path) as broker:
         _point_at(settings, sim)
         uuids = _accounts(pool, sim)

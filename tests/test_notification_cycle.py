@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from django.utils import timezone
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from accounts_pool.models import Account, AccountEvent, DeliveryAttempt
 from accounts_pool.services.channels import channel_create
@@ -23,18 +22,6 @@ from .conftest import make_account
 from .fake_provider import fake_anthropic
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-TICKED = (
-    "accounts_pool.dispatch_token_refresh",
-    "accounts_pool.dispatch_quota_checks",
-    "accounts_pool.notify_tick",
-)
-
-
-def _beat_entries() -> None:
-    """The migrations' beat entries (a transactional test's flush removed them)."""
-    every, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.MINUTES)
-    for task in TICKED:
-        PeriodicTask.objects.update_or_create(name=task, defaults={"task": task, "interval": every})
 
 
 @contextmanager
@@ -61,7 +48,7 @@ def test_a_rejected_refresh_token_reaches_each_webhook_once_through_the_workers_
     """One cycle, two receivers: one answers at once, the other 500 and then 200. Each gets the
     signed notification exactly once, the second through the worker's retry."""
     account = make_account(pool, access_expires_at=timezone.now() + timedelta(minutes=5))
-    _beat_entries()
+    processes.beat_entries()
     verify = receivers.readme_verify()
     with (
         fake_anthropic(set()) as fake,  # no refresh token is valid: invalid_grant
