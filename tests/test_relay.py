@@ -192,6 +192,24 @@ def test_a_401_refreshes_once_and_the_same_account_answers(pool, secret, upstrea
     assert ana.access_from_401
 
 
+def test_an_account_deleted_while_the_relay_refreshes_it_leaves_the_next_one_to_answer(
+    pool, secret, upstream
+):
+    ana = usable(pool, "ana", priority=1, access_expires_at=timezone.now() + timedelta(minutes=4))
+    usable(pool, "bea", priority=2)
+
+    def deleted_meanwhile(request: httpx.Request) -> httpx.Response:
+        Account.objects.filter(pk=ana.pk).delete()  # a lead, in another request
+        return httpx.Response(200, json=token_answer())
+
+    token = upstream.post(settings.ANTHROPIC_TOKEN_URL).mock(side_effect=deleted_meanwhile)
+    route = upstream.post(MESSAGES).mock(return_value=reply("from bea"))
+    status, _, body = relay(secret)
+    assert (status, json.loads(body)["content"][0]["text"]) == (200, "from bea")
+    assert token.call_count == 1
+    assert route.calls.last.request.headers["authorization"] == "Bearer sk-ant-oat01-bea"
+
+
 def test_a_second_401_backs_the_refresh_off_and_the_next_account_answers(pool, secret, upstream):
     ana, _ = usable(pool, "ana", priority=1), usable(pool, "bea", priority=2)
     token = upstream.post(settings.ANTHROPIC_TOKEN_URL).respond(200, json=token_answer())
