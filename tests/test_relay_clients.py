@@ -26,7 +26,7 @@ from accounts_pool.services.keys import consumer_key_create
 from simulator import Fault, SimAccount, SimulatedAnthropic, reply_text
 
 from . import processes
-from .conftest import make_account
+from .conftest import usable_account
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -119,22 +119,13 @@ def secret(pool, alice) -> str:
 def pooled(pool, sim: SimulatedAnthropic, label: str, **fields) -> tuple[Account, SimAccount]:
     """An account of the pool that is the simulator's account `label`, usable now."""
     remote = sim.add_account(email=f"{label}-{uuid.uuid4().hex[:6]}@sim.test")
-    now = timezone.now()
-    account = make_account(
+    account = usable_account(
         pool,
-        label=label,
+        label,
         access_token=remote.access_token,
         refresh_token=remote.refresh_token,
-        access_expires_at=now + timedelta(hours=7),
-        quota_checked_at=now,
+        access_expires_at=timezone.now() + timedelta(hours=7),
         **fields,
-    )
-    account.quota_windows.create(
-        key="five_hour",
-        label="5-hour",
-        utilization=10,
-        resets_at=now + timedelta(hours=4),
-        checked_at=now,
     )
     return account, remote
 

@@ -18,27 +18,13 @@ import pytest
 from django.utils import timezone
 
 from accounts_pool import state
-from accounts_pool.models import Account, AccountEvent, CheckoutReport
+from accounts_pool.models import AccountEvent, CheckoutReport
 from accounts_pool.services.keys import consumer_key_create
 from accounts_pool.services.refresh import account_refresh
 from config.celery import app
 
 from .api import Api
-from .conftest import make_account, token_answer
-
-
-def make_usable(pool, **fields: Any) -> Account:
-    """An account checkout hands out: fresh token, a known five-hour window."""
-    now = timezone.now()
-    account = make_account(pool, quota_checked_at=now, **fields)
-    account.quota_windows.create(
-        key="five_hour",
-        label="5-hour",
-        utilization=10.0,
-        resets_at=now + timedelta(hours=4),
-        checked_at=now,
-    )
-    return account
+from .conftest import token_answer, usable_account
 
 
 @pytest.fixture
@@ -89,7 +75,7 @@ def _report(tool: Api, checkout_id: str, **body: Any) -> dict[str, Any]:
 
 
 def test_a_checkout_keeps_the_credential_version_it_handed_out(tool, pool):
-    account = make_usable(pool, credential_version=7)
+    account = usable_account(pool, "main", credential_version=7)
     checkout = _checkout(tool)
     assert checkout is not None
     row = account.checkouts.get(pk=checkout["checkout_id"])
@@ -100,7 +86,7 @@ def test_a_checkout_keeps_the_credential_version_it_handed_out(tool, pool):
 def test_a_401_report_loop_makes_at_most_one_provider_refresh_per_credential_version(
     tool, pool, provider, eager_worker
 ):
-    account = make_usable(pool)
+    account = usable_account(pool, "main")
     rotating = RotatingTokens()
     provider.token.mock(side_effect=rotating)
     handed: list[dict[str, Any]] = []
@@ -129,7 +115,7 @@ def test_a_401_report_loop_makes_at_most_one_provider_refresh_per_credential_ver
 def test_a_stale_401_changes_nothing_and_says_so(
     tool, pool, provider, django_capture_on_commit_callbacks
 ):
-    account = make_usable(pool)
+    account = usable_account(pool, "main")
     provider.token.respond(json=token_answer("sk-ant-oat01-fresh", "sk-ant-ort01-fresh"))
     late = _checkout(tool)
     assert late is not None
@@ -152,14 +138,14 @@ def test_a_stale_401_changes_nothing_and_says_so(
 
 
 def test_a_queued_refresh_for_a_replaced_version_does_not_call_the_provider(pool, provider):
-    account = make_usable(pool, access_expires_at=timezone.now() - timedelta(minutes=1))
+    account = usable_account(pool, "main", access_expires_at=timezone.now() - timedelta(minutes=1))
     result = account_refresh(account_id=account.pk, only_version=0, asked_by_401=True)
     assert result.outcome == "refreshed_elsewhere"
     assert provider.token.call_count == 0
 
 
 def test_a_retried_report_records_once(tool, pool, django_capture_on_commit_callbacks):
-    account = make_usable(pool)
+    account = usable_account(pool, "main")
     checkout = _checkout(tool)
     assert checkout is not None
     with django_capture_on_commit_callbacks() as queued:
@@ -177,7 +163,7 @@ def test_a_retried_report_records_once(tool, pool, django_capture_on_commit_call
 
 
 def test_an_idempotency_key_tells_a_retry_from_a_new_report(tool, pool):
-    account = make_usable(pool)
+    account = usable_account(pool, "main")
     checkout = _checkout(tool)
     assert checkout is not None
     url = f"/checkouts/{checkout['checkout_id']}/report"
@@ -213,7 +199,7 @@ def test_the_same_report_sent_at_once_from_many_threads_records_once(pool, alice
     from accounts_pool.services.checkout import checkout_create
     from accounts_pool.services.reports import report_record
 
-    account = make_usable(pool)
+    account = usable_account(pool, "main")
     key, _ = consumer_key_create(pool=pool, name="retrier", created_by=alice)
     handed = checkout_create(key_hash=key.key_hash)
     barrier = threading.Barrier(6)
