@@ -12,8 +12,7 @@ Everything else reads and writes through the ORM. Columns come from the models' 
 constants, so there is no field list to keep in step: of an account, only what checkout uses
 (the rules' STATE_FIELDS, ROUTING_FIELDS, HANDOUT_FIELDS, the credential), the rest deferred,
 and tests/test_checkout_columns.py fails when a checkout reads one of those. Values are
-converted as the ORM converts them (on PostgreSQL the rows come in binary; that test holds
-them to the ORM's), except the credential's ciphertext, which stays sealed until
+converted as the ORM converts them, except the credential's ciphertext, which stays sealed until
 `Candidate.unseal` (only the account handed out is decrypted). Each statement runs on a
 cursor of its own.
 
@@ -33,7 +32,6 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
-from psycopg import pq
 
 from . import state
 from .crypto import decrypt
@@ -269,11 +267,6 @@ def candidates(
     if session_hash:
         params.append(session_hash)
     with on.cursor() as cursor:
-        if on.vendor == "postgresql":
-            # Rows in binary, which psycopg decodes in C: Django's timestamptz loader is Python
-            # and text only (14 timestamps a checkout). The same values: both take the session's
-            # time zone, which Django sets (tests/test_checkout_columns.py compares them).
-            cursor.cursor.format = pq.Format.BINARY
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     return _page(rows, on)

@@ -82,8 +82,7 @@ def test_the_account_handed_out_leaves_the_columns_checkout_does_not_use_deferre
 
 
 def test_the_candidates_statement_reads_the_values_the_orm_reads(pool, secret):
-    """Same values and types, time zones included: on PostgreSQL the statement's rows come in
-    binary, decoded by psycopg's loaders rather than Django's."""
+    """Same values and types, time zones included."""
     made = usable_account(pool, "ana", cooldown_until=timezone.now() - timedelta(minutes=1))
 
     page = checkout_sql.candidates(secret_hash(secret), now=timezone.now())
@@ -104,20 +103,3 @@ def test_the_candidates_statement_reads_the_values_the_orm_reads(pool, secret):
     window = QuotaWindow.objects.get(account=made).as_state()
     assert candidate.windows == [window]
     assert candidate.windows[0].resets_at.tzinfo == window.resets_at.tzinfo
-
-
-@pytest.mark.postgres
-@pytest.mark.django_db
-def test_binary_rows_still_pay_djangos_timestamptz_loader_is_python_and_text_only():
-    """checkout_sql.candidates asks PostgreSQL for binary rows only to skip Django's Python
-    loader of text timestamps (9.7% of a checkout's instructions, bench/README.md run 5).
-    When Django registers a binary loader too, or none, this fails: drop the switch."""
-    from django.db import connection
-    from django.db.backends.postgresql.psycopg_any import BaseTzLoader  # type: ignore[import-untyped]
-    from psycopg import adapters, pq
-
-    connection.ensure_connection()
-    loaders = connection.connection.adapters
-    oid = adapters.types["timestamptz"].oid
-    assert issubclass(loaders.get_loader(oid, pq.Format.TEXT), BaseTzLoader)
-    assert not issubclass(loaders.get_loader(oid, pq.Format.BINARY), BaseTzLoader)
