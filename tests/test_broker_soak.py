@@ -318,9 +318,9 @@ def test_a_401_report_with_the_broker_down_is_recorded_once_and_answers_success(
     from accounts_pool.models import AccountEvent
     from accounts_pool.services.keys import consumer_key_create
 
-    from .test_report_versions import make_usable
+    from .conftest import usable_account
 
-    account = make_usable(pool)
+    account = usable_account(pool, "main")
     _, secret = consumer_key_create(pool=pool, name="tool", created_by=alice)
     port = processes.free_port()
     base = f"http://127.0.0.1:{port}/api/v1"
